@@ -1,0 +1,19 @@
+"""``python -m tactus_kernel``: start the kernel (``-f CONNECTION``) or run the CLI."""
+
+import sys
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("install", "replay", "--help", "-h", "--version"):
+        from .cli import main as cli_main
+
+        sys.exit(cli_main())
+    from ipykernel.kernelapp import IPKernelApp
+
+    from .kernel import TactusKernel
+
+    IPKernelApp.launch_instance(kernel_class=TactusKernel)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Checkpoint records: the durable log of every procedure run.
+
+The shape is the ``metadata.tactus`` contract (see docs/metadata.md): a
+version number and, per procedure key, an ordered list of entries. The
+kernel keeps the records as plain dicts (cheap to append to and to send on
+the comm); pydantic validates what arrives from a notebook, because that
+is the one place where a person may have edited the JSON by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+class CheckpointEntry(BaseModel):
+    """One recorded call. Extra fields (``request``, ``message``, ...) are kept."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+    name: str
+    value: Any = None
+    at: str
+
+
+class ProcedureRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    checkpoints: list[CheckpointEntry] = Field(default_factory=list)
+
+
+class TactusMetadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    version: Literal[1]
+    procedures: dict[str, ProcedureRecord] = Field(default_factory=dict)
+
+
+class MetadataError(ValueError):
+    """The notebook's ``metadata.tactus`` block cannot be used."""
+
+
+def now_iso() -> str:
+    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-22T10:42:07.123Z``."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_metadata(data: Any) -> dict[str, dict[str, Any]]:
+    """Validate a ``metadata.tactus`` block and return its procedure records.
+
+    Raises MetadataError naming the first bad field, so the user can find
+    it in the JSON.
+    """
+    if data is None:
+        return {}
+    try:
+        parsed = TactusMetadata.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "metadata.tactus." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "metadata.tactus"
+        raise MetadataError(f"{where}: {first['msg']} (found {first.get('input')!r:.80})") from None
+    return {key: rec.model_dump() for key, rec in parsed.procedures.items()}
+
+
+class DivergenceError(RuntimeError):
+    """Replay asked for a different call than the one recorded at its position."""
+
+    def __init__(self, key: str, position: int, recorded: dict[str, Any] | None, asked: dict[str, Any]) -> None:
+        self.key, self.position, self.recorded, self.asked = key, position, recorded, asked
+        if recorded is None:
+            rec = "nothing (the record ends here)"
+        else:
+            rec = f"{recorded['kind']} {recorded['name']!r}"
+        if asked.get("kind") == "end":
+            new = "the end of the procedure"
+        else:
+            new = f"{asked['kind']} {asked['name']!r}"
+        super().__init__(
+            f"replay diverged in procedure {key!r} at checkpoint #{position + 1}:\n"
+            f"  recorded: {rec}\n"
+            f"  now:      {new}\n"
+            f"Run `%tactus reset {key}` to record it afresh, or restore the code that made the record."
+        )
+
+
+class Records:
+    """Every procedure record of one notebook, plus which ones changed since
+    the last time the frontend was told."""
+
+    def __init__(self) -> None:
+        self.procedures: dict[str, dict[str, Any]] = {}
+        self.dirty: set[str] = set()
+        self.deleted: set[str] = set()
+
+    def load(self, procedures: dict[str, dict[str, Any]]) -> None:
+        self.procedures = procedures
+        self.dirty.clear()
+        self.deleted.clear()
+
+    def record(self, key: str) -> dict[str, Any]:
+        rec = self.procedures.get(key)
+        if rec is None:
+            rec = self.procedures[key] = {"checkpoints": []}
+            self.deleted.discard(key)
+        return rec
+
+    def touch(self, key: str) -> None:
+        self.dirty.add(key)
+
+    def delete(self, keys: Iterable[str]) -> list[str]:
+        gone = [k for k in keys if k in self.procedures]
+        for k in gone:
+            del self.procedures[k]
+            self.dirty.discard(k)
+            self.deleted.add(k)
+        return gone
+
+    def take_changes(self) -> list[dict[str, Any]]:
+        """The comm ops that bring a frontend up to date, and forget them."""
+        ops: list[dict[str, Any]] = []
+        if self.dirty:
+            ops.append({"op": "update", "procedures": {k: self.procedures[k] for k in sorted(self.dirty)}})
+        if self.deleted:
+            ops.append({"op": "delete", "procedures": sorted(self.deleted)})
+        self.dirty.clear()
+        self.deleted.clear()
+        return ops
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"version": SCHEMA_VERSION, "procedures": self.procedures}
+
+
+class RunLog:
+    """One run of one procedure: a cursor walking its record.
+
+    Each call is matched to the entry at the cursor by kind and name; a
+    match is replayed, the end of the record means "record it now", and
+    anything else is a divergence (or, when allowed, the record from there
+    on is dropped and recorded afresh).
+    """
+
+    def __init__(self, records: Records, key: str, allow_divergence: bool = False) -> None:
+        self.records = records
+        self.key = key
+        existing = records.procedures.get(key)
+        # A run that records nothing leaves no empty record behind.
+        self.entries: list[dict[str, Any]] = existing["checkpoints"] if existing else []
+        self.position = 0
+        self.allow_divergence = allow_divergence
+        self.replayed = 0
+        self.recorded = 0
+
+    def _diverge(self, asked: dict[str, Any]) -> None:
+        recorded = self.entries[self.position] if self.position < len(self.entries) else None
+        if not self.allow_divergence:
+            raise DivergenceError(self.key, self.position, recorded, asked)
+        del self.entries[self.position :]
+        self.records.touch(self.key)
+
+    def replay(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The recorded entry for this call, or None when it must run now."""
+        if self.position >= len(self.entries):
+            return None
+        entry = self.entries[self.position]
+        if entry["kind"] != kind or entry["name"] != name:
+            self._diverge({"kind": kind, "name": name})
+            return None
+        self.position += 1
+        self.replayed += 1
+        return entry
+
+    def append(self, kind: str, name: str, value: Any, **extra: Any) -> dict[str, Any]:
+        entry = {"kind": kind, "name": name, "value": value, "at": now_iso(), **extra}
+        rec = self.records.record(self.key)
+        if rec["checkpoints"] is not self.entries:
+            rec["checkpoints"] = self.entries
+        del self.entries[self.position :]
+        self.entries.append(entry)
+        self.position += 1
+        self.recorded += 1
+        self.records.touch(self.key)
+        return entry
+
+    def finish(self) -> None:
+        """A completed run must have used the whole record."""
+        if self.position < len(self.entries):
+            self._diverge({"kind": "end", "name": ""})
+
+    # Checkpoint.* helpers ------------------------------------------------
+    def find(self, name: str) -> int | None:
+        for i, entry in enumerate(self.entries):
+            if entry["name"] == name:
+                return i
+        return None
+
+    def clear_from(self, index: int) -> None:
+        del self.entries[index:]
+        self.position = min(self.position, index)
+        self.records.touch(self.key)

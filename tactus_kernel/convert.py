@@ -1,0 +1,95 @@
+"""Moving values between Lua and JSON-shaped Python.
+
+Checkpoints must survive a trip through the notebook file, so everything
+recorded goes through :func:`to_json`, which refuses what JSON cannot hold
+(functions, coroutines, NaN, tables mixing list and key entries, cycles)
+with a message that says *where* in the value the problem is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lupa import lua54
+
+JSON = None | bool | int | float | str | list[Any] | dict[str, Any]
+
+MAX_DEPTH = 100
+lua_type = lua54.lua_type
+
+
+class NotRecordable(ValueError):
+    """A value that cannot be stored as JSON; ``path`` says where."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path} is {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _describe(value: Any) -> str:
+    kind = lua_type(value)
+    if kind is not None:
+        return f"a Lua {kind}"
+    return f"a {type(value).__name__}"
+
+
+def to_json(value: Any, path: str = "value", depth: int = 0) -> JSON:
+    """Convert a Lua value to JSON-shaped Python, or raise NotRecordable."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise NotRecordable(path, f"{value} (JSON has no NaN or infinity)")
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise NotRecordable(path, "a string that is not valid UTF-8") from None
+    if lua_type(value) != "table":
+        raise NotRecordable(path, _describe(value))
+    if depth >= MAX_DEPTH:
+        raise NotRecordable(path, f"nested more than {MAX_DEPTH} levels deep (a cycle?)")
+    items = list(value.items())
+    if not items:
+        return {}
+    keys = [k for k, _ in items]
+    if all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
+        n = len(keys)
+        if sorted(keys) == list(range(1, n + 1)):
+            ordered = sorted(items, key=lambda kv: kv[0])
+            return [to_json(v, f"{path}[{k}]", depth + 1) for k, v in ordered]
+        raise NotRecordable(path, "a table with integer keys that are not 1..n (a sparse array)")
+    out: dict[str, Any] = {}
+    for k, v in items:
+        if not isinstance(k, str):
+            if isinstance(k, bytes):
+                k = k.decode("utf-8", "replace")
+            else:
+                raise NotRecordable(path, f"a table mixing string keys with a {_describe(k)} key ({k!r})")
+        out[k] = to_json(v, f"{path}.{k}", depth + 1)
+    return out
+
+
+def to_plain(value: Any, depth: int = 0) -> Any:
+    """Lenient conversion for declarations: functions become the marker
+    ``"<function>"`` instead of failing, so a config table with guards or
+    filters can still be read for its data."""
+    if lua_type(value) == "table" and depth < MAX_DEPTH:
+        items = list(value.items())
+        keys = [k for k, _ in items]
+        if items and all(isinstance(k, int) for k in keys) and sorted(keys) == list(range(1, len(keys) + 1)):
+            return [to_plain(v, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
+        return {str(k): to_plain(v, depth + 1) for k, v in items}
+    if lua_type(value) is not None:
+        return f"<{lua_type(value)}>"
+    return value
+
+
+def to_lua(runtime: lua54.LuaRuntime, value: Any) -> Any:
+    """Convert JSON-shaped Python to Lua values (lists become 1-based tables)."""
+    if isinstance(value, (dict, list, tuple)):
+        return runtime.table_from(value, recursive=True)
+    return value

@@ -1,0 +1,176 @@
+"""The Jupyter kernel: receives messages and hands them to the runtime.
+
+Kept thin on purpose. The runtime (runtime.py) knows nothing of Jupyter;
+this class turns execute/complete/inspect requests into runtime calls and
+runtime results into Jupyter replies. It subclasses the bare
+``kernelbase.Kernel`` rather than the IPython kernel, so start-up does not
+pay for an IPython shell a Lua kernel never uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import comm
+from ipykernel.comm.comm import BaseComm
+from ipykernel.comm.manager import CommManager
+from ipykernel.kernelbase import Kernel
+
+from . import __version__, completion, magics
+from .display import bundle
+from .errors import CellError
+from .notebook_host import NotebookHost, RecordsChannel
+from .runtime import Runtime, source_key
+from .sandbox import DEFAULT_MAX_MEMORY
+
+
+def _create_comm(*args: Any, **kwargs: Any) -> BaseComm:
+    return BaseComm(*args, **kwargs)
+
+
+class TactusKernel(Kernel):
+    implementation = "tactus"
+    implementation_version = __version__
+    language = "lua"
+    language_version = "5.4"
+    language_info = {
+        "name": "lua",
+        "version": "5.4",
+        "mimetype": "text/x-lua",
+        "file_extension": ".lua",
+        "codemirror_mode": "lua",
+        "pygments_lexer": "lua",
+    }
+    banner = f"Tactus kernel {__version__}: durable, human-in-the-loop procedures in Lua 5.4"
+    help_links = [{"text": "Tactus kernel README", "url": "https://pypi.org/project/tactus-kernel/"}]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # What IPythonKernel would set up for us: a comm manager routed to
+        # the shell handlers, and comm creation for ipywidgets.
+        self.comm_manager = CommManager(kernel=self)
+        comm.create_comm = _create_comm
+        comm.get_comm_manager = lambda: self.comm_manager
+        for msg_type in ("comm_open", "comm_msg", "comm_close"):
+            self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
+        max_memory = int(os.environ.get("TACTUS_MAX_MEMORY", DEFAULT_MAX_MEMORY)) or None
+        self.runtime = Runtime(root=os.getcwd(), max_memory=max_memory)
+        self.channel = RecordsChannel(self.runtime.records)
+        self.channel.on_open.append(self._apply_client_options)
+        self.comm_manager.register_target(RecordsChannel.TARGET, self.channel.open)
+        self._said_no_extension = False
+        self._extensions: list[Any] = []
+
+    def _apply_client_options(self, options: dict[str, Any]) -> None:
+        if "allow_divergence" in options:
+            self.runtime.allow_divergence = bool(options["allow_divergence"])
+
+    # ------------------------------------------------------------- execute
+    async def do_execute(  # type: ignore[override]
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict[str, Any] | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_meta: dict[str, Any] | None = None,
+        cell_id: str | None = None,
+    ) -> dict[str, Any]:
+        parent = self.get_parent("shell")
+        host = NotebookHost(self, parent, self.channel)
+        self.runtime.host = host
+        label = f"[cell {self.execution_count}]"
+        key = cell_id or (cell_meta or {}).get("cellId") or source_key(code)
+        if self.channel.warning:
+            host.write("stderr", self.channel.warning + "\n")
+            self.channel.warning = None
+        try:
+            if magics.is_magic(code):
+                result = await magics.run(self, code, label)
+            else:
+                if not self.channel.connected and not self._said_no_extension and "procedure" in code:
+                    self._said_no_extension = True
+                    host.write(
+                        "stderr",
+                        "Tactus: no Tactus notebook extension is connected, so checkpoints stay in this kernel "
+                        "and will not be saved into the notebook (they are lost when the kernel stops).\n",
+                    )
+                result = await self._interruptible(self.runtime.execute(code, label, key))
+        except CellError as err:
+            host.flush()
+            self.channel.flush()
+            if not silent:
+                self._send_error(parent, err)
+            return {
+                "status": "error",
+                "execution_count": self.execution_count,
+                "ename": err.ename,
+                "evalue": err.evalue,
+                "traceback": err.traceback,
+            }
+        host.flush()
+        self.channel.flush()
+        if result and not silent:
+            self.session.send(
+                self.iopub_socket,
+                "execute_result",
+                {"execution_count": self.execution_count, "data": bundle(result), "metadata": {}},
+                parent=parent,
+                ident=self._topic("execute_result"),
+            )
+        return {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
+
+    async def _interruptible(self, work: Any) -> Any:
+        """Run `work` so that SIGINT stops it instead of killing the kernel.
+
+        The handler only sets flags: the Lua count hook sees the runtime's
+        flag inside tight loops, and cancelling the task ends any await.
+        """
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(work)
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            self.runtime.interrupt()
+            loop.call_soon_threadsafe(task.cancel)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            raise CellError(
+                "KeyboardInterrupt", "interrupted by the user", ["KeyboardInterrupt: interrupted by the user"]
+            ) from None
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _send_error(self, parent: dict[str, Any], err: CellError) -> None:
+        content = {"ename": err.ename, "evalue": err.evalue, "traceback": err.traceback}
+        self.session.send(self.iopub_socket, "error", content, parent=parent, ident=self._topic("error"))
+
+    # ----------------------------------------------------- completion & co
+    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:  # type: ignore[override]
+        return completion.complete(self.runtime, code, cursor_pos)
+
+    async def do_inspect(  # type: ignore[override]
+        self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
+    ) -> dict[str, Any]:
+        return completion.inspect(self.runtime, code, cursor_pos, detail_level)
+
+    async def do_is_complete(self, code: str) -> dict[str, Any]:  # type: ignore[override]
+        if magics.is_magic(code):
+            return {"status": "complete"}
+        status = self.runtime.is_complete(code)
+        reply: dict[str, Any] = {"status": status}
+        if status == "incomplete":
+            reply["indent"] = "  "
+        return reply
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        self.channel.flush()
+        return {"status": "ok", "restart": restart}

@@ -1,0 +1,144 @@
+"""The runtime's host inside a Jupyter kernel: outputs, comm, record updates.
+
+Every output of a cell is sent with the parent header captured when the
+cell started: while a cell waits, the kernel handles comm messages (widget
+clicks) and its "current parent" changes under our feet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .checkpoints import MetadataError, Records, parse_metadata
+
+FLUSH_BYTES = 64 * 1024
+FLUSH_SECONDS = 0.05
+UPDATE_DELAY = 0.25
+MAX_CELL_OUTPUT = 2 * 1024 * 1024
+
+
+class RecordsChannel:
+    """The ``tactus`` comm: metadata in on open, batched update/delete ops out."""
+
+    TARGET = "tactus"
+
+    def __init__(self, records: Records) -> None:
+        self.records = records
+        self.comm: Any = None
+        self.options: dict[str, Any] = {}
+        self.warning: str | None = None
+        self._scheduled: asyncio.TimerHandle | None = None
+        self.on_open: list[Callable[[dict[str, Any]], None]] = []
+
+    @property
+    def connected(self) -> bool:
+        return self.comm is not None
+
+    def open(self, comm: Any, msg: dict[str, Any]) -> None:
+        """A frontend opened the comm with the notebook's ``metadata.tactus``."""
+        data = msg["content"].get("data") or {}
+        self.comm = comm
+        comm.on_close(self._closed)
+        self.options = {k: v for k, v in data.items() if k != "tactus"}
+        try:
+            stored = parse_metadata(data.get("tactus"))
+        except MetadataError as exc:
+            self.warning = (
+                f"Tactus: the notebook's checkpoint metadata cannot be used ({exc}). "
+                "It is left untouched in the file; new checkpoints are kept in the kernel "
+                "and will not replace it until you reset it with `%tactus reset`."
+            )
+            self.comm.send({"op": "warning", "message": self.warning})
+            return
+        # The kernel is the source of truth for what it already ran; the
+        # notebook fills in the rest (typically: everything, after a restart).
+        for key, rec in stored.items():
+            self.records.procedures.setdefault(key, rec)
+        mine = set(self.records.procedures) - set(stored)
+        self.records.dirty.update(mine)
+        for callback in self.on_open:
+            callback(self.options)
+        self.flush()
+
+    def _closed(self, msg: dict[str, Any]) -> None:
+        self.comm = None
+
+    def changed(self) -> None:
+        """Coalesce updates: one message per UPDATE_DELAY at most."""
+        if self._scheduled is not None or self.comm is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._scheduled = loop.call_later(UPDATE_DELAY, self.flush)
+
+    def flush(self) -> int:
+        """Send pending changes now; returns how many messages went out."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        if self.comm is None:
+            return 0
+        ops = self.records.take_changes()
+        for op in ops:
+            self.comm.send(op)
+        return len(ops)
+
+
+class NotebookHost:
+    """Outputs of one cell, sent on IOPub under that cell's parent header."""
+
+    def __init__(self, kernel: Any, parent: dict[str, Any], channel: RecordsChannel) -> None:
+        self.kernel = kernel
+        self.parent = parent
+        self.channel = channel
+        self._buffers: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+        self._sent = 0
+        self._truncated = False
+
+    def _send(self, msg_type: str, content: dict[str, Any]) -> None:
+        self.kernel.session.send(
+            self.kernel.iopub_socket, msg_type, content, parent=self.parent, ident=self.kernel._topic(msg_type)
+        )
+
+    def write(self, stream: str, text: str) -> None:
+        if self._truncated:
+            return
+        if self._sent + self._buffered + len(text) > MAX_CELL_OUTPUT:
+            room = max(0, MAX_CELL_OUTPUT - self._sent - self._buffered)
+            self._buffers[stream].append(text[:room])
+            self._buffers["stderr"].append(
+                f"\n[output truncated: this cell printed more than {MAX_CELL_OUTPUT // 2**20} MiB; "
+                "the rest is dropped so the notebook stays usable]\n"
+            )
+            self._truncated = True
+            self.flush()
+            return
+        self._buffers[stream].append(text)
+        self._buffered += len(text)
+        now = time.monotonic()
+        if self._buffered >= FLUSH_BYTES or now - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        for name, parts in self._buffers.items():
+            if parts:
+                text = "".join(parts)
+                parts.clear()
+                self._send("stream", {"name": name, "text": text})
+                self._sent += len(text)
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+
+    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        self.flush()
+        self._send("display_data", {"data": data, "metadata": metadata or {}, "transient": {}})
+
+    def records_changed(self) -> None:
+        self.channel.changed()

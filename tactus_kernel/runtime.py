@@ -1,0 +1,483 @@
+"""The procedure runtime: one sandboxed Lua state, its records, its driver.
+
+Cell code and procedure bodies run as Lua coroutines. Whatever must wait
+(Sleep, a human answer, an agent turn) is yielded to :meth:`Runtime._drive`
+as an effect request, awaited here, and the coroutine resumed with the
+answer, so the event loop stays free while a procedure waits. Everything
+else the primitives need from Python goes through the synchronous bridge
+functions below, each of which returns ``ok, ...`` rather than raising:
+an exception object must never reach Lua code.
+
+This module is independent of Jupyter; the kernel is a :class:`Host`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lupa import lua54
+
+from . import errors
+from .checkpoints import DivergenceError, Records, RunLog
+from .convert import NotRecordable, to_json, to_lua, to_plain
+from .display import displayable
+from .errors import CellError, tagged
+from .files import FileError, file_op
+from .host import ConsoleHost, Host
+from .sandbox import DEFAULT_MAX_MEMORY, HOOK_COUNT, load_prelude, new_lua
+from .schema import FieldSpec, ParamError, parse_fields, validate_outputs, validate_params
+
+EffectHandler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
+
+
+class BridgeError(Exception):
+    """Raised inside a bridge function; its text (already tagged with an
+    error name) becomes the Lua error message."""
+
+
+@dataclass
+class ProcedureSpec:
+    """A declared procedure, as far as Python needs to know it."""
+
+    key: str
+    params: dict[str, FieldSpec]
+    outputs: dict[str, FieldSpec]
+    config: dict[str, Any]
+    cell: str
+
+
+@dataclass
+class RunState:
+    """One running procedure (or a cell's top-level code)."""
+
+    id: int
+    key: str
+    log: RunLog
+    spec: ProcedureSpec | None
+    cell: CellRun
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CellRun:
+    """What one cell execution has touched."""
+
+    label: str
+    key: str
+    logs: dict[str, RunLog] = field(default_factory=dict)
+    declared: list[str] = field(default_factory=list)
+    collecting: bool = True
+
+
+def source_key(code: str) -> str:
+    """Stable identity for a cell when the client sends no cell id."""
+    return "cell-" + hashlib.sha256(code.encode("utf-8")).hexdigest()[:12]
+
+
+def _bridge(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Make a method safe to call from Lua: never raises, returns ok first."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any) -> Any:
+        try:
+            result = method(*args)
+        except BridgeError as exc:
+            return False, str(exc)
+        except DivergenceError as exc:
+            return False, tagged("DivergenceError", str(exc))
+        except ParamError as exc:
+            return False, tagged("ParamError", str(exc))
+        except NotRecordable as exc:
+            return False, tagged("NotRecordableError", str(exc))
+        except FileError as exc:
+            return False, tagged("SandboxError", str(exc))
+        except lua54.LuaMemoryError:
+            return False, "not enough memory"
+        except Exception as exc:  # noqa: BLE001 - reported to the cell, never raised into Lua
+            return False, f"internal error in {method.__name__}: {type(exc).__name__}: {exc}"
+        if result is None:
+            return (True,)
+        if isinstance(result, tuple):
+            return (True, *result)
+        return True, result
+
+    return wrapper
+
+
+class Runtime:
+    """A persistent Lua runtime with procedures, records and an effect driver."""
+
+    def __init__(
+        self,
+        root: Path | str = ".",
+        host: Host | None = None,
+        max_memory: int | None = DEFAULT_MAX_MEMORY,
+        hook_count: int = HOOK_COUNT,
+        allow_divergence: bool = False,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.host: Host = host or ConsoleHost()
+        self.max_memory = max_memory
+        self.allow_divergence = allow_divergence
+        self.records = Records()
+        self.procedures: dict[str, ProcedureSpec] = {}
+        self.effects: dict[str, EffectHandler] = {"sleep": sleep_effect}
+        self.runs: dict[int, RunState] = {}
+        self._next_run = 0
+        self._cell: CellRun | None = None
+        self._interrupted = False
+        self.lua = new_lua(max_memory)
+        bridge = {
+            name: getattr(self, "_b_" + name)
+            for name in (
+                "write", "log", "declare", "begin_run", "end_run", "replay",
+                "record", "checkpoint", "json_encode", "json_decode", "file",
+            )
+        }
+        bridge["interrupted"] = self._poll_interrupt
+        self.K = load_prelude(self.lua, bridge, hook_count)
+        self._tostring = self.lua.eval("function(v) local ok, s = pcall(tostring, v); return ok and s or '?' end")
+
+    # ------------------------------------------------------------------ API
+    def interrupt(self) -> None:
+        """Ask running Lua code to stop (safe to call from a signal handler)."""
+        self._interrupted = True
+
+    def _poll_interrupt(self) -> bool:
+        return self._interrupted
+
+    def compile_cell(self, code: str, label: str) -> Any:
+        """Compile a cell; a trailing expression becomes its return value.
+
+        Like the Lua REPL, an expression is tried first. Otherwise the last
+        top-level statement that is a valid expression gets a ``return``
+        (only when the code before it compiles on its own, so a line inside
+        a block is never turned into an early return). Line numbers stay
+        those of the cell.
+        """
+        chunk = f"={label}"
+        for expr in (f"return ({code}\n)", "return " + code):
+            fn, err = self.K.compile(expr, chunk)
+            if fn is not None:
+                return fn
+        fn, err = self.K.compile(code, chunk)
+        lines = code.split("\n")
+        last = len(lines) - 1
+        while last >= 0 and (not lines[last].strip() or lines[last].strip().startswith("--")):
+            last -= 1
+        for i in range(last, max(-1, last - 30), -1):
+            if not lines[i].strip():
+                continue
+            prefix = "\n".join(lines[:i])
+            suffix = "\n".join(lines[i:])
+            if self.K.compile(prefix, chunk)[0] is None:
+                continue
+            for ret in (f"return ({suffix}\n)", "return " + suffix):
+                if self.K.compile(ret, chunk)[0] is None:
+                    continue
+                fn2, _ = self.K.compile(prefix + ("\n" if i else "") + ret, chunk)
+                if fn2 is not None:
+                    return fn2
+        if fn is None:
+            raise CellError("LuaSyntaxError", str(err), [f"LuaSyntaxError: {err}"])
+        return fn
+
+    def is_complete(self, code: str) -> str:
+        """The Lua REPL rule: an error at <eof> means "keep typing"."""
+        if not code.strip():
+            return "complete"
+        for candidate in ("return " + code, code):
+            fn, err = self.K.compile(candidate, "=stdin")
+            if fn is not None:
+                return "complete"
+        if str(err).endswith("<eof>"):
+            return "incomplete"
+        return "invalid"
+
+    async def execute(self, code: str, label: str = "[cell]", key: str | None = None) -> list[Any]:
+        """Run one cell and the procedures it declares.
+
+        Returns the values to show as the cell's result; raises CellError.
+        """
+        self._interrupted = False
+        self.K.reset_interrupt()
+        fn = self.compile_cell(code, label)
+        cell = CellRun(label, key or source_key(code))
+        self._cell = cell
+        try:
+            top = self._new_run(cell.key, None, cell)
+            ctx = self.K.cell_ctx(top.id, cell.key)
+            values = await self._drive(self.K.start(fn, ctx))
+            cell.collecting = False
+            shown = [displayable(v, self._tostring) for v in values if not self.K.is_handle(v)]
+            for proc_key in cell.declared:
+                out = await self._drive(self.K.start(self.K.procedure_main(proc_key), ctx))
+                if not shown and out and out[0] is not None:
+                    shown = [displayable(out[0], self._tostring)]
+            for log in cell.logs.values():
+                try:
+                    log.finish()
+                except DivergenceError as exc:
+                    raise CellError("DivergenceError", str(exc), [f"DivergenceError: {exc}"]) from None
+            return [v for v in shown if v is not None]
+        finally:
+            self._cell = None
+            self.runs = {}
+            self.lua.eval("collectgarbage")("step")
+
+    async def run_procedure(self, name: str, params: dict[str, Any] | None = None, label: str = "[run]") -> Any:
+        """Run a declared procedure by name (the ``%tactus run`` magic)."""
+        if name not in self.procedures:
+            raise CellError("ProcedureError", f"unknown procedure '{name}'", [f"ProcedureError: unknown procedure '{name}'"])
+        self._interrupted = False
+        self.K.reset_interrupt()
+        cell = CellRun(label, name, collecting=False)
+        self._cell = cell
+        try:
+            top = self._new_run(name, None, cell)
+            ctx = self.K.cell_ctx(top.id, name)
+            out = await self._drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))
+            for log in cell.logs.values():
+                log.finish()
+            return displayable(out[0], self._tostring) if out else None
+        finally:
+            self._cell = None
+            self.runs = {}
+
+    def reset(self, keys: list[str] | None = None) -> list[str]:
+        """Forget recorded checkpoints (all, or of the named procedures)."""
+        targets = list(self.records.procedures) if not keys else keys
+        return self.records.delete(targets)
+
+    def fields(self, path: str) -> list[str]:
+        """Names reachable at a dotted path of globals (for completion)."""
+        names = self.K.fields(path)
+        return [str(n) for n in names.values()] if names is not None else []
+
+    def describe(self, path: str) -> str:
+        return str(self.K.describe(path))
+
+    # --------------------------------------------------------------- driver
+    def _new_run(self, key: str, spec: ProcedureSpec | None, cell: CellRun) -> RunState:
+        log = cell.logs.get(key)
+        if log is None:
+            log = cell.logs[key] = RunLog(self.records, key, self.allow_divergence)
+        self._next_run += 1
+        run = RunState(self._next_run, key, log, spec, cell)
+        self.runs[run.id] = run
+        return run
+
+    async def _drive(self, thread: int) -> list[Any]:
+        """Resume a coroutine until it finishes, answering its effects."""
+        send: tuple[Any, ...] = ()
+        try:
+            while True:
+                try:
+                    status, *rest = self.K.step(thread, *send)
+                except lua54.LuaMemoryError:
+                    raise self._memory_error() from None
+                if status == "done":
+                    packed = rest[0]
+                    return [packed[i] for i in range(1, int(packed["n"]) + 1)]
+                if status == "error":
+                    raise self._lua_error(*rest)
+                request = rest[0]
+                if request is None:
+                    send = ()
+                    continue
+                send = await self._perform(request)
+        finally:
+            self.K.drop(thread)
+
+    async def _perform(self, request: Any) -> tuple[Any, ...]:
+        kind = request["kind"]
+        handler = self.effects.get(kind)
+        run = self.runs.get(request["run"])
+        if handler is None or run is None:
+            return False, f"internal error: no handler for effect {kind!r}"
+        try:
+            values = await handler(self, run, request)
+        except BridgeError as exc:
+            return False, str(exc)
+        except DivergenceError as exc:
+            return False, tagged("DivergenceError", str(exc))
+        except NotRecordable as exc:
+            return False, tagged("NotRecordableError", str(exc))
+        return (True, *values)
+
+    def _lua_error(self, message: Any, traceback: Any, ename: Any = None) -> CellError:
+        message = str(message)
+        if self._interrupted or bool(self.K.was_interrupted()):
+            return CellError("KeyboardInterrupt", "interrupted by the user", ["KeyboardInterrupt: interrupted by the user"])
+        if "not enough memory" in message:
+            return self._memory_error()
+        for prefix in ("[tactus primitives]", "[tactus sandbox]"):
+            while message.startswith(prefix):
+                message = message.split(": ", 1)[-1]
+        return errors.from_lua(message, None if traceback is None else str(traceback), None if ename is None else str(ename))
+
+    def _memory_error(self) -> CellError:
+        self.lua.eval("collectgarbage")("collect")
+        limit = f"{self.max_memory / 2**20:g} MiB" if self.max_memory else "the machine's"
+        msg = f"the cell ran out of memory (limit {limit}); the kernel is still running"
+        return CellError("LuaMemoryError", msg, [f"LuaMemoryError: {msg}"])
+
+    def _run(self, run_id: int) -> RunState:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise BridgeError("CheckpointError: this call was made outside a running cell or procedure")
+        return run
+
+    # ---------------------------------------------------------------- bridge
+    @_bridge
+    def _b_write(self, stream: str, text: str) -> None:
+        self.host.write("stderr" if stream == "stderr" else "stdout", str(text))
+
+    @_bridge
+    def _b_log(self, level: str, message: str, context: Any) -> None:
+        line = f"[{level.upper()}] {message}"
+        if context is not None:
+            line += " " + json.dumps(displayable(context, self._tostring), ensure_ascii=False, default=str)
+        self.host.write("stderr" if level in ("warn", "error") else "stdout", line + "\n")
+
+    @_bridge
+    def _b_declare(self, config: Any) -> str:
+        plain = to_plain(config) if config is not None else {}
+        if not isinstance(plain, dict):
+            plain = {}
+        cell = self._cell
+        name = plain.get("name")
+        if name is not None and not isinstance(name, str):
+            raise BridgeError("ProcedureError: procedure name must be a string")
+        key = name or (cell.key if cell else None)
+        if not key:
+            raise BridgeError("ProcedureError: an unnamed procedure must be declared at the top level of a cell")
+        owner = f"procedure '{key}'"
+        spec = ProcedureSpec(
+            key=key,
+            params=parse_fields(plain.get("params"), f"{owner}: params"),
+            outputs=parse_fields(plain.get("outputs"), f"{owner}: outputs"),
+            config=plain,
+            cell=cell.label if cell else "",
+        )
+        self.procedures[key] = spec
+        if cell is not None and cell.collecting and key not in cell.declared:
+            cell.declared.append(key)
+        return key
+
+    @_bridge
+    def _b_begin_run(self, key: str, given: Any, parent_run: Any) -> tuple[int, Any]:
+        spec = self.procedures.get(key)
+        if spec is None:
+            raise BridgeError(f"ProcedureError: unknown procedure '{key}'")
+        cell = self._cell
+        if cell is None:
+            raise BridgeError("ProcedureError: procedures run only inside a cell")
+        given_py = to_json(given, "params") if given is not None else {}
+        if given_py == []:
+            given_py = {}
+        if not isinstance(given_py, dict):
+            raise BridgeError(f"ParamError: procedure '{key}': params must be a table of name = value")
+        validated = validate_params(f"procedure '{key}'", spec.params, given_py)
+        run = self._new_run(key, spec, cell)
+        run.params = validated
+        rec = self.records.record(key)
+        rec.update(status="running", params=validated)
+        self.records.touch(key)
+        return run.id, to_lua(self.lua, validated)
+
+    @_bridge
+    def _b_end_run(self, run_id: int, ok: bool, result: Any) -> Any:
+        run = self.runs.pop(run_id)
+        rec = self.records.record(run.key)
+        self.records.touch(run.key)
+        if not ok:
+            rec["status"] = "failed"
+            return None
+        spec = run.spec
+        assert spec is not None
+        try:
+            value = to_json(result, "the returned value")
+            out = validate_outputs(f"procedure '{run.key}'", spec.outputs, value)
+        except (ParamError, NotRecordable) as exc:
+            rec["status"] = "failed"
+            raise BridgeError(tagged("OutputError", str(exc) if isinstance(exc, ParamError) else f"procedure '{run.key}': {exc}")) from None
+        rec["status"] = "completed"
+        rec["output"] = out
+        return to_lua(self.lua, out)
+
+    @_bridge
+    def _b_replay(self, run_id: int, kind: str, name: str) -> tuple[bool, Any]:
+        entry = self._run(run_id).log.replay(kind, name)
+        if entry is None:
+            return False, None
+        return True, to_lua(self.lua, entry.get("value"))
+
+    @_bridge
+    def _b_record(self, run_id: int, kind: str, name: str, value: Any) -> None:
+        run = self._run(run_id)
+        try:
+            py = to_json(value, "the result")
+        except NotRecordable as exc:
+            raise BridgeError(
+                tagged("NotRecordableError", f"Step '{name}': {exc}; a recorded value must be JSON "
+                       "(tables, strings, numbers, booleans, nil)")
+            ) from None
+        run.log.append(kind, name, py)
+        self.host.records_changed()
+
+    @_bridge
+    def _b_checkpoint(self, run_id: int, op: str, name: str | None = None) -> Any:
+        log = self._run(run_id).log
+        if op == "clear_all":
+            log.clear_from(0)
+            self.host.records_changed()
+            return None
+        index = log.find(str(name))
+        if op == "exists":
+            return index is not None
+        if op == "get":
+            return None if index is None else to_lua(self.lua, log.entries[index].get("value"))
+        if op == "clear_after":
+            if index is not None:
+                log.clear_from(index)
+                self.host.records_changed()
+            return None
+        raise BridgeError(f"CheckpointError: unknown operation {op}")
+
+    @_bridge
+    def _b_json_encode(self, value: Any) -> str:
+        try:
+            return json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":"))
+        except NotRecordable as exc:
+            raise BridgeError(f"Json.encode: {exc}") from None
+
+    @_bridge
+    def _b_json_decode(self, text: str) -> Any:
+        try:
+            return to_lua(self.lua, json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise BridgeError(f"Json.decode: invalid JSON: {exc}") from None
+
+    @_bridge
+    def _b_file(self, op: str, path: str, data: str | None = None) -> Any:
+        return file_op(self.root, op, path, data)
+
+
+async def sleep_effect(runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+    """``Sleep(s)``: awaited, so the loop stays free; recorded, so replay is instant."""
+    seconds = float(request["seconds"])
+    name = f"sleep {seconds:g}s"
+    if run.log.replay("sleep", name) is not None:
+        return ()
+    await asyncio.sleep(seconds)
+    run.log.append("sleep", name, seconds)
+    runtime.host.records_changed()
+    return ()

@@ -1,0 +1,63 @@
+"""The Lua state every cell of a kernel runs in, locked down.
+
+Three walls keep cell code away from Python and the machine:
+
+1. lupa is built without its ``python`` global helpers (no eval, no
+   builtins), and the sandbox prelude removes ``io``, ``debug``,
+   ``package``, ``require``, ``dofile``, ``loadfile``, ``string.dump`` and
+   binary ``load``, and trims ``os`` to time functions.
+2. Python callables (the bridge) are only upvalues of prelude closures, and
+   every bridge function catches its own exceptions, so no Python object -
+   not even an exception - is ever handed to cell code.
+3. Should a Python object leak anyway, the attribute handlers refuse every
+   attribute, so there is no ``__class__``/``__globals__`` path to follow.
+
+Memory is bounded by lupa's allocator limit; time by an instruction-count
+hook that polls for an interrupt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from lupa import lua54
+
+DEFAULT_MAX_MEMORY = 512 * 1024 * 1024
+HOOK_COUNT = 100_000
+
+
+def _deny_get(obj: object, name: object) -> Any:
+    raise AttributeError("Python attributes are not reachable from the Tactus sandbox")
+
+
+def _deny_set(obj: object, name: object, value: object) -> None:
+    raise AttributeError("Python attributes are not reachable from the Tactus sandbox")
+
+
+def lua_source(name: str) -> str:
+    return resources.files("tactus_kernel").joinpath("lua", name).read_text("utf-8")
+
+
+def new_lua(max_memory: int | None) -> lua54.LuaRuntime:
+    return lua54.LuaRuntime(
+        register_eval=False,
+        register_builtins=False,
+        unpack_returned_tuples=True,
+        attribute_handlers=(_deny_get, _deny_set),
+        max_memory=max_memory,
+    )
+
+
+def load_prelude(lua: lua54.LuaRuntime, bridge: dict[str, Callable[..., Any]], hook_count: int = HOOK_COUNT) -> Any:
+    """Run the sandbox and primitives preludes; returns the kernel's private
+    Lua API table (``K``)."""
+    b = lua.table_from(bridge)
+    config = lua.table_from({"hook_count": hook_count})
+    load = lua.eval("load")  # the raw load, taken before the sandbox replaces it
+    sandbox_chunk = load(lua_source("sandbox.lua"), "=[tactus sandbox]", "t")
+    k = sandbox_chunk(b, config)
+    prims_chunk = load(lua_source("primitives.lua"), "=[tactus primitives]", "t")
+    prims_chunk(b, k)
+    return k
