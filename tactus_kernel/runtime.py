@@ -13,7 +13,6 @@ This module is independent of Jupyter; the kernel is a :class:`Host`.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import json
@@ -31,6 +30,7 @@ from .display import displayable
 from .errors import CellError, tagged
 from .files import FileError, file_op
 from .host import ConsoleHost, Host
+from .primitives import register_effects
 from .sandbox import DEFAULT_MAX_MEMORY, HOOK_COUNT, load_prelude, new_lua
 from .schema import FieldSpec, ParamError, parse_fields, validate_outputs, validate_params
 
@@ -128,7 +128,7 @@ class Runtime:
         self.allow_divergence = allow_divergence
         self.records = Records()
         self.procedures: dict[str, ProcedureSpec] = {}
-        self.effects: dict[str, EffectHandler] = {"sleep": sleep_effect}
+        self.effects: dict[str, EffectHandler] = {}
         self.runs: dict[int, RunState] = {}
         self._next_run = 0
         self._cell: CellRun | None = None
@@ -143,6 +143,7 @@ class Runtime:
         }
         bridge["interrupted"] = self._poll_interrupt
         self.K = load_prelude(self.lua, bridge, hook_count)
+        register_effects(self)
         self._tostring = self.lua.eval("function(v) local ok, s = pcall(tostring, v); return ok and s or '?' end")
 
     # ------------------------------------------------------------------ API
@@ -469,15 +470,3 @@ class Runtime:
     @_bridge
     def _b_file(self, op: str, path: str, data: str | None = None) -> Any:
         return file_op(self.root, op, path, data)
-
-
-async def sleep_effect(runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
-    """``Sleep(s)``: awaited, so the loop stays free; recorded, so replay is instant."""
-    seconds = float(request["seconds"])
-    name = f"sleep {seconds:g}s"
-    if run.log.replay("sleep", name) is not None:
-        return ()
-    await asyncio.sleep(seconds)
-    run.log.append("sleep", name, seconds)
-    runtime.host.records_changed()
-    return ()

@@ -25,6 +25,9 @@ from typing import Any
 from lupa import lua54
 
 DEFAULT_MAX_MEMORY = 512 * 1024 * 1024
+# Lua files loaded after the sandbox, in order; each chunk gets (B, K).
+# A missing optional file is skipped, so features can land one by one.
+LUA_MODULES = ["primitives.lua", "human.lua", "agents.lua", "composition.lua"]
 HOOK_COUNT = 100_000
 
 
@@ -55,9 +58,17 @@ def load_prelude(lua: lua54.LuaRuntime, bridge: dict[str, Callable[..., Any]], h
     Lua API table (``K``)."""
     b = lua.table_from(bridge)
     config = lua.table_from({"hook_count": hook_count})
-    load = lua.eval("load")  # the raw load, taken before the sandbox replaces it
-    sandbox_chunk = load(lua_source("sandbox.lua"), "=[tactus sandbox]", "t")
+    # the raw load, taken before the sandbox replaces it; always two results
+    load = lua.eval("function(src, name, mode) local f, e = load(src, name, mode); return f, e end")
+    sandbox_chunk, err = load(lua_source("sandbox.lua"), "=[tactus sandbox]", "t")
+    if sandbox_chunk is None:
+        raise RuntimeError(f"tactus sandbox prelude does not compile: {err}")
     k = sandbox_chunk(b, config)
-    prims_chunk = load(lua_source("primitives.lua"), "=[tactus primitives]", "t")
-    prims_chunk(b, k)
+    for name in LUA_MODULES:
+        if not resources.files("tactus_kernel").joinpath("lua", name).is_file():
+            continue
+        chunk, err = load(lua_source(name), f"=[tactus {name.removesuffix('.lua')}]", "t")
+        if chunk is None:
+            raise RuntimeError(f"tactus prelude {name} does not compile: {err}")
+        chunk(b, k)
     return k

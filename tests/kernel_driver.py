@@ -1,0 +1,175 @@
+"""Drive a real Tactus kernel over jupyter_client, the way a browser does.
+
+Executes cells (with ``metadata.cellId`` as JupyterLab sends it), collects
+their IOPub outputs, opens the ``tactus`` comm, and clicks widgets by
+sending the same ``comm_msg`` content the ipywidgets frontend sends.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+
+@dataclass
+class CellRun:
+    """Everything one execute request produced."""
+
+    msg_id: str
+    reply: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["msg_type"] in types]
+
+    @property
+    def stdout(self) -> str:
+        return "".join(m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stdout")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stderr")
+
+    @property
+    def result(self) -> str | None:
+        results = self.of_type("execute_result")
+        return results[-1]["content"]["data"]["text/plain"] if results else None
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [m["content"] for m in self.of_type("error")]
+
+    @property
+    def status(self) -> str | None:
+        return None if self.reply is None else self.reply["content"]["status"]
+
+
+class KernelDriver:
+    """A started kernel plus a blocking client, with browser-like helpers."""
+
+    def __init__(self, cwd: Path | str, kernel_name: str = "tactus", env: dict[str, str] | None = None) -> None:
+        self.km = KernelManager(kernel_name=kernel_name)
+        kwargs: dict[str, Any] = {"cwd": str(cwd)}
+        if env is not None:
+            kwargs["env"] = env
+        self.km.start_kernel(**kwargs)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        self.comm_msgs: list[dict[str, Any]] = []  # comm traffic seen on IOPub
+        self.widgets: dict[str, dict[str, Any]] = {}  # comm_id -> widget model state
+        self.pending: dict[str, CellRun] = {}
+
+    # ----------------------------------------------------------- messages
+    def _route(self, msg: dict[str, Any]) -> None:
+        t = msg["msg_type"]
+        if t in ("comm_open", "comm_msg", "comm_close"):
+            self.comm_msgs.append(msg)
+            content = msg["content"]
+            if t == "comm_open" and content.get("target_name") == "jupyter.widget":
+                self.widgets[content["comm_id"]] = dict(content["data"].get("state", {}))
+            elif t == "comm_msg" and content["comm_id"] in self.widgets:
+                data = content.get("data", {})
+                if data.get("method") == "update":
+                    self.widgets[content["comm_id"]].update(data.get("state", {}))
+        parent = msg.get("parent_header", {}).get("msg_id")
+        if parent in self.pending:
+            self.pending[parent].messages.append(msg)
+
+    def drain(self, timeout: float = 0.05) -> None:
+        """Read whatever IOPub has right now."""
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=timeout)
+            except queue.Empty:
+                return
+            self._route(msg)
+
+    def submit(self, code: str, cell_id: str | None = None) -> CellRun:
+        """Send an execute request without waiting for it to finish."""
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                   "allow_stdin": False, "stop_on_error": True}
+        msg = self.kc.session.msg("execute_request", content)
+        if cell_id is not None:
+            msg["metadata"]["cellId"] = cell_id
+        self.kc.shell_channel.send(msg)
+        run = CellRun(msg["header"]["msg_id"])
+        self.pending[run.msg_id] = run
+        return run
+
+    def wait(self, run: CellRun, timeout: float = 30) -> CellRun:
+        """Wait for the reply and the final idle status of a submitted cell."""
+        deadline = time.monotonic() + timeout
+        while run.reply is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no execute_reply within {timeout}s; outputs so far: {run.messages}")
+            try:
+                reply = self.kc.get_shell_msg(timeout=0.05)
+            except queue.Empty:
+                self.drain(0.01)
+                continue
+            if reply["parent_header"].get("msg_id") == run.msg_id:
+                run.reply = reply
+        # outputs precede the idle status on IOPub
+        while not any(m["msg_type"] == "status" and m["content"]["execution_state"] == "idle" for m in run.messages):
+            if time.monotonic() > deadline:
+                break
+            self.drain(0.05)
+        return run
+
+    def execute(self, code: str, cell_id: str | None = None, timeout: float = 30) -> CellRun:
+        return self.wait(self.submit(code, cell_id), timeout)
+
+    def wait_until(self, predicate: Any, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not reached")
+            self.drain(0.02)
+
+    # --------------------------------------------------------------- comms
+    def send_comm(self, msg_type: str, content: dict[str, Any]) -> None:
+        self.kc.shell_channel.send(self.kc.session.msg(msg_type, content))
+
+    def open_tactus(self, metadata: dict[str, Any] | None, **options: Any) -> str:
+        """Open the ``tactus`` comm as the lab extension does."""
+        comm_id = uuid.uuid4().hex
+        self.send_comm("comm_open", {"comm_id": comm_id, "target_name": "tactus",
+                                     "data": {"tactus": metadata, **options}})
+        return comm_id
+
+    def tactus_ops(self) -> list[dict[str, Any]]:
+        return [m["content"]["data"] for m in self.comm_msgs
+                if m["msg_type"] == "comm_msg" and "op" in m["content"].get("data", {})]
+
+    def widgets_where(self, **match: Any) -> list[str]:
+        return [cid for cid, st in self.widgets.items() if all(st.get(k) == v for k, v in match.items())]
+
+    def button(self, description: str) -> str:
+        """The comm id of the newest enabled button with this label."""
+        ids = [cid for cid in self.widgets_where(_model_name="ButtonModel", description=description)
+               if not self.widgets[cid].get("disabled")]
+        if not ids:
+            raise LookupError(f"no enabled button {description!r}")
+        return ids[-1]
+
+    def click(self, comm_id: str) -> None:
+        self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "custom", "content": {"event": "click"}}})
+
+    def set_value(self, comm_id: str, value: Any) -> None:
+        self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": value},
+                                                                 "buffer_paths": []}})
+
+    # ----------------------------------------------------------- lifecycle
+    def interrupt(self) -> None:
+        self.km.interrupt_kernel()
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
