@@ -65,8 +65,17 @@ class TactusKernel(Kernel):
         self._extensions: list[Any] = []
 
     def _apply_client_options(self, options: dict[str, Any]) -> None:
+        """Options a client may send next to the metadata when it opens the
+        ``tactus`` comm (the replay client uses them; see docs/metadata.md)."""
+        rt = self.runtime
         if "allow_divergence" in options:
-            self.runtime.allow_divergence = bool(options["allow_divergence"])
+            rt.allow_divergence = bool(options["allow_divergence"])
+        if "replay" in options:
+            rt.batch = bool(options["replay"])
+        if isinstance(options.get("answers"), dict):
+            rt.answers = dict(options["answers"])
+        if isinstance(options.get("procedure_params"), dict):
+            rt.param_overrides = {k: dict(v) for k, v in options["procedure_params"].items() if isinstance(v, dict)}
 
     # ------------------------------------------------------------- execute
     async def do_execute(  # type: ignore[override]

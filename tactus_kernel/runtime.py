@@ -126,6 +126,13 @@ class Runtime:
         self.host: Host = host or ConsoleHost()
         self.max_memory = max_memory
         self.allow_divergence = allow_divergence
+        # Batch mode (replay in CI): a human request with no recorded answer
+        # fails at once instead of waiting; `answers` may supply some.
+        self.batch = False
+        self.answers: dict[str, Any] = {}
+        # Params given from outside (``tactus-kernel replay -P``) for procedures
+        # run by their own cell: {procedure: {param: value}}.
+        self.param_overrides: dict[str, dict[str, Any]] = {}
         self.records = Records()
         self.procedures: dict[str, ProcedureSpec] = {}
         self.effects: dict[str, EffectHandler] = {}
@@ -386,6 +393,7 @@ class Runtime:
             given_py = {}
         if not isinstance(given_py, dict):
             raise BridgeError(f"ParamError: procedure '{key}': params must be a table of name = value")
+        given_py = {**self.param_overrides.get(key, {}), **given_py}
         validated = validate_params(f"procedure '{key}'", spec.params, given_py)
         run = self._new_run(key, spec, cell)
         run.params = validated
