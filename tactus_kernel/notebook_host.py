@@ -43,6 +43,8 @@ class RecordsChannel:
         self.comm = comm
         comm.on_close(self._closed)
         self.options = {k: v for k, v in data.items() if k != "tactus"}
+        for callback in self.on_open:
+            callback(self.options)
         try:
             stored = parse_metadata(data.get("tactus"))
         except MetadataError as exc:
@@ -59,8 +61,6 @@ class RecordsChannel:
             self.records.procedures.setdefault(key, rec)
         mine = set(self.records.procedures) - set(stored)
         self.records.dirty.update(mine)
-        for callback in self.on_open:
-            callback(self.options)
         self.flush()
 
     def _closed(self, msg: dict[str, Any]) -> None:
