@@ -61,8 +61,22 @@ class TactusKernel(Kernel):
         self.channel = RecordsChannel(self.runtime.records)
         self.channel.on_open.append(self._apply_client_options)
         self.comm_manager.register_target(RecordsChannel.TARGET, self.channel.open)
+        for target in ("jupyter.widget", "jupyter.widget.control"):
+            self.comm_manager.register_target(target, self._widget_target(target))
         self._said_no_extension = False
         self._extensions: list[Any] = []
+
+    def _widget_target(self, target: str) -> Any:
+        """Widget comm targets that import ipywidgets only when a frontend
+        opens them (e.g. to restore widget state after a page reload)."""
+
+        def opened(comm_: Any, msg: dict[str, Any]) -> None:
+            import ipywidgets
+
+            ipywidgets.register_comm_target()
+            self.comm_manager.targets[target](comm_, msg)
+
+        return opened
 
     def _apply_client_options(self, options: dict[str, Any]) -> None:
         """Options a client may send next to the metadata when it opens the

@@ -8,6 +8,8 @@ A cell whose first line starts with ``%tactus`` is a magic cell:
     %tactus reset [NAME ...]           forget checkpoints (all, or of NAME)
     %tactus run NAME [key=value ...]   run a declared procedure with params
     %tactus divergence strict|allow    stop on replay divergence (default) or re-record
+    %tactus answer NAME VALUE          answer the next request NAME (its hitl key or message)
+                                       without widgets, e.g. %tactus answer "Ship it?" true
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
             raise _usage("%tactus run NAME [key=value ...]")
         result = await kernel._interruptible(runtime.run_procedure(args[0], parse_params(args[1:]), label))
         return [] if result is None else [result]
+    if cmd == "answer":
+        if len(args) != 2:
+            raise _usage('%tactus answer NAME VALUE, e.g. %tactus answer "Your name?" "Ada"')
+        runtime.answers[args[0]] = parse_value(args[1])
+        runtime.host.write("stdout", f"The next request {args[0]!r} will be answered with {args[1]}\n")
+        return []
     if cmd == "divergence":
         if args not in (["strict"], ["allow"]):
             raise _usage("%tactus divergence strict|allow")

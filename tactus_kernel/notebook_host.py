@@ -142,3 +142,27 @@ class NotebookHost:
 
     def records_changed(self) -> None:
         self.channel.changed()
+
+    # ------------------------------------------------------ human requests
+    async def ask_human(self, req: Any) -> Any:
+        """Show a card and wait for its click (the event loop stays free)."""
+        from . import cards
+
+        self.flush()
+        return await cards.ask(req, self.display)
+
+    def show_answered(self, req: Any, entry: dict[str, Any], forget: Callable[[], bool]) -> None:
+        """A replayed answer; batch runs get static HTML, live ones an "Ask again" button."""
+        from . import cards
+
+        def forget_and_sync() -> bool:
+            done = forget()
+            self.channel.flush()
+            return done
+
+        cards.answered(req, entry, self.display, forget_and_sync, widgets=not self.kernel.runtime.batch)
+
+    def notice(self, notice: dict[str, Any]) -> None:
+        from . import cards
+
+        cards.notice(notice, self.display)
