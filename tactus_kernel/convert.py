@@ -63,6 +63,9 @@ def to_json(value: Any, path: str = "value", depth: int = 0) -> JSON:
             return [to_json(v, f"{path}[{k}]", depth + 1) for k, v in ordered]
         raise NotRecordable(path, "a table with integer keys that are not 1..n (a sparse array)")
     out: dict[str, Any] = {}
+    # Lua's table order is arbitrary; sorted keys keep records (and their
+    # diffs in a pull request) stable from one run to the next.
+    items.sort(key=lambda kv: str(kv[0]))
     for k, v in items:
         if not isinstance(k, str):
             if isinstance(k, bytes):

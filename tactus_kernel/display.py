@@ -34,7 +34,8 @@ def displayable(value: Any, tostring: Callable[[Any], str], depth: int = 0) -> A
             range(1, len(keys) + 1)
         ):
             return [displayable(v, tostring, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
-        return {_key(k): displayable(v, tostring, depth + 1) for k, v in items}
+        # sorted: Lua's own order changes from run to run
+        return {_key(k): displayable(v, tostring, depth + 1) for k, v in sorted(items, key=lambda kv: str(kv[0]))}
     if kind is not None:
         return LuaOpaque(tostring(value))
     if isinstance(value, bytes):

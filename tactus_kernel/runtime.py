@@ -201,13 +201,13 @@ class Runtime:
         """The Lua REPL rule: an error at <eof> means "keep typing"."""
         if not code.strip():
             return "complete"
+        at_eof = False
         for candidate in ("return " + code, code):
             fn, err = self.K.compile(candidate, "=stdin")
             if fn is not None:
                 return "complete"
-        if str(err).endswith("<eof>"):
-            return "incomplete"
-        return "invalid"
+            at_eof = at_eof or str(err).endswith("<eof>")
+        return "incomplete" if at_eof else "invalid"
 
     async def execute(self, code: str, label: str = "[cell]", key: str | None = None) -> list[Any]:
         """Run one cell and the procedures it declares.
