@@ -42,6 +42,7 @@ class RecordsChannel:
         data = msg["content"].get("data") or {}
         self.comm = comm
         comm.on_close(self._closed)
+        comm.on_msg(self._received)
         self.options = {k: v for k, v in data.items() if k != "tactus"}
         for callback in self.on_open:
             callback(self.options)
@@ -64,7 +65,35 @@ class RecordsChannel:
         self.flush()
 
     def _closed(self, msg: dict[str, Any]) -> None:
-        self.comm = None
+        # Only the current comm: a frontend that reopens (after a reconnect)
+        # may close its old comm after the new one is open.
+        if self.comm is not None and msg["content"].get("comm_id") in (None, getattr(self.comm, "comm_id", None)):
+            self.comm = None
+
+    def _received(self, msg: dict[str, Any]) -> None:
+        """Requests a frontend sends on the comm; unknown ops are ignored.
+
+        ``{"op": "reset", "procedures": [KEY, ...]}`` (no ``procedures``: all)
+        forgets those records, as ``Runtime.reset`` does, and answers with a
+        ``delete`` op naming every key asked for, known here or not, so the
+        frontend drops it from the notebook too. A reset of everything always
+        gets a ``delete`` answer, even an empty one.
+        """
+        data = msg["content"].get("data") or {}
+        if not isinstance(data, dict) or data.get("op") != "reset" or self.comm is None:
+            return
+        keys = data.get("procedures")
+        every = keys is None
+        if every:
+            keys = list(self.records.procedures)
+        elif not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+            self.comm.send({"op": "warning", "message": "Tactus: reset needs a list of procedure names"})
+            return
+        self.records.delete(keys)
+        self.records.deleted.update(keys)
+        self.flush()
+        if every and not keys:
+            self.comm.send({"op": "delete", "procedures": []})
 
     def changed(self) -> None:
         """Coalesce updates: one message per UPDATE_DELAY at most."""

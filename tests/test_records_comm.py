@@ -1,0 +1,123 @@
+"""The ``tactus`` comm as the lab extension uses it: records out, reset in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROC = """
+procedure({name = "demo"}, function()
+  local v = Step.run("pick", function() print("computing"); return 42 end)
+  return {v = v}
+end)
+"""
+
+OTHER = """
+procedure({name = "other"}, function()
+  return {w = Step.run("w", function() return 1 end)}
+end)
+"""
+
+STORED = {"version": 1, "procedures": {
+    "demo": {"checkpoints": [{"kind": "step", "name": "pick", "value": 7, "at": "2026-01-01T00:00:00.000Z"}]},
+    "kept": {"checkpoints": [{"kind": "step", "name": "x", "value": 1, "at": "2026-01-01T00:00:00.000Z"}]},
+}}
+
+
+def reset(kernel: Any, comm_id: str, procedures: Any = None, with_key: bool = True) -> None:
+    data: dict[str, Any] = {"op": "reset"}
+    if with_key:
+        data["procedures"] = procedures
+    kernel.send_comm("comm_msg", {"comm_id": comm_id, "data": data})
+
+
+def ops_after(kernel: Any, count: int, op: str, timeout: float = 10) -> list[dict[str, Any]]:
+    """Wait until more than `count` ops of this kind arrived; return the new ones."""
+    kernel.wait_until(lambda: len([o for o in kernel.tactus_ops() if o["op"] == op]) > count, timeout)
+    return [o for o in kernel.tactus_ops() if o["op"] == op][count:]
+
+
+def n_ops(kernel: Any, op: str) -> int:
+    return len([o for o in kernel.tactus_ops() if o["op"] == op])
+
+
+def test_a_run_sends_the_whole_record_as_an_update(kernel):
+    kernel.open_tactus(None)
+    run = kernel.execute(PROC, cell_id="c1")
+    assert run.status == "ok"
+    kernel.wait_until(lambda: any("demo" in o.get("procedures", {}) for o in kernel.tactus_ops()
+                                  if o["op"] == "update"))
+    update = next(o for o in reversed(kernel.tactus_ops()) if o["op"] == "update" and "demo" in o["procedures"])
+    record = update["procedures"]["demo"]
+    assert record["status"] == "completed"
+    [entry] = record["checkpoints"]
+    assert (entry["kind"], entry["name"], entry["value"]) == ("step", "pick", 42)
+    assert entry["at"].endswith("Z")
+
+
+def test_reset_of_one_procedure_answers_with_delete_and_reruns_fresh(kernel):
+    comm_id = kernel.open_tactus(STORED)
+    replayed = kernel.execute(PROC, cell_id="c1")
+    assert "computing" not in replayed.stdout and replayed.result == "{v = 7}"
+    before = n_ops(kernel, "delete")
+    reset(kernel, comm_id, ["demo"])
+    [delete] = ops_after(kernel, before, "delete")
+    assert delete == {"op": "delete", "procedures": ["demo"]}
+    fresh = kernel.execute(PROC, cell_id="c1")
+    assert "computing" in fresh.stdout and fresh.result == "{v = 42}"
+    # the other stored record is untouched
+    records = kernel.execute("%tactus records")
+    assert "kept" in records.of_type("display_data")[0]["content"]["data"]["text/plain"]
+
+
+def test_reset_without_procedures_forgets_everything(kernel):
+    comm_id = kernel.open_tactus(STORED)
+    kernel.execute(OTHER, cell_id="c2")
+    before = n_ops(kernel, "delete")
+    reset(kernel, comm_id, with_key=False)
+    [delete] = ops_after(kernel, before, "delete")
+    assert sorted(delete["procedures"]) == ["demo", "kept", "other"]
+    assert "No checkpoints recorded yet." in kernel.execute("%tactus records").stdout
+
+
+def test_reset_all_with_nothing_recorded_still_answers(kernel):
+    comm_id = kernel.open_tactus(None)
+    reset(kernel, comm_id, with_key=False)
+    [delete] = ops_after(kernel, 0, "delete")
+    assert delete == {"op": "delete", "procedures": []}
+
+
+def test_reset_of_a_key_the_kernel_does_not_know_is_deleted_in_the_notebook_too(kernel):
+    comm_id = kernel.open_tactus(None)
+    reset(kernel, comm_id, ["ghost"])
+    [delete] = ops_after(kernel, 0, "delete")
+    assert delete == {"op": "delete", "procedures": ["ghost"]}
+
+
+def test_a_bad_reset_warns_and_forgets_nothing(kernel):
+    comm_id = kernel.open_tactus(STORED)
+    reset(kernel, comm_id, "demo")  # a string, not a list
+    kernel.wait_until(lambda: n_ops(kernel, "warning") == 1)
+    assert n_ops(kernel, "delete") == 0
+    assert "computing" not in kernel.execute(PROC, cell_id="c1").stdout
+
+
+def test_unknown_ops_from_the_frontend_are_ignored(kernel):
+    comm_id = kernel.open_tactus(STORED)
+    kernel.send_comm("comm_msg", {"comm_id": comm_id, "data": {"op": "frobnicate", "procedures": ["demo"]}})
+    kernel.send_comm("comm_msg", {"comm_id": comm_id, "data": {}})
+    run = kernel.execute(PROC, cell_id="c1")
+    assert run.status == "ok" and "computing" not in run.stdout
+    assert n_ops(kernel, "delete") == 0 and n_ops(kernel, "warning") == 0
+
+
+def test_closing_an_old_comm_after_reopening_keeps_the_new_one(kernel):
+    """A frontend that reconnects opens a new comm; the old one's close must not cut it."""
+    old = kernel.open_tactus(None)
+    new = kernel.open_tactus(None)
+    kernel.send_comm("comm_close", {"comm_id": old, "data": {}})
+    kernel.execute(PROC, cell_id="c1")
+    kernel.wait_until(lambda: any(m["content"].get("comm_id") == new and m["msg_type"] == "comm_msg"
+                                  and m["content"]["data"].get("op") == "update" for m in kernel.comm_msgs))
+    before = n_ops(kernel, "delete")
+    reset(kernel, new, ["demo"])
+    assert ops_after(kernel, before, "delete") == [{"op": "delete", "procedures": ["demo"]}]
