@@ -43,6 +43,11 @@ class CellError(Exception):
     def __str__(self) -> str:
         return f"{self.ename}: {self.evalue}"
 
+    @classmethod
+    def simple(cls, ename: str, evalue: str) -> CellError:
+        """An error with no Lua traceback (raised by the kernel itself)."""
+        return cls(ename, evalue, [f"{ename}: {evalue}"])
+
 
 def tagged(ename: str, message: str) -> str:
     """A message that keeps its error name through a Lua ``error()``."""

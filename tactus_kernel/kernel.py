@@ -92,7 +92,7 @@ class TactusKernel(Kernel):
             rt.param_overrides = {k: dict(v) for k, v in options["procedure_params"].items() if isinstance(v, dict)}
 
     # ------------------------------------------------------------- execute
-    async def do_execute(  # type: ignore[override]
+    async def do_execute(
         self,
         code: str,
         silent: bool,
@@ -138,6 +138,7 @@ class TactusKernel(Kernel):
         host.flush()
         self.channel.flush()
         if result and not silent:
+            assert self.session is not None
             self.session.send(
                 self.iopub_socket,
                 "execute_result",
@@ -166,26 +167,25 @@ class TactusKernel(Kernel):
         except asyncio.CancelledError:
             if not task.cancelled():
                 raise
-            raise CellError(
-                "KeyboardInterrupt", "interrupted by the user", ["KeyboardInterrupt: interrupted by the user"]
-            ) from None
+            raise CellError.simple("KeyboardInterrupt", "interrupted by the user") from None
         finally:
             signal.signal(signal.SIGINT, previous)
 
     def _send_error(self, parent: dict[str, Any], err: CellError) -> None:
         content = {"ename": err.ename, "evalue": err.evalue, "traceback": err.traceback}
+        assert self.session is not None
         self.session.send(self.iopub_socket, "error", content, parent=parent, ident=self._topic("error"))
 
     # ----------------------------------------------------- completion & co
-    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:  # type: ignore[override]
+    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
         return completion.complete(self.runtime, code, cursor_pos)
 
-    async def do_inspect(  # type: ignore[override]
+    async def do_inspect(
         self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
     ) -> dict[str, Any]:
         return completion.inspect(self.runtime, code, cursor_pos, detail_level)
 
-    async def do_is_complete(self, code: str) -> dict[str, Any]:  # type: ignore[override]
+    async def do_is_complete(self, code: str) -> dict[str, Any]:
         if magics.is_magic(code):
             return {"status": "complete"}
         status = self.runtime.is_complete(code)
@@ -194,6 +194,6 @@ class TactusKernel(Kernel):
             reply["indent"] = "  "
         return reply
 
-    async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.channel.flush()
         return {"status": "ok", "restart": restart}

@@ -44,7 +44,7 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CellError("ParamError", f"expected key=value, got {pair!r}", [f"ParamError: expected key=value, got {pair!r}"])
+            raise CellError.simple("ParamError", f"expected key=value, got {pair!r}")
         out[key] = parse_value(value)
     return out
 

@@ -194,7 +194,7 @@ class Runtime:
                 if fn2 is not None:
                     return fn2
         if fn is None:
-            raise CellError("LuaSyntaxError", str(err), [f"LuaSyntaxError: {err}"])
+            raise CellError.simple("LuaSyntaxError", str(err))
         return fn
 
     def is_complete(self, code: str) -> str:
@@ -233,7 +233,7 @@ class Runtime:
                 try:
                     log.finish()
                 except DivergenceError as exc:
-                    raise CellError("DivergenceError", str(exc), [f"DivergenceError: {exc}"]) from None
+                    raise CellError.simple("DivergenceError", str(exc)) from None
             return [v for v in shown if v is not None]
         finally:
             self._cell = None
@@ -243,7 +243,7 @@ class Runtime:
     async def run_procedure(self, name: str, params: dict[str, Any] | None = None, label: str = "[run]") -> Any:
         """Run a declared procedure by name (the ``%tactus run`` magic)."""
         if name not in self.procedures:
-            raise CellError("ProcedureError", f"unknown procedure '{name}'", [f"ProcedureError: unknown procedure '{name}'"])
+            raise CellError.simple("ProcedureError", f"unknown procedure '{name}'")
         self._interrupted = False
         self.K.reset_interrupt()
         cell = CellRun(label, name, collecting=False)
@@ -323,19 +323,20 @@ class Runtime:
     def _lua_error(self, message: Any, traceback: Any, ename: Any = None) -> CellError:
         message = str(message)
         if self._interrupted or bool(self.K.was_interrupted()):
-            return CellError("KeyboardInterrupt", "interrupted by the user", ["KeyboardInterrupt: interrupted by the user"])
+            return CellError.simple("KeyboardInterrupt", "interrupted by the user")
         if "not enough memory" in message:
             return self._memory_error()
         for prefix in ("[tactus primitives]", "[tactus sandbox]"):
             while message.startswith(prefix):
                 message = message.split(": ", 1)[-1]
-        return errors.from_lua(message, None if traceback is None else str(traceback), None if ename is None else str(ename))
+        tb = None if traceback is None else str(traceback)
+        return errors.from_lua(message, tb, None if ename is None else str(ename))
 
     def _memory_error(self) -> CellError:
         self.lua.eval("collectgarbage")("collect")
         limit = f"{self.max_memory / 2**20:g} MiB" if self.max_memory else "the machine's"
         msg = f"the cell ran out of memory (limit {limit}); the kernel is still running"
-        return CellError("LuaMemoryError", msg, [f"LuaMemoryError: {msg}"])
+        return CellError.simple("LuaMemoryError", msg)
 
     def _run(self, run_id: int) -> RunState:
         run = self.runs.get(run_id)
@@ -417,7 +418,8 @@ class Runtime:
             out = validate_outputs(f"procedure '{run.key}'", spec.outputs, value)
         except (ParamError, NotRecordable) as exc:
             rec["status"] = "failed"
-            raise BridgeError(tagged("OutputError", str(exc) if isinstance(exc, ParamError) else f"procedure '{run.key}': {exc}")) from None
+            problem = str(exc) if isinstance(exc, ParamError) else f"procedure '{run.key}': {exc}"
+            raise BridgeError(tagged("OutputError", problem)) from None
         rec["status"] = "completed"
         rec["output"] = out
         return to_lua(self.lua, out)

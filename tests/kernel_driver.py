@@ -108,7 +108,8 @@ class KernelDriver:
         deadline = time.monotonic() + timeout
         while run.reply is None:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no execute_reply within {timeout}s; outputs so far: {run.messages}")
+                seen = [m["msg_type"] for m in run.messages]
+                raise TimeoutError(f"no execute_reply within {timeout}s; messages so far: {seen}")
             try:
                 reply = self.kc.get_shell_msg(timeout=0.05)
             except queue.Empty:

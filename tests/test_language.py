@@ -115,7 +115,8 @@ def test_required_param_missing(cells):
 
 
 def test_invalid_output_is_an_output_error(cells):
-    err = cells.error('procedure({outputs = {n = {type = "number", required = true}}}, function() return {n = "x"} end)')
+    code = 'procedure({outputs = {n = {type = "number", required = true}}}, function() return {n = "x"} end)'
+    err = cells.error(code)
     assert err.ename == "OutputError"
     assert "output 'n' must be number" in err.evalue
 

@@ -143,9 +143,12 @@ def build_request(runtime: Runtime, run: RunState, lua_req: Any) -> HumanRequest
 
 
 def _results(runtime: Runtime, req: HumanRequest, value: Any, timed_out: bool) -> tuple[Any, ...]:
+    """What the Lua call returns: approve also says whether it timed out."""
     if req.request == "escalate":
         return ()
-    return to_lua(runtime.lua, value), timed_out
+    if req.request == "approve":
+        return bool(value), timed_out
+    return (to_lua(runtime.lua, value),)
 
 
 def _presupplied(runtime: Runtime, req: HumanRequest) -> tuple[bool, Any]:

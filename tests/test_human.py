@@ -1,0 +1,283 @@
+"""Human-in-the-loop cards, clicked exactly as the ipywidgets frontend does."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+
+def ask(kernel, code: str, cell_id: str = "c1", wait_for: str | None = "Approve"):
+    """Submit a cell and wait until its card's button exists."""
+    run = kernel.submit(code, cell_id=cell_id)
+    if wait_for:
+        kernel.wait_until(lambda: kernel.widgets_where(_model_name="ButtonModel", description=wait_for, disabled=False))
+    return run
+
+
+def human_entries(kernel, key: str):
+    kernel.drain(0.3)
+    recs = [op["procedures"][key] for op in kernel.tactus_ops() if op.get("op") == "update" and key in op["procedures"]]
+    return [c for c in recs[-1]["checkpoints"] if c["kind"] == "human"] if recs else []
+
+
+APPROVE = """
+procedure({name = "ship"}, function()
+  local ok, timed_out = Human.approve({message = "Deploy v2 to prod?", context = {version = "2.0", env = "prod"}})
+  print("approved:", ok, timed_out)
+  return {ok = ok}
+end)
+"""
+
+
+@pytest.fixture
+def live(kernel):
+    kernel.open_tactus(None)
+    return kernel
+
+
+def test_approve_card_click_resumes_and_is_recorded(live):
+    run = ask(live, APPROVE)
+    assert run.reply is None  # still running while it waits
+    card = next(m for m in run.messages if m["msg_type"] == "display_data")["content"]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in card
+    assert "Deploy v2 to prod?" in card["text/plain"] and "%tactus answer" in card["text/plain"]
+    assert any("Deploy v2 to prod?" in str(st.get("value", "")) and "env" in str(st.get("value", ""))
+               for st in live.widgets.values())
+    approve = live.button("Approve")
+    reject = live.button("Reject")
+    live.click(approve)
+    live.wait(run)
+    assert run.status == "ok"
+    assert run.stdout == "approved:\ttrue\tfalse\n"
+    live.wait_until(lambda: live.widgets[approve].get("disabled") and live.widgets[reject].get("disabled"))
+    assert any("Approved at" in str(st.get("value", "")) for st in live.widgets.values())
+    [entry] = human_entries(live, "ship")
+    assert entry["request"] == "approve" and entry["value"] is True
+    assert entry["name"] == entry["message"] == "Deploy v2 to prod?"
+    assert entry["at"].endswith("Z")
+
+
+def test_reject_and_second_click_changes_nothing(live):
+    run = ask(live, APPROVE)
+    reject, approve = live.button("Reject"), live.button("Approve")
+    live.click(reject)
+    live.click(approve)
+    live.wait(run)
+    assert run.stdout == "approved:\tfalse\tfalse\n"
+    assert [e["value"] for e in human_entries(live, "ship")] == [False]
+
+
+def test_rerun_replays_the_answer_without_asking(live):
+    run = ask(live, APPROVE)
+    live.click(live.button("Approve"))
+    live.wait(run)
+    again = live.execute(APPROVE, cell_id="c1")
+    assert again.status == "ok" and again.stdout == "approved:\ttrue\tfalse\n"
+    shown = again.of_type("display_data")[0]["content"]["data"]
+    assert "(recorded)" in shown["text/plain"]
+    assert live.button("Ask again")
+
+
+def test_ask_again_forgets_the_answer(live):
+    run = ask(live, APPROVE)
+    live.click(live.button("Approve"))
+    live.wait(run)
+    live.execute(APPROVE, cell_id="c1")
+    live.click(live.button("Ask again"))
+    live.wait_until(lambda: any(op.get("op") == "update" and op["procedures"]["ship"]["checkpoints"] == []
+                                for op in live.tactus_ops()))
+    run = ask(live, APPROVE)  # asks anew
+    live.click(live.button("Reject"))
+    live.wait(run)
+    assert run.stdout == "approved:\tfalse\tfalse\n"
+
+
+def test_input_text(live):
+    run = ask(live, 'local name = Human.input({message = "Your name?", placeholder = "Ada"})\nprint("hi " .. name)',
+              wait_for="Submit")
+    [text] = live.widgets_where(_model_name="TextModel", placeholder="Ada")
+    live.set_value(text, "Grace")
+    live.click(live.button("Submit"))
+    live.wait(run)
+    assert run.stdout == "hi Grace\n"
+    assert human_entries(live, "c1")[0]["value"] == "Grace"
+
+
+def test_input_with_options_is_a_choice(live):
+    run = ask(live, 'local env = Human.input({message = "Where?", options = {"staging", "prod"}})\nprint(env)',
+              wait_for="Submit")
+    [choice] = live.widgets_where(_model_name="DropdownModel")
+    assert live.widgets[choice]["_options_labels"] == ["staging", "prod"]
+    live.send_comm("comm_msg", {"comm_id": choice, "data": {"method": "update", "state": {"index": 1},
+                                                            "buffer_paths": []}})
+    live.click(live.button("Submit"))
+    live.wait(run)
+    assert run.stdout == "prod\n"
+
+
+def test_review_with_feedback_and_edited_artifact(live):
+    code = """
+    local r = Human.review({message = "Check the draft", artifact = "Hello wrld", artifact_type = "text",
+                            options = {"Publish", "Revise"}})
+    print(r.decision, r.feedback, r.edited_artifact, type(r.responded_at))
+    """
+    run = ask(live, code, wait_for="Publish")
+    assert live.button("Revise")
+    areas = live.widgets_where(_model_name="TextareaModel")
+    artifact = next(a for a in areas if live.widgets[a]["value"] == "Hello wrld")
+    feedback = next(a for a in areas if live.widgets[a].get("placeholder", "").startswith("Feedback"))
+    live.set_value(artifact, "Hello world")
+    live.set_value(feedback, "typo fixed")
+    live.click(live.button("Publish"))
+    live.wait(run)
+    assert run.stdout == "Publish\ttypo fixed\tHello world\tstring\n"
+    value = human_entries(live, "c1")[0]["value"]
+    assert value["decision"] == "Publish" and value["edited_artifact"] == "Hello world"
+
+
+def test_review_default_options_are_approve_and_reject(live):
+    run = ask(live, 'print(Human.review({message = "ok?"}).decision)', wait_for="Approve")
+    assert live.button("Reject")
+    live.click(live.button("Reject"))
+    live.wait(run)
+    assert run.stdout == "Reject\n"
+
+
+def test_escalate_blocks_until_resolved(live):
+    code = 'Human.escalate({message = "DB is down", severity = "high", context = {db = "main"}})\nprint("resolved")'
+    run = ask(live, code, wait_for="Resolve")
+    time.sleep(0.3)
+    assert run.reply is None
+    live.click(live.button("Resolve"))
+    live.wait(run)
+    assert run.stdout == "resolved\n"
+
+
+def test_notify_and_alert_do_not_wait(live):
+    run = live.execute('Human.notify({message = "Build started", level = "info"})\n'
+                       'System.alert({message = "Disk 91%", level = "critical", source = "monitor"})\nprint("went on")')
+    assert run.status == "ok" and run.stdout == "went on\n"
+    shown = [m["content"]["data"]["text/plain"] for m in run.of_type("display_data")]
+    assert shown == ["[Notice · info] Build started", "[Alert · critical · from monitor] Disk 91%"]
+    bad = live.execute('System.alert({message = "x", level = "loud"})')
+    assert bad.errors[0]["ename"] == "ParamError"
+
+
+def test_declared_hitl_point_with_call_site_override(live):
+    code = """
+    procedure({name = "release", hitl = {confirm = {type = "approval", message = "Ship it?", default = false}}},
+      function()
+        local ok = Human.approve("confirm", {context = {v = 3}})
+        return {ok = ok}
+      end)
+    """
+    run = ask(live, code)
+    assert any("Ship it?" in str(st.get("value", "")) for st in live.widgets.values())
+    live.click(live.button("Approve"))
+    live.wait(run)
+    [entry] = human_entries(live, "release")
+    assert entry["name"] == "confirm" and entry["message"] == "Ship it?" and entry["value"] is True
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "expect"),
+    [("default", "stdout:false\ttrue\n"), ("error", "error:HumanTimeout")],
+)
+def test_timeouts(live, on_timeout, expect):
+    code = (f'local ok, timed_out = Human.approve({{message = "Quick?", timeout = 0.5, default = false, '
+            f'on_timeout = "{on_timeout}"}})\nprint(ok, timed_out)')
+    run = live.execute(code, cell_id=f"t-{on_timeout}", timeout=15)
+    kind, _, want = expect.partition(":")
+    if kind == "stdout":
+        assert run.stdout == want
+        [entry] = human_entries(live, f"t-{on_timeout}")
+        assert entry["timed_out"] is True
+    else:
+        assert run.errors[0]["ename"] == want
+    assert any("Timed out" in str(st.get("value", "")) for st in live.widgets.values())
+
+
+def test_retry_on_timeout_asks_again(live):
+    code = 'local ok = Human.approve({message = "Again?", timeout = 0.4, on_timeout = "retry"})\nprint(ok)'
+    run = live.submit(code, cell_id="retry")
+    live.wait_until(lambda: len(live.widgets_where(_model_name="ButtonModel", description="Approve")) >= 2, timeout=10)
+    live.click(live.button("Approve"))
+    live.wait(run)
+    assert run.stdout == "true\n"
+
+
+def test_interrupt_while_waiting(live):
+    run = ask(live, APPROVE)
+    live.interrupt()
+    live.wait(run, timeout=10)
+    assert run.errors[0]["ename"] == "KeyboardInterrupt"
+    assert live.execute("1 + 1").result == "2"
+    assert any("No longer waiting" in str(st.get("value", "")) for st in live.widgets.values())
+
+
+@pytest.mark.parametrize(
+    "wrapper",
+    [
+        'local ok, v = pcall(function() return Human.approve({message = "Nested?"}) end)\nprint(ok, v)',
+        'local v = Step.run("gate", function() return Human.approve({message = "Nested?"}) end)\nprint(true, v)',
+        'local v = Retry.with_backoff(function() return Human.approve({message = "Nested?"}) end)\nprint(true, v)',
+        'local co = coroutine.wrap(function() return Human.approve({message = "Nested?"}) end)\nprint(true, (co()))',
+    ],
+    ids=["pcall", "Step.run", "Retry", "coroutine"],
+)
+def test_requests_inside_nested_lua_calls(live, wrapper):
+    run = ask(live, wrapper)
+    live.click(live.button("Approve"))
+    live.wait(run)
+    assert run.stdout == "true\ttrue\n"
+
+
+def test_several_requests_in_a_loop(live):
+    code = """
+    local approved = {}
+    for i = 1, 3 do
+      approved[i] = Human.approve({message = "item_" .. i})
+    end
+    return approved
+    """
+    run = live.submit(code, cell_id="loop")
+    for i, answer in enumerate(("Approve", "Reject", "Approve"), start=1):
+        live.wait_until(lambda n=i: len(live.widgets_where(_model_name="ButtonModel", description="Approve")) == n)
+        live.click(live.button(answer))
+    live.wait(run)
+    assert run.result == "{true, false, true}"
+    assert [e["name"] for e in human_entries(live, "loop")] == ["item_1", "item_2", "item_3"]
+
+
+def test_answer_magic_for_frontends_without_widgets(live):
+    live.execute('%tactus answer "Your name?" "Ada"')
+    run = live.execute('print(Human.input({message = "Your name?"}))', cell_id="m")
+    assert run.stdout == "Ada\n"
+    assert human_entries(live, "m")[0]["source"] == "supplied"
+
+
+def test_batch_mode_fails_at_once_without_a_recorded_answer(kernel):
+    kernel.open_tactus(None, replay=True)
+    t0 = time.monotonic()
+    run = kernel.execute('procedure({name = "release"}, function() return {n = Human.input({message = "Your name?"})} '
+                         'end)', cell_id="b")
+    assert time.monotonic() - t0 < 5
+    err = run.errors[0]
+    assert err["ename"] == "NoRecordedAnswer"
+    assert 'procedure "release": Human.input "Your name?" has no recorded answer' in err["evalue"]
+
+
+def test_batch_mode_uses_recorded_and_supplied_answers(kernel):
+    stored = {"version": 1, "procedures": {"release": {"checkpoints": [
+        {"kind": "human", "name": "Ship?", "request": "approve", "message": "Ship?", "value": True,
+         "at": "2026-01-01T00:00:00.000Z"}]}}}
+    kernel.open_tactus(stored, replay=True, answers={"Your name?": "Ada"})
+    code = """
+    procedure({name = "release"}, function()
+      return {ok = Human.approve({message = "Ship?"}), who = Human.input({message = "Your name?"})}
+    end)
+    """
+    run = kernel.execute(code, cell_id="b")
+    assert run.status == "ok", run.errors
+    assert run.result == '{ok = true, who = "Ada"}'
