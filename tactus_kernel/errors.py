@@ -26,6 +26,7 @@ KNOWN = {
     "HumanTimeout",
     "MetadataError",
     "ProcedureError",
+    "AgentError",
 }
 
 _POSITION = re.compile(r"^(?:\[[^\]]*\]:\d+: )*")

@@ -1,0 +1,627 @@
+"""Agent declarations, turns, and their records.
+
+A turn (``Researcher.turn(opts)``) is one pydantic-ai ``Agent.run``: the
+model is called until it gives its final answer, running the tools it asks
+for on the way. Lua tools are called back as their own Lua coroutines,
+driven by the runtime's effect loop (a yield cannot cross the Python frames
+of pydantic-ai), in the calling procedure's context so ``Tool``, ``State``
+and ``Stop`` apply to the right run, and so a tool may wait for a human.
+
+Each turn is recorded as a checkpoint (``kind = "agent"``) with its
+messages (``ModelMessagesTypeAdapter``, JSON mode), usage, tool calls and a
+hash of the request. Replaying a recorded turn calls no model and no tool:
+the recorded result is returned, the recorded tool calls are re-applied to
+``Tool.*``/``Stop``, and the recorded messages extend the history. A
+request that differs from the record is a divergence, never a silent reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from pydantic import BaseModel
+from pydantic_ai import Agent, ModelSettings, RunContext, Tool
+from pydantic_ai.exceptions import (
+    AgentRunError,
+    ModelAPIError,
+    ModelHTTPError,
+    ModelRetry,
+    UnexpectedModelBehavior,
+    UsageLimitExceeded,
+    UserError,
+)
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    PartDeltaEvent,
+    PartStartEvent,
+    SystemPromptPart,
+    TextPart,
+    TextPartDelta,
+)
+from pydantic_ai.models import Model, infer_model
+from pydantic_ai.toolsets import FunctionToolset
+
+from ..convert import NotRecordable, to_json, to_lua, to_plain
+from ..errors import CellError
+from ..runtime import BridgeError
+from ..schema import ParamError, validate_params
+from . import history as hist
+from .config import DEFAULT_MODEL_ENV, TEST_MODEL, ConfigError, missing_key, offline, parse_model, settings_from
+from .models import MockScript, ScriptCursor, offline_model, parse_mock
+from .schema import output_model
+from .templates import render
+from .tools import DONE, DONE_TOOL, ToolSpec
+
+if TYPE_CHECKING:
+    from ..runtime import RunState, Runtime
+
+AGENT_KEYS = ("model", "system_prompt", "instructions", "initial_message", "continue_message", "tools",
+              "output_type", "max_turns", "message_history", "mock", "retries", "quiet", "description")
+SHARED = "\x00shared"  # history key of a run's shared history (not a valid agent name)
+# Errors from inside a Lua tool that keep their own name (the rest become AgentError).
+PASS_THROUGH = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "HumanTimeout", "LuaMemoryError",
+                "NotRecordableError", "AgentError", "CheckpointError"}
+KEPT_SNAPSHOTS = 64
+
+
+def agent_error(agent: str, message: str) -> BridgeError:
+    return BridgeError(f"AgentError: agent '{agent}': {message}")
+
+
+@dataclass
+class AgentSpec:
+    """A declared agent, plus the pydantic-ai Agent built for it."""
+
+    name: str
+    model: str | None
+    settings: dict[str, Any]
+    system_prompt: str | None
+    initial_message: str | None
+    continue_message: str
+    tools: list[str]
+    output_schema: dict[str, Any] | None
+    max_turns: int | None
+    history: dict[str, Any]
+    mock: list[dict[str, Any]] | None
+    quiet: bool
+    agent: Agent[TurnDeps, Any]
+
+
+@dataclass
+class RunScope:
+    """The agent state of one procedure run: histories, counters, scripts."""
+
+    histories: dict[str, list[ModelMessage]] = field(default_factory=dict)
+    turns: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    scripts: dict[str, ScriptCursor] = field(default_factory=dict)
+
+
+@dataclass
+class TurnDeps:
+    """pydantic-ai deps of a turn: how a tool call finds its way back to Lua."""
+
+    agent: str
+    lua_ctx: Any
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Request:
+    """What a turn asks the model: hashed for replay, summarised on divergence."""
+
+    model: str
+    settings: dict[str, Any]
+    instructions: str | None
+    message: str | None
+    tools: list[ToolSpec]
+    history: list[ModelMessage]
+    output_schema: dict[str, Any] | None
+
+    def summary(self) -> dict[str, Any]:
+        return {"model": self.model, "settings": self.settings, "system_prompt": self.instructions,
+                "message": self.message, "tools": [t.name for t in self.tools], "history": len(self.history)}
+
+    def digest(self) -> str:
+        data = {**self.summary(), "history": hist.projection(self.history),
+                "tools": [t.for_hash() for t in self.tools], "output": self.output_schema}
+        text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _int_or_none(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 0:
+        raise ConfigError(f"{where} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _str_or_none(value: Any, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigError(f"{where} must be a string, got {type(value).__name__}")
+
+
+def _names(value: Any, where: str) -> list[str]:
+    if value is None or value == {} or value == []:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of tool names such as {{\"search\", \"done\"}}")
+    return list(value)
+
+
+class AgentService:
+    """Agents of one runtime. Tools and the notebook default model are kept
+    by the caller (:class:`tactus_kernel.primitives.agents.AgentHub`)."""
+
+    def __init__(self, runtime: Runtime, tools: dict[str, ToolSpec]) -> None:
+        self.runtime = runtime
+        self.tools = tools
+        self.default_model: tuple[str | None, dict[str, Any]] = (None, {})
+        self.agents: dict[str, AgentSpec] = {}
+        self.scopes: dict[int, RunScope] = {}
+        self.snapshots: OrderedDict[int, tuple[list[ModelMessage], list[ModelMessage]]] = OrderedDict()
+        self.next_turn = 0
+        self.models: dict[str, Model] = {}
+        self.model_calls = 0  # live turns that reached a model (tests and benchmarks read it)
+
+    # ------------------------------------------------------------ declare
+    def declare(self, name: str, raw: Any) -> None:
+        where = f"agent '{name}'"
+        config = raw if isinstance(raw, dict) else {}
+        unknown = sorted(set(config) - set(AGENT_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(AGENT_KEYS)})")
+        model, settings = parse_model(config.get("model"), where)
+        output = config.get("output_type")
+        out_model: type[BaseModel] | None = None
+        if output is not None and output != {}:
+            out_model = output_model(output, name.title().replace("_", "") + "Output")
+        history = hist.check_config(config.get("message_history"), where)
+        retries = _int_or_none(config.get("retries"), f"{where}: retries")
+        spec = AgentSpec(
+            name=name,
+            model=model,
+            settings=settings,
+            system_prompt=_str_or_none(config.get("system_prompt", config.get("instructions")),
+                                       f"{where}: system_prompt"),
+            initial_message=_str_or_none(config.get("initial_message"), f"{where}: initial_message"),
+            continue_message=_str_or_none(config.get("continue_message"), f"{where}: continue_message")
+            or "Continue.",
+            tools=_names(config.get("tools"), f"{where}: tools"),
+            output_schema=out_model.model_json_schema() if out_model else None,
+            max_turns=_int_or_none(config.get("max_turns"), f"{where}: max_turns"),
+            history=history,
+            mock=parse_mock(config.get("mock"), where),
+            quiet=bool(config.get("quiet", False)),
+            agent=Agent(
+                None,
+                output_type=out_model if out_model is not None else str,
+                deps_type=TurnDeps,
+                name=name,
+                retries=retries if retries is not None else 2,
+                description=_str_or_none(config.get("description"), f"{where}: description"),
+            ),
+        )
+        self.agents[name] = spec
+
+    def set_default_model(self, decl: Any) -> None:
+        self.default_model = parse_model(decl, "default_model")
+
+    # -------------------------------------------------------------- scopes
+    def scope(self, run: RunState) -> RunScope:
+        live = self.runtime.runs
+        for run_id in [r for r in self.scopes if r not in live]:
+            del self.scopes[run_id]
+        scope = self.scopes.get(run.id)
+        if scope is None:
+            scope = self.scopes[run.id] = RunScope()
+        return scope
+
+    def history_config(self, spec: AgentSpec | None, run: RunState) -> dict[str, Any]:
+        """Agent-level ``message_history`` over the procedure's."""
+        proc = run.spec.config.get("message_history") if run.spec is not None else None
+        base = hist.check_config(proc, f"procedure '{run.key}'") if proc else {}
+        return {**base, **(spec.history if spec is not None else {})}
+
+    def history_key(self, spec: AgentSpec, run: RunState) -> str:
+        return SHARED if self.history_config(spec, run).get("mode") == "shared" else spec.name
+
+    # ---------------------------------------------------------------- turn
+    async def turn(self, run: RunState, request: Any) -> tuple[Any, ...]:
+        name = str(request["name"])
+        spec = self.agents.get(name)
+        if spec is None:
+            raise agent_error(name, "is not declared (declare it with agent(...))")
+        lua_ctx = request["ctx"]
+        opts = to_plain(request["opts"]) if request["opts"] is not None else {}
+        if not isinstance(opts, dict):
+            opts = {}
+        unknown = sorted(set(opts) - {"inject", "tools", "temperature", "max_tokens", "top_p", "seed"})
+        if unknown:
+            raise agent_error(name, f"turn: unknown option '{unknown[0]}' "
+                                    "(known: inject, tools, temperature, max_tokens, top_p, seed)")
+        scope = self.scope(run)
+        taken = scope.turns.get(name, 0)
+        if spec.max_turns is not None and taken >= spec.max_turns:
+            raise agent_error(name, f"reached its max_turns ({spec.max_turns}) in this run")
+        proc_max = run.spec.config.get("max_turns") if run.spec is not None else None
+        if isinstance(proc_max, int) and scope.total >= proc_max:
+            raise agent_error(name, f"procedure '{run.key}' reached its max_turns ({proc_max})")
+        scope.turns[name] = taken + 1
+        scope.total += 1
+
+        hconf = self.history_config(spec, run)
+        key = SHARED if hconf.get("mode") == "shared" else name
+        history = scope.histories.setdefault(key, [])
+        req = self._request(spec, opts, run, lua_ctx, history, hconf, first=taken == 0)
+        digest = req.digest()
+        cursor = scope.scripts.setdefault(name, ScriptCursor())
+
+        replayed = self._replay(run, spec, req, digest, history, cursor)
+        if replayed is not None:
+            return replayed
+        return await self._live(run, spec, req, digest, history, cursor, lua_ctx)
+
+    def _request(self, spec: AgentSpec, opts: dict[str, Any], run: RunState, lua_ctx: Any,
+                 history: list[ModelMessage], hconf: dict[str, Any], first: bool) -> Request:
+        where = f"agent '{spec.name}'"
+        params = to_plain(lua_ctx["params"]) or {}
+        state = to_plain(lua_ctx["state"]) or {}
+        params = params if isinstance(params, dict) else {}
+        state = state if isinstance(state, dict) else {}
+        inject = opts.get("inject")
+        if inject is not None and not isinstance(inject, str):
+            inject = json.dumps(inject, ensure_ascii=False)
+        if inject is not None:
+            message: str | None = render(inject, params, state)
+        elif first and spec.initial_message is not None:
+            message = render(spec.initial_message, params, state)
+        elif history and isinstance(history[-1], ModelRequest) and hist.role_of(history[-1]) == "user":
+            message = None  # MessageHistory.append(user message) already says what to do
+        else:
+            message = render(spec.continue_message, params, state)
+        if "tools" in opts:
+            names = _names(opts["tools"], f"{where}: turn tools")
+        else:
+            names = spec.tools
+        tools: list[ToolSpec] = []
+        for tool_name in names:
+            if tool_name == DONE:
+                tools.append(DONE_TOOL)
+            elif tool_name in self.tools:
+                tools.append(self.tools[tool_name])
+            else:
+                known = ", ".join(sorted({DONE, *self.tools}))
+                raise agent_error(spec.name, f"unknown tool '{tool_name}' (defined: {known})")
+        model_name = spec.model or self.default_model[0] or self._env_default()
+        settings = {**self.default_model[1], **spec.settings, **settings_from(opts, f"{where}: turn")}
+        try:
+            sent = hist.view(history, hconf)
+        except hist.HistoryError as exc:
+            raise agent_error(spec.name, str(exc)) from None
+        return Request(model=model_name, settings=settings,
+                       instructions=render(spec.system_prompt, params, state), message=message,
+                       tools=tools, history=sent, output_schema=spec.output_schema)
+
+    @staticmethod
+    def _env_default() -> str:
+        import os
+
+        return os.environ.get(DEFAULT_MODEL_ENV) or TEST_MODEL
+
+    # -------------------------------------------------------------- replay
+    def _replay(self, run: RunState, spec: AgentSpec, req: Request, digest: str,
+                history: list[ModelMessage], cursor: ScriptCursor) -> tuple[Any, ...] | None:
+        log = run.log
+        here = log.entries[log.position] if log.position < len(log.entries) else None
+        if here is not None and here.get("kind") != "agent" and here.get("in_turn") == spec.name:
+            return None  # calls recorded by a turn that failed: run it again, they replay inside
+        entry = log.replay("agent", spec.name)
+        if entry is None:
+            return None
+        recorded_hash = entry.get("request_hash")
+        if recorded_hash is not None and recorded_hash != digest:
+            if log.allow_divergence:
+                log.clear_from(log.position - 1)
+                self.runtime.host.records_changed()
+                return None
+            raise BridgeError("DivergenceError: " + self._divergence(run, spec, entry, req))
+        try:
+            messages = hist.load(entry.get("messages"))
+        except ValueError as exc:
+            raise agent_error(spec.name, f"the recorded messages of this turn are unreadable: {exc}") from None
+        self._extend(history, messages, int(entry.get("replaces") or 0))
+        cursor.position += sum(1 for m in messages if isinstance(m, ModelResponse))
+        value = entry.get("value")
+        if not spec.quiet:
+            if isinstance(value, str) and value:
+                self.runtime.host.write("stdout", value if value.endswith("\n") else value + "\n")
+            self._show_usage(spec.name, entry.get("model", ""), entry.get("usage") or {}, entry.get("cost"),
+                             recorded=True)
+        turn_id = self._snapshot(history, messages)
+        result = self._result(spec.name, turn_id, value, entry.get("usage") or {}, entry.get("cost"),
+                              entry.get("model", ""), replayed=True)
+        calls = entry.get("tool_calls") or []
+        return to_lua(self.runtime.lua, result), to_lua(self.runtime.lua, calls)
+
+    def _divergence(self, run: RunState, spec: AgentSpec, entry: dict[str, Any], req: Request) -> str:
+        position = run.log.position  # already advanced past the entry
+        lines = [f"replay diverged in procedure {run.key!r} at checkpoint #{position}: agent '{spec.name}' "
+                 "was sent a different request than the recorded turn"]
+        recorded = entry.get("request") or {}
+        now = req.summary()
+        changed = [k for k in now if k in recorded and recorded[k] != now[k]]
+        for k in changed:
+            lines.append(f"  {k}: recorded {json.dumps(recorded[k], ensure_ascii=False)[:200]}")
+            lines.append(f"  {' ' * len(k)}  now      {json.dumps(now[k], ensure_ascii=False)[:200]}")
+        if not changed:
+            lines.append("  the message history, a tool's schema or the output_type differs")
+        lines.append(f"  (request hash recorded {entry.get('request_hash')}, now {req.digest()})")
+        lines.append(f"Run `%tactus reset {run.key}` to record it afresh, or restore the code that made the record.")
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- live
+    def _model(self, spec: AgentSpec, name: str, cursor: ScriptCursor) -> tuple[Model, str]:
+        if name == TEST_MODEL or offline():
+            mock = MockScript(spec.name, spec.mock, cursor) if spec.mock is not None else None
+            return offline_model(mock)
+        var = missing_key(name)
+        if var is not None:
+            raise agent_error(spec.name, f"model '{name}' needs the environment variable {var} "
+                                         f"(set {var}, or run offline with TACTUS_OFFLINE=1 or model = \"test\")")
+        model = self.models.get(name)
+        if model is None:
+            try:
+                model = self.models[name] = infer_model(name)
+            except (UserError, ValueError, ImportError) as exc:
+                raise agent_error(spec.name, f"cannot use model '{name}': {exc}") from None
+        return model, name
+
+    async def _live(self, run: RunState, spec: AgentSpec, req: Request, digest: str,
+                    history: list[ModelMessage], cursor: ScriptCursor, lua_ctx: Any) -> tuple[Any, ...]:
+        model, label = self._model(spec, req.model, cursor)
+        deps = TurnDeps(spec.name, lua_ctx)
+        toolset = FunctionToolset([self._tool(t) for t in req.tools])
+        host = self.runtime.host
+        streamed: list[str] = []
+
+        async def stream(ctx: RunContext[TurnDeps], events: AsyncIterable[AgentStreamEvent]) -> None:
+            async for event in events:
+                text = None
+                if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                    text = event.part.content
+                elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                    text = event.delta.content_delta
+                if text:
+                    streamed.append(text)
+                    if not spec.quiet:
+                        host.write("stdout", text)
+
+        log = run.log
+        start = log.position
+        self.model_calls += 1
+        try:
+            result = await spec.agent.run(
+                req.message, model=model, instructions=req.instructions, message_history=req.history,
+                deps=deps, model_settings=cast(ModelSettings, req.settings) if req.settings else None, toolsets=[toolset], event_stream_handler=stream,
+            )
+        except asyncio.CancelledError:
+            raise
+        except BridgeError:
+            self._mark_failed(run, spec.name, start)
+            raise
+        except Exception as exc:  # noqa: BLE001 - every model failure becomes one catchable Lua error
+            self._mark_failed(run, spec.name, start)
+            raise self._explain(spec, label, exc) from None
+        finally:
+            if streamed and not spec.quiet and not streamed[-1].endswith("\n"):
+                host.write("stdout", "\n")
+
+        new = result.new_messages()
+        prior = len(result.all_messages()) - len(new)
+        replaces = max(0, len(req.history) - prior)
+        if replaces and req.history[-replaces:] != history[-replaces:]:
+            replaces = 0
+        dumped = hist.dump(new)
+        messages = hist.load(dumped)  # the live history holds what replay will rebuild
+        self._extend(history, messages, replaces)
+        output = result.output
+        value = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+        usage = self._usage(result.usage)
+        cost = self._cost(new)
+        nested = log.entries[start:log.position]
+        if nested:
+            log.clear_from(start)
+        extra: dict[str, Any] = {"messages": dumped, "usage": usage, "cost": cost, "tool_calls": deps.calls,
+                                 "request_hash": digest, "request": req.summary(), "model": label}
+        if replaces:
+            extra["replaces"] = replaces
+        if nested:
+            extra["nested"] = nested
+        log.append("agent", spec.name, value, **extra)
+        host.records_changed()
+        if not spec.quiet:
+            self._show_usage(spec.name, label, usage, cost, recorded=False)
+        turn_id = self._snapshot(history, messages)
+        return to_lua(self.runtime.lua, self._result(spec.name, turn_id, value, usage, cost, label)), None
+
+    def _mark_failed(self, run: RunState, agent: str, start: int) -> None:
+        """Entries a failed turn recorded (a human's answer in a tool) stay,
+        tagged, so the turn run again replays them instead of diverging."""
+        log = run.log
+        if log.position > start:
+            for entry in log.entries[start:log.position]:
+                entry["in_turn"] = agent
+            log.records.touch(log.key)
+            self.runtime.host.records_changed()
+
+    def _explain(self, spec: AgentSpec, label: str, exc: Exception) -> BridgeError:
+        if isinstance(exc, ModelHTTPError):
+            body = exc.body
+            detail = body.get("error") if isinstance(body, dict) else body
+            if exc.status_code == 429:
+                return agent_error(spec.name, f"rate limited by model '{label}' (HTTP 429): {detail}")
+            if exc.status_code in (401, 403):
+                return agent_error(spec.name, f"model '{label}' refused the API key (HTTP {exc.status_code}): "
+                                              f"{detail}")
+            return agent_error(spec.name, f"model '{label}' failed (HTTP {exc.status_code}): {detail}")
+        if isinstance(exc, ModelAPIError):
+            return agent_error(spec.name, f"model '{label}' failed: {exc}")
+        if isinstance(exc, UnexpectedModelBehavior):
+            if spec.output_schema is not None and "output" in str(exc):
+                cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+                return agent_error(spec.name, f"the model's output did not match output_type after the allowed "
+                                              f"retries: {exc}{cause}")
+            return agent_error(spec.name, f"unexpected model behaviour: {exc}")
+        if isinstance(exc, UsageLimitExceeded):
+            return agent_error(spec.name, f"usage limit exceeded: {exc}")
+        if isinstance(exc, (AgentRunError, UserError)):
+            return agent_error(spec.name, str(exc))
+        if isinstance(exc, RuntimeError) and "ALLOW_MODEL_REQUESTS" in str(exc):
+            return agent_error(spec.name, f"model '{label}' may not be called here: {exc}")
+        return agent_error(spec.name, f"model '{label}' failed: {type(exc).__name__}: {exc}")
+
+    # --------------------------------------------------------------- tools
+    def _tool(self, spec: ToolSpec) -> Tool[TurnDeps]:
+        async def call(ctx: RunContext[TurnDeps], **kwargs: Any) -> Any:
+            return await self._call_tool(ctx.deps, spec, kwargs)
+
+        # sequential: tool calls run one at a time, in the model's order, so
+        # Tool.* order, State and the record are the same on every run.
+        return Tool.from_schema(call, name=spec.name, description=spec.description, json_schema=spec.schema,
+                                takes_ctx=True, sequential=True)
+
+    async def _call_tool(self, deps: TurnDeps, spec: ToolSpec, kwargs: dict[str, Any]) -> Any:
+        try:
+            args = validate_params(f"tool '{spec.name}'", spec.fields, kwargs)
+        except ParamError as exc:
+            raise ModelRetry(str(exc)) from None
+        runtime = self.runtime
+        main = runtime.K.agent_tool_main(spec.name, to_lua(runtime.lua, args))
+        try:
+            values = await runtime._drive(runtime.K.start(main, deps.lua_ctx))
+        except CellError as exc:
+            if exc.ename in PASS_THROUGH:
+                raise BridgeError(f"{exc.ename}: {exc.evalue}") from None
+            raise agent_error(deps.agent, f"tool '{spec.name}' failed: {exc.evalue}") from None
+        try:
+            result = to_json(values[0] if values else None, f"the result of tool '{spec.name}'")
+        except NotRecordable as exc:
+            raise BridgeError(f"NotRecordableError: {exc} (a tool must return JSON-like values)") from None
+        deps.calls.append({"name": spec.name, "args": args, "result": result})
+        return result
+
+    # ------------------------------------------------------------- results
+    @staticmethod
+    def _extend(history: list[ModelMessage], new: list[ModelMessage], replaces: int) -> None:
+        if replaces:
+            del history[len(history) - replaces:]
+        history.extend(new)
+
+    def _snapshot(self, history: list[ModelMessage], new: list[ModelMessage]) -> int:
+        self.next_turn += 1
+        self.snapshots[self.next_turn] = (list(history), list(new))
+        while len(self.snapshots) > KEPT_SNAPSHOTS:
+            self.snapshots.popitem(last=False)
+        return self.next_turn
+
+    @staticmethod
+    def _usage(usage: Any) -> dict[str, int]:
+        prompt = int(getattr(usage, "input_tokens", 0) or 0)
+        completion = int(getattr(usage, "output_tokens", 0) or 0)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                "requests": int(getattr(usage, "requests", 0) or 0),
+                "tool_calls": int(getattr(usage, "tool_calls", 0) or 0)}
+
+    @staticmethod
+    def _cost(messages: list[ModelMessage]) -> float | None:
+        """USD cost from genai-prices; None when any response's price is unknown."""
+        total = 0.0
+        for m in messages:
+            if isinstance(m, ModelResponse):
+                try:
+                    total += float(m.cost().total_price)
+                except Exception:  # noqa: BLE001 - unknown model or missing usage: no price
+                    return None
+        return total
+
+    @staticmethod
+    def _result(agent: str, turn_id: int, value: Any, usage: dict[str, Any], cost: float | None, model: str,
+                replayed: bool = False) -> dict[str, Any]:
+        cost_info = {"prompt_tokens": usage.get("prompt_tokens", 0),
+                     "completion_tokens": usage.get("completion_tokens", 0),
+                     "total_tokens": usage.get("total_tokens", 0), "total_cost": cost, "currency": "USD"}
+        return {"data": value, "usage": usage, "cost": cost_info, "turn": turn_id, "agent": agent,
+                "model": model, "replayed": replayed}
+
+    def _show_usage(self, agent: str, model: str, usage: dict[str, Any], cost: float | None, recorded: bool) -> None:
+        parts = [f"{agent} ({model})" if model else agent,
+                 f"{usage.get('prompt_tokens', 0)} in / {usage.get('completion_tokens', 0)} out tokens"]
+        if usage.get("requests"):
+            parts.append(f"{usage['requests']} request{'s' if usage['requests'] != 1 else ''}")
+        if usage.get("tool_calls"):
+            parts.append(f"{usage['tool_calls']} tool call{'s' if usage['tool_calls'] != 1 else ''}")
+        parts.append(f"${cost:.4f}" if cost is not None else "cost n/a")
+        if recorded:
+            parts.append("recorded, no model call")
+        line = " · ".join(parts)
+        html = f'<div style="font-size:0.8em;opacity:0.65;font-family:monospace">{_escape(line)}</div>'
+        self.runtime.host.display({"text/plain": line, "text/html": html}, {"tactus": {"agent_usage": True}})
+
+    # ------------------------------------------------------------- history
+    def messages(self, turn_id: int, which: str) -> Any:
+        snap = self.snapshots.get(turn_id)
+        if snap is None:
+            raise BridgeError("AgentError: the messages of this turn are no longer kept "
+                              f"(only the last {KEPT_SNAPSHOTS} turns are)")
+        return to_lua(self.runtime.lua, hist.dump(snap[1] if which == "new" else snap[0]))
+
+    def history_op(self, run: RunState, op: str, value: Any, agent: str | None) -> Any:
+        where = f"MessageHistory.{op}"
+        if agent is not None:
+            spec = self.agents.get(agent)
+            if spec is None:
+                raise BridgeError(f"AgentError: {where}: unknown agent '{agent}'")
+            key = self.history_key(spec, run)
+        elif self.history_config(None, run).get("mode") == "shared":
+            key = SHARED
+        elif len(self.agents) == 1:
+            key = self.history_key(next(iter(self.agents.values())), run)
+        elif not self.agents:
+            raise BridgeError(f"AgentError: {where}: no agent is declared yet")
+        else:
+            names = ", ".join(sorted(self.agents))
+            raise BridgeError(f"AgentError: {where}: several agents ({names}): name one, "
+                              f"e.g. {where}({'msg, ' if op in ('append', 'inject_system') else ''}"
+                              f"\"{sorted(self.agents)[0]}\")")
+        history = self.scope(run).histories.setdefault(key, [])
+        if op == "append":
+            try:
+                history.append(hist.from_simple(to_plain(value)))
+            except hist.HistoryError as exc:
+                raise BridgeError(f"AgentError: {exc}") from None
+            return None
+        if op == "inject_system":
+            history.append(ModelRequest(parts=[SystemPromptPart(str(value))]))
+            return None
+        if op == "clear":
+            history.clear()
+            return None
+        if op == "get":
+            return to_lua(self.runtime.lua, hist.simple(history))
+        raise BridgeError(f"AgentError: unknown MessageHistory operation {op!r}")
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,63 @@
+"""Prompt templates: ``{params.topic}``, ``{state.count}``, ``{env.USER}``.
+
+Rendered at each turn (not at declaration), so a prompt sees the params of
+the procedure that takes the turn and the state as it is now. Only the
+four known namespaces are placeholders: any other brace text (JSON examples
+in a prompt) is left alone. A missing value renders as an empty string,
+because state that is not set yet is normal on a first turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+PLACEHOLDER = re.compile(r"\{(params|state|context|env)\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}")
+
+
+def _lookup(root: Any, path: list[str]) -> Any:
+    value = root
+    for part in path:
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and 0 < int(part) <= len(value):
+            value = value[int(part) - 1]
+        else:
+            return None
+    return value
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def render(template: str | None, params: Mapping[str, Any], state: Mapping[str, Any],
+           env: Mapping[str, str] | None = None) -> str | None:
+    """Fill a template's placeholders; ``context.x`` means state x, else param x."""
+    if template is None:
+        return None
+    environ = os.environ if env is None else env
+
+    def fill(match: re.Match[str]) -> str:
+        space, path = match.group(1), match.group(2).split(".")
+        if space == "env":
+            return environ.get(match.group(2), "")
+        if space == "params":
+            return _text(_lookup(params, path))
+        if space == "state":
+            return _text(_lookup(state, path))
+        value = _lookup(state, path)
+        return _text(value if value is not None else _lookup(params, path))
+
+    return PLACEHOLDER.sub(fill, template)

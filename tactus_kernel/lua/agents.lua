@@ -1,0 +1,162 @@
+-- Agents: agent(...), tool(...), Name.turn(...), MessageHistory, filters,
+-- default_model(...). Declarations and turns are effects answered by
+-- tactus_kernel/primitives/agents.py (pydantic-ai). Tool functions stay
+-- here: when a model calls one, Python starts K.agent_tool_main(...) as a
+-- coroutine of its own, in the calling procedure's context, so the tool
+-- can use Tool/State/Stop and even wait for a human.
+local B, K = ...
+
+local type, tostring, ipairs, select = type, tostring, ipairs, select
+local perform, current_ctx, raise = K.perform, K.current_ctx, K.raise
+local upper, sub, match = string.upper, string.sub, string.match
+
+local TOOLS = {}   -- tool name -> Lua function
+
+local function check_name(fname, name)
+  if type(name) ~= "string" or not match(name, "^[%a_][%w_]*$") then
+    raise(fname .. ": the name must be an identifier such as \"search\", got " .. tostring(name))
+  end
+end
+
+-- tool(name, {description = ..., params = {...}}, function(args) ... end)
+-- tool(name, function(args) ... end)
+function tool(name, spec, fn)
+  check_name("tool", name)
+  if type(spec) == "function" and fn == nil then spec, fn = {}, spec end
+  if spec == nil then spec = {} end
+  if type(spec) ~= "table" then raise("tool '" .. name .. "': the spec must be a table") end
+  if type(fn) ~= "function" then
+    raise("tool '" .. name .. "': expected tool(name, {description = ..., params = {...}}, function(args) ... end)")
+  end
+  perform({kind = "agent.tool", run = current_ctx().run, name = name, spec = spec})
+  TOOLS[name] = fn
+end
+
+-- The built-in done(reason, success): asks the procedure to stop.
+local function done_tool(args)
+  K.request_stop(args.reason, args.success)
+  return {stopped = true}
+end
+
+-- Python starts this as a coroutine for each tool call a model makes.
+function K.agent_tool_main(name, args)
+  return function()
+    local fn = TOOLS[name]
+    if name == "done" then fn = done_tool end
+    if fn == nil then raise("tool '" .. tostring(name) .. "' has no function (declare it with tool(...))") end
+    local result = fn(args)
+    K.record_tool_call(name, args, result)
+    return result
+  end
+end
+
+-- A replayed turn: its recorded tool calls count as made, without running them.
+local function apply_calls(calls)
+  for _, c in ipairs(calls) do
+    local args = c.args or {}
+    if c.name == "done" then K.request_stop(args.reason, args.success) end
+    K.record_tool_call(c.name, args, c.result)
+  end
+end
+
+local function wrap_result(res)
+  local turn_id, cost = res.turn, res.cost
+  local result = {data = res.data, usage = res.usage, agent = res.agent, model = res.model,
+                  replayed = res.replayed}
+  function result.cost() return cost end
+  function result.new_messages()
+    return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = "new"})
+  end
+  function result.all_messages()
+    return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = "all"})
+  end
+  return result
+end
+
+local function turn(name, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    raise(name .. ".turn: options must be a table such as {inject = \"...\"}, got " .. type(opts))
+  end
+  local ctx = current_ctx()
+  K.count_iteration()
+  local res, replayed = perform({kind = "agent.turn", run = ctx.run, ctx = ctx, name = name, opts = opts or {}})
+  if replayed then apply_calls(replayed) end
+  return wrap_result(res)
+end
+
+local function global_name(name)
+  return upper(sub(name, 1, 1)) .. sub(name, 2)
+end
+
+-- agent("researcher", {...}) makes the global Researcher with .turn(opts).
+function agent(name, config)
+  check_name("agent", name)
+  if config == nil then config = {} end
+  if type(config) ~= "table" then raise("agent '" .. name .. "': the config must be a table") end
+  perform({kind = "agent.declare", run = current_ctx().run, name = name, config = config})
+  local handle = {name = name}
+  -- Researcher.turn(opts) and Researcher:turn(opts) both work
+  handle.turn = function(a, b)
+    if a == handle then a = b end
+    return turn(name, a)
+  end
+  _G[global_name(name)] = handle
+  return handle
+end
+
+-- default_model("openai:gpt-4o-mini") or default_model({name = ..., temperature = ...})
+function default_model(model)
+  if type(model) ~= "string" and type(model) ~= "table" then
+    raise("default_model: expected a model name such as \"test\" or a table {name = ...}")
+  end
+  perform({kind = "agent.default_model", run = current_ctx().run, model = model})
+end
+
+------------------------------------------------------------------------------
+-- Message history. Without an agent name: the run's shared history, or the
+-- only declared agent's.
+------------------------------------------------------------------------------
+local function history(op, value, agent_name)
+  if agent_name ~= nil and type(agent_name) ~= "string" then
+    raise("MessageHistory." .. op .. ": the agent must be given by name, got " .. type(agent_name))
+  end
+  return perform({kind = "agent.history", run = current_ctx().run, op = op, value = value, agent = agent_name})
+end
+
+local function check_positive(fname, n)
+  if type(n) ~= "number" or n < 0 then raise(fname .. ": expected a non-negative number, got " .. tostring(n)) end
+end
+
+filters = {
+  last_n = function(n) check_positive("filters.last_n", n); return {filter = "last_n", n = n} end,
+  token_budget = function(n) check_positive("filters.token_budget", n); return {filter = "token_budget", tokens = n} end,
+  by_role = function(...)
+    local roles = {...}
+    if type(roles[1]) == "table" then roles = roles[1] end
+    return {filter = "by_role", roles = roles}
+  end,
+  compose = function(...)
+    local list = {}
+    for i = 1, select("#", ...) do
+      local f = select(i, ...)
+      if type(f) ~= "table" or f.filter == nil then raise("filters.compose: argument #" .. i .. " is not a filter") end
+      list[#list + 1] = f
+    end
+    return {filter = "compose", filters = list}
+  end,
+}
+
+MessageHistory = {
+  append = function(message, agent_name)
+    if type(message) == "string" then message = {role = "user", content = message} end
+    if type(message) ~= "table" then raise("MessageHistory.append: expected a table {role = ..., content = ...}") end
+    history("append", message, agent_name)
+  end,
+  inject_system = function(text, agent_name)
+    if type(text) ~= "string" then raise("MessageHistory.inject_system: expected a string") end
+    history("inject_system", text, agent_name)
+  end,
+  clear = function(agent_name) history("clear", nil, agent_name) end,
+  get = function(agent_name) return history("get", nil, agent_name) end,
+  filters = filters,
+}

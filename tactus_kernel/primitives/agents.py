@@ -1,0 +1,131 @@
+"""Effects behind ``agent``, ``tool``, ``Name.turn``, ``MessageHistory`` and
+``default_model`` (Lua side: ``lua/agents.lua``).
+
+This module is imported when the kernel starts, so it must stay light:
+pydantic-ai (more than a second to import) is loaded only when a cell
+first declares an agent, through :attr:`AgentHub.service`. Tool
+declarations and the default model are kept here so that declaring them
+costs nothing either.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..convert import to_plain
+from ..schema import ParamError
+
+if TYPE_CHECKING:
+    from ..agents.service import AgentService
+    from ..agents.tools import ToolSpec
+    from ..runtime import RunState, Runtime
+
+Handler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
+
+
+def _guarded(method: Callable[..., Awaitable[tuple[Any, ...]]]) -> Callable[..., Awaitable[tuple[Any, ...]]]:
+    """Turn any failure of a handler into a tagged Lua error.
+
+    The driver only converts BridgeError, DivergenceError and NotRecordable;
+    anything else escaping an effect would end the cell with an internal
+    error instead of an ``AgentError`` a procedure can ``pcall``.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: AgentHub, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        from ..agents.config import ConfigError
+        from ..checkpoints import DivergenceError
+        from ..convert import NotRecordable
+        from ..runtime import BridgeError
+
+        try:
+            return await method(self, runtime, run, request)
+        except (BridgeError, DivergenceError, NotRecordable):
+            raise
+        except (ConfigError, ParamError) as exc:
+            raise BridgeError(f"AgentError: {exc}") from None
+        except ImportError as exc:
+            raise BridgeError(f"AgentError: agents need pydantic-ai: pip install 'tactus-kernel[agents]' ({exc})") \
+                from None
+        except Exception as exc:  # noqa: BLE001 - reported to the cell, never raised past the driver
+            raise BridgeError(f"AgentError: internal error: {type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+class AgentHub:
+    """The agent effects of one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.tools: dict[str, ToolSpec] = {}
+        self._service: AgentService | None = None
+        self._default_model: Any = None
+
+    @property
+    def service(self) -> AgentService:
+        """The pydantic-ai side, imported and built on first use."""
+        if self._service is None:
+            from ..agents.service import AgentService
+
+            self._service = AgentService(self.runtime, self.tools)
+            if self._default_model is not None:
+                self._service.set_default_model(self._default_model)
+        return self._service
+
+    @_guarded
+    async def declare_tool(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        from ..agents.tools import parse_tool
+
+        name = str(request["name"])
+        spec = to_plain(request["spec"]) if request["spec"] is not None else {}
+        self.tools[name] = parse_tool(name, spec)
+        return ()
+
+    @_guarded
+    async def declare_agent(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        config = to_plain(request["config"]) if request["config"] is not None else {}
+        self.service.declare(str(request["name"]), config)
+        return ()
+
+    @_guarded
+    async def default_model(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        decl = to_plain(request["model"])
+        if self._service is not None:
+            self._service.set_default_model(decl)
+        else:
+            from ..agents.config import parse_model  # validates now, without pydantic-ai's agent machinery
+
+            parse_model(decl, "default_model")
+        self._default_model = decl
+        return ()
+
+    @_guarded
+    async def turn(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        return await self.service.turn(run, request)
+
+    @_guarded
+    async def history(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        agent = request["agent"]
+        value = self.service.history_op(run, str(request["op"]), request["value"],
+                                        None if agent is None else str(agent))
+        return () if value is None else (value,)
+
+    @_guarded
+    async def messages(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        return (self.service.messages(int(request["turn"]), str(request["which"])),)
+
+
+def register(runtime: Runtime) -> None:
+    hub = AgentHub(runtime)
+    effects: dict[str, Handler] = {
+        "agent.tool": hub.declare_tool,
+        "agent.declare": hub.declare_agent,
+        "agent.default_model": hub.default_model,
+        "agent.turn": hub.turn,
+        "agent.history": hub.history,
+        "agent.messages": hub.messages,
+    }
+    runtime.effects.update(effects)
