@@ -12,10 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from kernel_driver import KernelDriver  # noqa: E402
+from kernel_driver import KernelDriver
 
-from tactus_kernel.errors import CellError  # noqa: E402
-from tactus_kernel.runtime import Runtime  # noqa: E402
+from tactus_kernel.errors import CellError
+from tactus_kernel.runtime import Runtime
 
 
 class RecordingHost:
