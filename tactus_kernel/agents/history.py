@@ -204,8 +204,12 @@ def apply_filter(spec: Any, messages: list[ModelMessage]) -> list[ModelMessage]:
 
 
 def view(messages: list[ModelMessage], config: dict[str, Any]) -> list[ModelMessage]:
-    """The history a turn sends: the configured filter, then ``max_tokens``."""
-    out = apply_filter(config.get("filter"), messages)
+    """The history a turn sends: the configured filter, then ``max_tokens``.
+
+    Always a new list: the stored history grows after the turn, the view
+    (part of the recorded request) must not.
+    """
+    out = list(apply_filter(config.get("filter"), messages))
     max_tokens = config.get("max_tokens")
     if isinstance(max_tokens, (int, float)) and not isinstance(max_tokens, bool) and max_tokens > 0:
         out = apply_filter({"filter": "token_budget", "tokens": int(max_tokens)}, out)

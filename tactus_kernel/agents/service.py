@@ -128,14 +128,26 @@ class Request:
     output_schema: dict[str, Any] | None
 
     def summary(self) -> dict[str, Any]:
+        """The readable request, plus digests of its bulky parts, for the record."""
         return {"model": self.model, "settings": self.settings, "system_prompt": self.instructions,
-                "message": self.message, "tools": [t.name for t in self.tools], "history": len(self.history)}
+                "message": self.message, "tools": [t.name for t in self.tools], "history": len(self.history),
+                "digests": {"history": _digest(hist.projection(self.history)),
+                            "tools": _digest([t.for_hash() for t in self.tools]),
+                            "output": _digest(self.output_schema)}}
 
     def digest(self) -> str:
-        data = {**self.summary(), "history": hist.projection(self.history),
-                "tools": [t.for_hash() for t in self.tools], "output": self.output_schema}
-        text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        return _digest(self.summary())
+
+
+def _digest(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# What a changed digest means, for divergence messages.
+DIGEST_MEANING = {"history": "the message history sent differs",
+                  "tools": "a tool's description or params differ",
+                  "output": "the output_type differs"}
 
 
 def _int_or_none(value: Any, where: str) -> int | None:
@@ -361,12 +373,16 @@ class AgentService:
                  "was sent a different request than the recorded turn"]
         recorded = entry.get("request") or {}
         now = req.summary()
-        changed = [k for k in now if k in recorded and recorded[k] != now[k]]
+        changed = [k for k in now if k != "digests" and k in recorded and recorded[k] != now[k]]
         for k in changed:
             lines.append(f"  {k}: recorded {json.dumps(recorded[k], ensure_ascii=False)[:200]}")
             lines.append(f"  {' ' * len(k)}  now      {json.dumps(now[k], ensure_ascii=False)[:200]}")
-        if not changed:
-            lines.append("  the message history, a tool's schema or the output_type differs")
+        old_digests = recorded.get("digests") or {}
+        for k, meaning in DIGEST_MEANING.items():
+            if k in old_digests and old_digests[k] != now["digests"][k] and k not in changed:
+                lines.append(f"  {k}: {meaning}")
+        if len(lines) == 1:
+            lines.append("  the request differs from the recorded one")
         lines.append(f"  (request hash recorded {entry.get('request_hash')}, now {req.digest()})")
         lines.append(f"Run `%tactus reset {run.key}` to record it afresh, or restore the code that made the record.")
         return "\n".join(lines)
@@ -414,7 +430,8 @@ class AgentService:
         try:
             result = await spec.agent.run(
                 req.message, model=model, instructions=req.instructions, message_history=req.history,
-                deps=deps, model_settings=cast(ModelSettings, req.settings) if req.settings else None, toolsets=[toolset], event_stream_handler=stream,
+                deps=deps, model_settings=cast(ModelSettings, req.settings) if req.settings else None,
+                toolsets=[toolset], event_stream_handler=stream,
             )
         except asyncio.CancelledError:
             raise
