@@ -87,7 +87,9 @@ def load_parameters_file(path: str | Path) -> dict[str, Any]:
     try:
         json.dumps(data)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"-f {path}: values must be plain data (strings, numbers, booleans, lists, maps): {exc}") from None
+        raise InputError(
+            f"-f {path}: values must be plain data (strings, numbers, booleans, lists, maps): {exc}"
+        ) from None
     return dict(data)
 
 
