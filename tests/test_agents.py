@@ -542,3 +542,14 @@ def test_a_lua_tool_waits_for_a_human_click(kernel):
     again = kernel.execute(TOOL_APPROVAL, cell_id="rel")
     assert again.status == "ok" and again.result == run.result
     assert len(kernel.widgets_where(_model_name="ButtonModel", description="Approve")) == buttons
+
+
+def test_streamed_text_reaches_the_notebook_before_the_turn_ends(kernel):
+    run = kernel.submit('agent("slow", {mock = {delay = 0.4, responses = {"one two three four"}}})\n'
+                        'Slow.turn()\nprint("after")', cell_id="s")
+    kernel.wait_until(lambda: "one" in run.stdout, timeout=30)
+    assert run.reply is None and "four" not in run.stdout  # the first words are shown while the model talks
+    kernel.wait(run)
+    assert run.status == "ok", run.errors
+    assert run.stdout == "one two three four\nafter\n"
+    assert len([m for m in run.of_type("stream") if m["content"]["name"] == "stdout"]) >= 3

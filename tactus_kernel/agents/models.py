@@ -17,6 +17,7 @@ Three cases, decided per live turn (a replayed turn needs no model at all):
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ def parse_mock(decl: Any, where: str) -> list[dict[str, Any]] | None:
     Each response is text, ``{text = ...}``, a tool call ``{tool = name,
     args = {...}}``, several ``{calls = {{tool = ..., args = ...}, ...}}``,
     structured output ``{output = {...}}``, or a failure ``{error = msg,
-    status = 429}`` (so error handling can be exercised offline).
+    status = 429}`` (so error handling can be exercised offline). A
+    ``delay`` (seconds between streamed words; on the mock table or on one
+    ``{text = ..., delay = ...}``) makes streaming visible in a notebook.
     """
     if decl is None:
         return None
@@ -56,13 +59,14 @@ def parse_mock(decl: Any, where: str) -> list[dict[str, Any]] | None:
         responses = []
     if not isinstance(responses, list):
         raise ConfigError(f"{where}: mock.responses must be a list")
+    default_delay = _delay(decl.get("delay", 0), f"{where}: mock.delay")
     out: list[dict[str, Any]] = []
     for i, r in enumerate(responses, 1):
         here = f"{where}: mock.responses[{i}]"
         if isinstance(r, str):
-            out.append({"text": r})
+            out.append({"text": r, "delay": default_delay})
         elif isinstance(r, dict) and isinstance(r.get("text"), str):
-            out.append({"text": r["text"]})
+            out.append({"text": r["text"], "delay": _delay(r.get("delay", default_delay), f"{here}.delay")})
         elif isinstance(r, dict) and "tool" in r:
             out.append({"calls": [_call(r, here)]})
         elif isinstance(r, dict) and isinstance(r.get("calls"), list):
@@ -77,6 +81,12 @@ def parse_mock(decl: Any, where: str) -> list[dict[str, Any]] | None:
         else:
             raise ConfigError(f"{here}: expected text, {{tool = ..., args = ...}}, {{output = ...}} or {{error = ...}}")
     return out
+
+
+def _delay(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{where} must be a non-negative number of seconds")
+    return float(value)
 
 
 def _call(r: Any, where: str) -> dict[str, Any]:
@@ -139,7 +149,10 @@ class MockScript:
             yield {i: DeltaToolCall(name=name, json_args=json.dumps(args)) for i, (name, args) in enumerate(calls)}
             return
         words = self._text(response).split(" ")
+        delay = float(response.get("delay", 0))
         for i, word in enumerate(words):
+            if i and delay:
+                await asyncio.sleep(delay)
             yield word if i == len(words) - 1 else word + " "
 
     def model(self) -> FunctionModel:

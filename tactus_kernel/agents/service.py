@@ -411,6 +411,7 @@ class AgentService:
         toolset = FunctionToolset([self._tool(t) for t in req.tools])
         host = self.runtime.host
         streamed: list[str] = []
+        flusher = _Flusher(host)
 
         async def stream(ctx: RunContext[TurnDeps], events: AsyncIterable[AgentStreamEvent]) -> None:
             async for event in events:
@@ -423,6 +424,7 @@ class AgentService:
                     streamed.append(text)
                     if not spec.quiet:
                         host.write("stdout", text)
+                        flusher.soon()
 
         log = run.log
         start = log.position
@@ -442,6 +444,7 @@ class AgentService:
             self._mark_failed(run, spec.name, start)
             raise self._explain(spec, label, exc) from None
         finally:
+            flusher.cancel()
             if streamed and not spec.quiet and not streamed[-1].endswith("\n"):
                 host.write("stdout", "\n")
 
@@ -638,6 +641,36 @@ class AgentService:
         if op == "get":
             return to_lua(self.runtime.lua, hist.simple(history))
         raise BridgeError(f"AgentError: unknown MessageHistory operation {op!r}")
+
+
+class _Flusher:
+    """Flush a host's buffered output shortly after streamed text arrives.
+
+    Hosts batch small writes and send them when the *next* write comes; a
+    model that pauses mid-answer would leave its last words unseen, so a
+    flush is scheduled (at most one pending) a moment after each chunk.
+    """
+
+    DELAY = 0.05
+
+    def __init__(self, host: Any) -> None:
+        self.flush = getattr(host, "flush", None)
+        self.handle: asyncio.TimerHandle | None = None
+
+    def soon(self) -> None:
+        if self.flush is None or self.handle is not None:
+            return
+        self.handle = asyncio.get_running_loop().call_later(self.DELAY, self._run)
+
+    def _run(self) -> None:
+        self.handle = None
+        if self.flush is not None:
+            self.flush()
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 def _escape(text: str) -> str:
