@@ -458,7 +458,10 @@ class AgentService:
         self._extend(history, messages, replaces)
         output = result.output
         value = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
-        usage = self._usage(result.usage)
+        run_usage: Any = result.usage
+        if not hasattr(run_usage, "input_tokens") and callable(run_usage):  # a method in older pydantic-ai
+            run_usage = run_usage()
+        usage = self._usage(run_usage)
         cost = self._cost(new)
         nested = log.entries[start:log.position]
         if nested:
