@@ -58,7 +58,7 @@ from . import history as hist
 from .config import DEFAULT_MODEL_ENV, TEST_MODEL, ConfigError, missing_key, offline, parse_model, settings_from
 from .models import MockScript, ScriptCursor, offline_model, parse_mock
 from .schema import output_model
-from .templates import render
+from .templates import render, uses
 from .tools import DONE, DONE_TOOL, ToolSpec
 
 if TYPE_CHECKING:
@@ -148,6 +148,11 @@ def _digest(data: Any) -> str:
 DIGEST_MEANING = {"history": "the message history sent differs",
                   "tools": "a tool's description or params differ",
                   "output": "the output_type differs"}
+
+
+def _plain_dict(table: Any) -> dict[str, Any]:
+    value = to_plain(table) if table is not None else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _int_or_none(value: Any, where: str) -> int | None:
@@ -288,13 +293,13 @@ class AgentService:
     def _request(self, spec: AgentSpec, opts: dict[str, Any], run: RunState, lua_ctx: Any,
                  history: list[ModelMessage], hconf: dict[str, Any], first: bool) -> Request:
         where = f"agent '{spec.name}'"
-        params = to_plain(lua_ctx["params"]) or {}
-        state = to_plain(lua_ctx["state"]) or {}
-        params = params if isinstance(params, dict) else {}
-        state = state if isinstance(state, dict) else {}
         inject = opts.get("inject")
         if inject is not None and not isinstance(inject, str):
             inject = json.dumps(inject, ensure_ascii=False)
+        # State may be large: read it from Lua only when a template asks for it.
+        templates = [t for t in (spec.system_prompt, inject, spec.initial_message, spec.continue_message) if t]
+        params = _plain_dict(lua_ctx["params"]) if uses(templates, "params", "context") else {}
+        state = _plain_dict(lua_ctx["state"]) if uses(templates, "state", "context") else {}
         if inject is not None:
             message: str | None = render(inject, params, state)
         elif first and spec.initial_message is not None:

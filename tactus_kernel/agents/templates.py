@@ -42,6 +42,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def uses(templates: list[str], *spaces: str) -> bool:
+    """Does any template have a placeholder in one of these namespaces?"""
+    return any("{" + space + "." in t for t in templates for space in spaces)
+
+
 def render(template: str | None, params: Mapping[str, Any], state: Mapping[str, Any],
            env: Mapping[str, str] | None = None) -> str | None:
     """Fill a template's placeholders; ``context.x`` means state x, else param x."""
