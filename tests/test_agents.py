@@ -553,3 +553,15 @@ def test_streamed_text_reaches_the_notebook_before_the_turn_ends(kernel):
     assert run.status == "ok", run.errors
     assert run.stdout == "one two three four\nafter\n"
     assert len([m for m in run.of_type("stream") if m["content"]["name"] == "stdout"]) >= 3
+
+
+def test_default_model_table_method_call_and_returned_handle(cells, seen):
+    [out] = cells("""
+    default_model({name = "test", temperature = 0.2})
+    local h = agent("helper", {mock = {responses = {"a", "b"}}})
+    local r1 = Helper:turn({inject = "x"})
+    local r2 = h.turn()
+    return {h == Helper, r1.data, r2.data}
+    """)
+    assert out == [True, "a", "b"]
+    assert seen[0]["settings"] == {"temperature": 0.2}
