@@ -565,3 +565,19 @@ def test_default_model_table_method_call_and_returned_handle(cells, seen):
     """)
     assert out == [True, "a", "b"]
     assert seen[0]["settings"] == {"temperature": 0.2}
+
+
+def test_interrupting_a_turn_keeps_the_kernel(kernel):
+    run = kernel.submit('agent("slow", {mock = {delay = 2, responses = {"a b c d e f"}}})\nSlow.turn()', cell_id="i")
+    kernel.wait_until(lambda: "a" in run.stdout, timeout=30)
+    kernel.interrupt()
+    kernel.wait(run)
+    assert run.status == "error" and run.errors[0]["ename"] == "KeyboardInterrupt"
+    after = kernel.execute("1 + 1", cell_id="j")
+    assert after.status == "ok" and after.result == "2"
+
+
+def test_templates_cannot_read_secret_variables(cells, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-prompts")
+    err = cells.error('agent("leak", {system_prompt = "{env.OPENAI_API_KEY}"})\nLeak.turn()')
+    assert err.ename == "AgentError" and "secret-looking" in err.evalue and "sk-not" not in err.evalue

@@ -4,7 +4,8 @@ Rendered at each turn (not at declaration), so a prompt sees the params of
 the procedure that takes the turn and the state as it is now. Only the
 four known namespaces are placeholders: any other brace text (JSON examples
 in a prompt) is left alone. A missing value renders as an empty string,
-because state that is not set yet is normal on a first turn.
+because state that is not set yet is normal on a first turn. ``{env.X}``
+refuses names that look like secrets (``OPENAI_API_KEY``, ``*_TOKEN``...).
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from .config import ConfigError
+
+# Environment variables a template may not read: a prompt is sent to the
+# provider and recorded in the notebook, and a key must end up in neither.
+SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 
 PLACEHOLDER = re.compile(r"\{(params|state|context|env)\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}")
 
@@ -57,6 +64,9 @@ def render(template: str | None, params: Mapping[str, Any], state: Mapping[str, 
     def fill(match: re.Match[str]) -> str:
         space, path = match.group(1), match.group(2).split(".")
         if space == "env":
+            if SECRET.search(match.group(2)):
+                raise ConfigError(f"{{env.{match.group(2)}}}: a template may not read a secret-looking variable "
+                                  "(prompts are sent to the model and recorded in the notebook)")
             return environ.get(match.group(2), "")
         if space == "params":
             return _text(_lookup(params, path))
