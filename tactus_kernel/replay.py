@@ -159,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cwd and not Path(args.cwd).is_dir():
         return _fail_input(f"--cwd {args.cwd}: no such folder")
     output = args.notebook if args.inplace else args.output
+    if output and output != "-" and not Path(output).resolve().parent.is_dir():
+        return _fail_input(f"-o {output}: its folder does not exist")
     return replay_file(args.notebook, output, options, quiet=args.quiet)
 
 
