@@ -116,7 +116,7 @@ class Progress:
         procs = ", ".join(report.procedures) if report.procedures else "-"
         what = "parameters" if report.injected else procs
         status = "" if report.status == "ok" else f"  {report.status.upper()}"
-        self.stream.write(f"  [{report.number}/{total}] cell {report.number}  {what}  {report.elapsed:.2f}s{status}\n")
+        self.stream.write(f"  cell {report.number}/{total}  {what}  {report.elapsed:.2f}s{status}\n")
         self.stream.flush()
 
 

@@ -41,7 +41,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbformat import NotebookNode
 
 from .checkpoints import SCHEMA_VERSION, MetadataError, parse_metadata
-from .replay_params import INJECTED_TAG, InputError, has_parameters_cell, inject_parameters
+from .replay_params import INJECTED_TAG, InputError, inject_parameters, parameters_cell_source
 
 COMM_TARGET = "tactus"
 KERNEL_NAME = "tactus"
@@ -183,10 +183,17 @@ def prepare(nb: NotebookNode, options: ReplayOptions) -> list[str]:
             cell.outputs = []
             cell.execution_count = None
     if options.parameters:
-        if not has_parameters_cell(nb):
+        declared = parameters_cell_source(nb)
+        if declared is None:
             warnings.append(
                 "no cell is tagged `parameters`: the given parameters are set in a new cell at the top"
             )
+        else:
+            unknown = [k for k in options.parameters if not re.search(rf"(?<![\w.]){re.escape(k)}\b", declared)]
+            if unknown:
+                warnings.append(
+                    f"not in the cell tagged `parameters` (set anyway): {', '.join(unknown)}"
+                )
         inject_parameters(nb, options.parameters)
     return warnings
 
@@ -376,6 +383,11 @@ async def replay(
             result.failure = ReplayFailure("kernel-start", f"the {options.kernel_name} kernel did not start: {reason}")
             return result
         result.failure = await _run_cells(client, nb, total, result, on_cell)
+        if result.failure is None:
+            ran = {key for cell in result.cells for key in cell.procedures}
+            idle = sorted(set(options.procedure_params) - ran)
+            if idle:
+                result.warnings.append(f"procedure params given for procedures that did not run: {', '.join(idle)}")
         graceful = result.failure is None or result.failure.kind in ("no-answer", "divergence", "error")
     finally:
         result.warnings.extend(client.warnings)

@@ -235,7 +235,9 @@ def inject_parameters(nb: Any, params: dict[str, Any]) -> int | None:
     return at
 
 
-def has_parameters_cell(nb: Any) -> bool:
-    return any(
-        c.get("cell_type") == "code" and PARAMETERS_TAG in c.get("metadata", {}).get("tags", []) for c in nb.cells
-    )
+def parameters_cell_source(nb: Any) -> str | None:
+    """The source of the cell tagged ``parameters``, or None."""
+    for c in nb.cells:
+        if c.get("cell_type") == "code" and PARAMETERS_TAG in c.get("metadata", {}).get("tags", []):
+            return str(c.get("source", ""))
+    return None

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -122,10 +125,33 @@ def test_inplace_and_quiet(recorded: Path, tmp_path: Path, capsys):
     assert load(copy)["cells"][2]["outputs"]
 
 
+def test_progress_per_cell_on_a_terminal(recorded: Path):
+    master, replica = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tactus_kernel", "replay", str(recorded), "-P", "nosuch.x=1"],
+                            stdout=subprocess.DEVNULL, stderr=replica)
+    os.close(replica)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the command exited and closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(60) == 0
+    text = b"".join(chunks).decode().replace("\r\n", "\n")
+    lines = [line.split() for line in text.splitlines()]
+    assert ["cell", "2/3", "release"] in [line[:3] for line in lines], text
+    assert any(line[:2] == ["cell", "3/3"] and line[3].endswith("s") for line in lines), text
+    assert "procedure params given for procedures that did not run: nosuch" in text
+
+
 def test_progress_and_summary_only_on_a_terminal(recorded: Path, tmp_path: Path):
     run = run_cli("replay", recorded, "-o", tmp_path / "o.ipynb")
     assert run.returncode == 0, run.stderr
-    assert "[2/3]" not in run.stderr  # stderr is a pipe here: no per-cell progress
+    assert "cell 2/3" not in run.stderr  # stderr is a pipe here: no per-cell progress
     assert "3 cells ran" in run.stderr
     assert "Traceback" not in run.stderr and "without encryption" not in run.stderr
 
@@ -187,6 +213,7 @@ def test_parameters_p_f_and_procedure_params(recorded: Path, tmp_path: Path, cap
     out = tmp_path / "out.ipynb"
     code, err = replay(capsys, recorded, "-o", out, "-f", params, "-P", "release.env=prod")
     assert code == 0, err
+    assert "not in the cell tagged `parameters` (set anyway): unused" in err
     nb = load(out)
     injected = nb["cells"][2]
     assert injected["metadata"]["tags"] == ["injected-parameters"]
@@ -352,6 +379,18 @@ def test_recorded_answers_replay_without_anyone(greet: Path, tmp_path: Path, cap
     assert code == 0, err
     nb = load(out)
     assert nb["metadata"]["tactus"]["procedures"]["greet"]["output"] == {"text": "hello, Ada", "sent": True}
+    shown = outputs_text(nb["cells"][1])  # the answered cards, as static output
+    assert '[Tactus] Your name? -> Answered "Ada"' in shown and "(recorded)" in shown
+
+    # A person edits the recorded answer in the JSON: the replay uses it.
+    for entry in nb["metadata"]["tactus"]["procedures"]["greet"]["checkpoints"]:
+        if entry["name"] == "Your name?":
+            entry["value"] = "Grace"
+    edited = tmp_path / "edited.ipynb"
+    edited.write_text(json.dumps(nb))
+    code, err = replay(capsys, edited, "--inplace")
+    assert code == 0, err
+    assert load(edited)["metadata"]["tactus"]["procedures"]["greet"]["output"]["text"] == "hello, Grace"
 
 
 def test_missing_answer_exits_2_at_once(greet: Path, tmp_path: Path):
