@@ -104,6 +104,19 @@ class RunScope:
     turns: dict[str, int] = field(default_factory=dict)
     total: int = 0
     scripts: dict[str, ScriptCursor] = field(default_factory=dict)
+    # id(message) -> (message, digest of its projection): a history is hashed
+    # at every turn, each message only once (the message is held so its id
+    # is not reused while cached)
+    digests: dict[int, tuple[ModelMessage, str]] = field(default_factory=dict)
+
+    def history_digest(self, messages: list[ModelMessage]) -> str:
+        parts: list[str] = []
+        for m in messages:
+            cached = self.digests.get(id(m))
+            if cached is None or cached[0] is not m:
+                cached = self.digests[id(m)] = (m, _digest(hist.projection([m])))
+            parts.append(cached[1])
+        return _digest(parts)
 
 
 @dataclass
@@ -125,15 +138,20 @@ class Request:
     message: str | None
     tools: list[ToolSpec]
     history: list[ModelMessage]
+    history_digest: str
     output_schema: dict[str, Any] | None
+    _summary: dict[str, Any] | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """The readable request, plus digests of its bulky parts, for the record."""
-        return {"model": self.model, "settings": self.settings, "system_prompt": self.instructions,
+        if self._summary is None:
+            self._summary = {
+                "model": self.model, "settings": self.settings, "system_prompt": self.instructions,
                 "message": self.message, "tools": [t.name for t in self.tools], "history": len(self.history),
-                "digests": {"history": _digest(hist.projection(self.history)),
+                "digests": {"history": self.history_digest,
                             "tools": _digest([t.for_hash() for t in self.tools]),
                             "output": _digest(self.output_schema)}}
+        return self._summary
 
     def digest(self) -> str:
         return _digest(self.summary())
@@ -281,7 +299,7 @@ class AgentService:
         hconf = self.history_config(spec, run)
         key = SHARED if hconf.get("mode") == "shared" else name
         history = scope.histories.setdefault(key, [])
-        req = self._request(spec, opts, run, lua_ctx, history, hconf, first=taken == 0)
+        req = self._request(spec, opts, scope, lua_ctx, history, hconf, first=taken == 0)
         digest = req.digest()
         cursor = scope.scripts.setdefault(name, ScriptCursor())
 
@@ -290,7 +308,7 @@ class AgentService:
             return replayed
         return await self._live(run, spec, req, digest, history, cursor, lua_ctx)
 
-    def _request(self, spec: AgentSpec, opts: dict[str, Any], run: RunState, lua_ctx: Any,
+    def _request(self, spec: AgentSpec, opts: dict[str, Any], scope: RunScope, lua_ctx: Any,
                  history: list[ModelMessage], hconf: dict[str, Any], first: bool) -> Request:
         where = f"agent '{spec.name}'"
         inject = opts.get("inject")
@@ -329,7 +347,8 @@ class AgentService:
             raise agent_error(spec.name, str(exc)) from None
         return Request(model=model_name, settings=settings,
                        instructions=render(spec.system_prompt, params, state), message=message,
-                       tools=tools, history=sent, output_schema=spec.output_schema)
+                       tools=tools, history=sent, history_digest=scope.history_digest(sent),
+                       output_schema=spec.output_schema)
 
     @staticmethod
     def _env_default() -> str:
