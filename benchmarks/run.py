@@ -259,13 +259,14 @@ def main() -> None:
         print("   " + ", ".join(f"{k}={fmt(v)}" for k, v in results[key].items()), flush=True)
     if args.quick:
         return
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Benchmark results",
         "",
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         f"- command: `python benchmarks/run.py{' --only ' + ' '.join(args.only) if args.only else ''}`",
-        f"- commit: {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}",
+        f"- commit: {commit}",
         "",
     ]
     for key, res in results.items():
