@@ -101,7 +101,7 @@ function agent(name, config)
     return turn(name, a)
   end
   _G[global_name(name)] = handle
-  return handle
+  return K.mark_handle(handle)
 end
 
 -- default_model("openai:gpt-4o-mini") or default_model({name = ..., temperature = ...})
