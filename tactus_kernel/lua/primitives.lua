@@ -236,8 +236,11 @@ end
 -- Procedures
 ------------------------------------------------------------------------------
 local PROCEDURES = {}
+K.PROCEDURES = PROCEDURES  -- composition.lua runs them as child procedures
 local HANDLES = setmetatable({}, {__mode = "k"})
 function K.is_handle(v) return HANDLES[v] == true end
+-- Declarations (procedure, agent, ...) return handles a cell should not show.
+function K.mark_handle(v) HANDLES[v] = true; return v end
 
 -- params: read-only view of the running procedure's validated params.
 params = setmetatable({}, {
@@ -282,6 +285,8 @@ local function run_guards(key, config)
     end
   end
 end
+
+K.run_guards = run_guards  -- composition.lua checks a child's guards the same way
 
 function K.run_procedure(key, given)
   local def = PROCEDURES[key]
