@@ -60,7 +60,9 @@ class RecordsChannel:
         # notebook fills in the rest (typically: everything, after a restart).
         for key, rec in stored.items():
             self.records.procedures.setdefault(key, rec)
-        mine = set(self.records.procedures) - set(stored)
+        # Send what the notebook lacks or has older (a page reloaded while
+        # this kernel ran on), so the frontend shows what replay will use.
+        mine = {key for key, rec in self.records.procedures.items() if stored.get(key) != rec}
         self.records.dirty.update(mine)
         self.flush()
 

@@ -121,3 +121,36 @@ def test_closing_an_old_comm_after_reopening_keeps_the_new_one(kernel):
     before = n_ops(kernel, "delete")
     reset(kernel, new, ["demo"])
     assert ops_after(kernel, before, "delete") == [{"op": "delete", "procedures": ["demo"]}]
+
+
+def test_a_reopened_comm_gets_the_records_the_notebook_has_older_or_lacks(kernel):
+    """A page reloaded while the kernel ran on sends its saved (older) metadata."""
+    kernel.open_tactus(None)
+    kernel.execute(PROC, cell_id="c1")
+    kernel.execute(OTHER, cell_id="c2")
+    kernel.drain(0.3)
+    new = kernel.open_tactus(STORED)  # demo: 7 (older than the kernel's 42), no "other"
+    kernel.wait_until(lambda: any(m["content"].get("comm_id") == new and m["msg_type"] == "comm_msg"
+                                  for m in kernel.comm_msgs))
+    [update] = [m["content"]["data"] for m in kernel.comm_msgs
+                if m["content"].get("comm_id") == new and m["msg_type"] == "comm_msg"]
+    assert update["op"] == "update" and sorted(update["procedures"]) == ["demo", "other"]
+    assert update["procedures"]["demo"]["checkpoints"][0]["value"] == 42
+    # the kernel keeps what it ran: a re-run replays 42, and the stored-only record is adopted
+    run = kernel.execute(PROC, cell_id="c1")
+    assert "computing" not in run.stdout and run.result == "{v = 42}"
+    assert "kept" in kernel.execute("%tactus records").of_type("display_data")[0]["content"]["data"]["text/plain"]
+
+
+def test_reopening_with_the_same_records_sends_nothing(kernel):
+    kernel.open_tactus(STORED)
+    kernel.execute(PROC, cell_id="c1")  # replays (and updates the record's status)
+    kernel.drain(0.5)
+    procedures = dict(STORED["procedures"])
+    for op in kernel.tactus_ops():  # what the notebook holds after merging, as the extension does
+        if op["op"] == "update":
+            procedures.update(op["procedures"])
+    again = kernel.open_tactus({"version": 1, "procedures": procedures})
+    kernel.execute("1 + 1")
+    kernel.drain(0.3)
+    assert not [m for m in kernel.comm_msgs if m["content"].get("comm_id") == again and m["msg_type"] == "comm_msg"]
