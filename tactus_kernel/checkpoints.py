@@ -100,7 +100,28 @@ class Records:
         self.dirty.clear()
         self.deleted.clear()
 
+    # A key with "/" names a child procedure's record nested in its caller's:
+    # "deploy/build#1" is procedures["deploy"]["children"]["build#1"] (see
+    # primitives/composition.py). Updates always carry the whole top record.
+    def lookup(self, key: str) -> dict[str, Any] | None:
+        """The record at a (possibly nested) key, or None."""
+        if "/" not in key:
+            return self.procedures.get(key)
+        root, *path = key.split("/")
+        rec = self.procedures.get(root)
+        for part in path:
+            if rec is None:
+                return None
+            rec = (rec.get("children") or {}).get(part)
+        return rec
+
     def record(self, key: str) -> dict[str, Any]:
+        if "/" in key:
+            root, *path = key.split("/")
+            rec = self.record(root)
+            for part in path:
+                rec = rec.setdefault("children", {}).setdefault(part, {"checkpoints": []})
+            return rec
         rec = self.procedures.get(key)
         if rec is None:
             rec = self.procedures[key] = {"checkpoints": []}
@@ -108,14 +129,23 @@ class Records:
         return rec
 
     def touch(self, key: str) -> None:
-        self.dirty.add(key)
+        self.dirty.add(key if "/" not in key else key.split("/", 1)[0])
 
     def delete(self, keys: Iterable[str]) -> list[str]:
-        gone = [k for k in keys if k in self.procedures]
-        for k in gone:
-            del self.procedures[k]
-            self.dirty.discard(k)
-            self.deleted.add(k)
+        gone = []
+        for k in keys:
+            if "/" in k:
+                parent_key, _, child = k.rpartition("/")
+                parent = self.lookup(parent_key)
+                if parent is not None and child in (parent.get("children") or {}):
+                    del parent["children"][child]
+                    self.touch(k)
+                    gone.append(k)
+            elif k in self.procedures:
+                del self.procedures[k]
+                self.dirty.discard(k)
+                self.deleted.add(k)
+                gone.append(k)
         return gone
 
     def take_changes(self) -> list[dict[str, Any]]:
@@ -145,13 +175,16 @@ class RunLog:
     def __init__(self, records: Records, key: str, allow_divergence: bool = False) -> None:
         self.records = records
         self.key = key
-        existing = records.procedures.get(key)
+        existing = records.lookup(key)
         # A run that records nothing leaves no empty record behind.
         self.entries: list[dict[str, Any]] = existing["checkpoints"] if existing else []
         self.position = 0
         self.allow_divergence = allow_divergence
         self.replayed = 0
         self.recorded = 0
+        # The live timeline's event trail (tactus_kernel/timeline.py), told of
+        # each call started, replayed and recorded; None costs nothing.
+        self.trail: Any = None
 
     def _diverge(self, asked: dict[str, Any]) -> None:
         recorded = self.entries[self.position] if self.position < len(self.entries) else None
@@ -163,13 +196,19 @@ class RunLog:
     def replay(self, kind: str, name: str) -> dict[str, Any] | None:
         """The recorded entry for this call, or None when it must run now."""
         if self.position >= len(self.entries):
+            if self.trail is not None:
+                self.trail.started(kind, name)
             return None
         entry = self.entries[self.position]
         if entry["kind"] != kind or entry["name"] != name:
             self._diverge({"kind": kind, "name": name})
+            if self.trail is not None:
+                self.trail.started(kind, name)
             return None
         self.position += 1
         self.replayed += 1
+        if self.trail is not None:
+            self.trail.replayed(entry)
         return entry
 
     def append(self, kind: str, name: str, value: Any, **extra: Any) -> dict[str, Any]:
@@ -182,6 +221,8 @@ class RunLog:
         self.position += 1
         self.recorded += 1
         self.records.touch(self.key)
+        if self.trail is not None:
+            self.trail.recorded(entry)
         return entry
 
     def finish(self) -> None:

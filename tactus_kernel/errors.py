@@ -20,6 +20,8 @@ KNOWN = {
     "DivergenceError",
     "NotRecordableError",
     "GuardError",
+    "DependencyError",
+    "SpecificationError",
     "SandboxError",
     "CheckpointError",
     "NoRecordedAnswer",

@@ -10,6 +10,9 @@ A cell whose first line starts with ``%tactus`` is a magic cell:
     %tactus divergence strict|allow    stop on replay divergence (default) or re-record
     %tactus answer NAME VALUE          answer the next request NAME (its hitl key or message)
                                        without widgets, e.g. %tactus answer "Ship it?" true
+    %tactus log [NAME] [--json]        the timeline events of a procedure's last run (and its children)
+    %tactus test [NAME] [--scenario S] [--runs N]
+                                       run the BDD specifications (see docs/composition.md)
 """
 
 from __future__ import annotations
@@ -110,6 +113,16 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
             raise _usage('%tactus answer NAME VALUE, e.g. %tactus answer "Your name?" "Ada"')
         runtime.answers[args[0]] = parse_value(args[1])
         runtime.host.write("stdout", f"The next request {args[0]!r} will be answered with {args[1]}\n")
+        return []
+    if cmd == "log":
+        from .timeline import log_command
+
+        log_command(runtime, args)
+        return []
+    if cmd == "test":
+        from .bdd import test_command
+
+        await kernel._interruptible(test_command(runtime, args))
         return []
     if cmd == "divergence":
         if args not in (["strict"], ["allow"]):

@@ -140,6 +140,9 @@ class Runtime:
         self._next_run = 0
         self._cell: CellRun | None = None
         self._interrupted = False
+        # Told when a procedure run starts and ends and when a cell finishes:
+        # the composition hub and the live timeline (primitives/composition.py).
+        self.run_observers: list[Any] = []
         self.lua = new_lua(max_memory)
         bridge = {
             name: getattr(self, "_b_" + name)
@@ -229,6 +232,8 @@ class Runtime:
                 out = await self._drive(self.K.start(self.K.procedure_main(proc_key), ctx))
                 if not shown and out and out[0] is not None:
                     shown = [displayable(out[0], self._tostring)]
+            for observer in self.run_observers:
+                await observer.cell_settling(cell)  # spawned procedures nobody waited for
             for log in cell.logs.values():
                 try:
                     log.finish()
@@ -236,6 +241,8 @@ class Runtime:
                     raise CellError.simple("DivergenceError", str(exc)) from None
             return [v for v in shown if v is not None]
         finally:
+            for observer in self.run_observers:
+                observer.cell_closed(cell)
             self._cell = None
             self.runs = {}
             self.lua.eval("collectgarbage")("step")
@@ -252,10 +259,14 @@ class Runtime:
             top = self._new_run(name, None, cell)
             ctx = self.K.cell_ctx(top.id, name)
             out = await self._drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))
+            for observer in self.run_observers:
+                await observer.cell_settling(cell)
             for log in cell.logs.values():
                 log.finish()
             return displayable(out[0], self._tostring) if out else None
         finally:
+            for observer in self.run_observers:
+                observer.cell_closed(cell)
             self._cell = None
             self.runs = {}
 
@@ -280,6 +291,8 @@ class Runtime:
         self._next_run += 1
         run = RunState(self._next_run, key, log, spec, cell)
         self.runs[run.id] = run
+        for observer in self.run_observers:
+            observer.run_started(run)
         return run
 
     async def _drive(self, thread: int) -> list[Any]:
@@ -365,6 +378,8 @@ class Runtime:
         name = plain.get("name")
         if name is not None and not isinstance(name, str):
             raise BridgeError("ProcedureError: procedure name must be a string")
+        if name is not None and "/" in name:  # "/" separates a child's record key from its caller's
+            raise BridgeError(f"ProcedureError: procedure name {name!r} must not contain '/'")
         key = name or (cell.key if cell else None)
         if not key:
             raise BridgeError("ProcedureError: an unnamed procedure must be declared at the top level of a cell")
@@ -382,7 +397,9 @@ class Runtime:
         return key
 
     @_bridge
-    def _b_begin_run(self, key: str, given: Any, parent_run: Any) -> tuple[int, Any]:
+    def _b_begin_run(self, key: str, given: Any, parent_run: Any, record_key: str | None = None) -> tuple[int, Any]:
+        """Start a run of procedure `key`; `record_key` (given for a child
+        procedure, see primitives/composition.py) is where its record lives."""
         spec = self.procedures.get(key)
         if spec is None:
             raise BridgeError(f"ProcedureError: unknown procedure '{key}'")
@@ -394,13 +411,14 @@ class Runtime:
             given_py = {}
         if not isinstance(given_py, dict):
             raise BridgeError(f"ParamError: procedure '{key}': params must be a table of name = value")
-        given_py = {**self.param_overrides.get(key, {}), **given_py}
+        if record_key is None:
+            given_py = {**self.param_overrides.get(key, {}), **given_py}
         validated = validate_params(f"procedure '{key}'", spec.params, given_py)
-        run = self._new_run(key, spec, cell)
+        run = self._new_run(record_key or key, spec, cell)
         run.params = validated
-        rec = self.records.record(key)
+        rec = self.records.record(run.key)
         rec.update(status="running", params=validated)
-        self.records.touch(key)
+        self.records.touch(run.key)
         return run.id, to_lua(self.lua, validated)
 
     @_bridge
@@ -410,6 +428,7 @@ class Runtime:
         self.records.touch(run.key)
         if not ok:
             rec["status"] = "failed"
+            self._ended(run, False, result)
             return None
         spec = run.spec
         assert spec is not None
@@ -419,10 +438,16 @@ class Runtime:
         except (ParamError, NotRecordable) as exc:
             rec["status"] = "failed"
             problem = str(exc) if isinstance(exc, ParamError) else f"procedure '{run.key}': {exc}"
+            self._ended(run, False, tagged("OutputError", problem))
             raise BridgeError(tagged("OutputError", problem)) from None
         rec["status"] = "completed"
         rec["output"] = out
+        self._ended(run, True, None)
         return to_lua(self.lua, out)
+
+    def _ended(self, run: RunState, ok: bool, error: Any) -> None:
+        for observer in self.run_observers:
+            observer.run_ended(run, ok, error)
 
     @_bridge
     def _b_replay(self, run_id: int, kind: str, name: str) -> tuple[bool, Any]:

@@ -104,6 +104,9 @@ class AgentHub:
 
     @_guarded
     async def turn(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        from .composition import apply_injection
+
+        apply_injection(runtime, run, request)  # messages sent with Procedure.inject(handle, message)
         return await self.service.turn(run, request)
 
     @_guarded

@@ -219,7 +219,7 @@ def _record(runtime: Runtime, run: RunState, req: HumanRequest, value: Any, time
 
 def forget_from(runtime: Runtime, key: str, entry: dict[str, Any]) -> bool:
     """The card's "Ask again": forget this answer and everything after it."""
-    rec = runtime.records.procedures.get(key)
+    rec = runtime.records.lookup(key)  # a child procedure's record is nested in its caller's
     if not rec:
         return False
     for i, e in enumerate(rec["checkpoints"]):

@@ -1,0 +1,611 @@
+"""The live step timeline and the audit trail of each procedure run.
+
+Every recorded call of a procedure (a step, a human request, an agent turn,
+a ``Sleep``, a child procedure, a wait) already passes through its
+:class:`~tactus_kernel.checkpoints.RunLog`: ``replay()`` when it starts (a
+miss means "it runs now", a hit means "replayed from the record") and
+``append()`` when its value is recorded. A :class:`Trail` hooked to the
+log turns those calls into events, so no primitive needs code of its own
+and ``Step.run``'s hot path gains only a few list operations:
+
+* a step is kept as a tiny pending entry while it runs and becomes an
+  event dict only when it ends (or when the view is drawn meanwhile);
+* consecutive replayed steps, and consecutive steps that took less than
+  ``FAST`` seconds, merge into one event with a ``count``: replaying or
+  recording 10,000 steps costs one event, not 10,000;
+* the view is redrawn at most every ``INTERVAL`` seconds (from the event
+  hook itself, so a CPU-bound loop that never yields still updates it,
+  plus a timer for the last change), and only appears once a run has gone
+  on for ``SHOW_AFTER`` seconds: quick runs and replays show nothing.
+
+The events list *is* ``record["events"]`` of the procedure's record, so
+the audit trail is saved with the notebook (see docs/metadata.md) and
+``%tactus log`` exports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import html
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from .checkpoints import now_iso
+
+if TYPE_CHECKING:
+    from .runtime import CellRun, RunState, Runtime
+
+FAST = 0.002  # seconds: quicker steps merge into one event
+INTERVAL = 0.1  # seconds between two redraws of the view (<= 10 updates/s)
+SHOW_AFTER = 0.3  # seconds a cell's procedures run before the view appears
+MAX_ROWS = 40  # rows drawn (the newest); the record keeps every event
+PREVIEW = 60  # characters of a value preview
+
+ICONS = {"running": "◔", "waiting": "✋", "completed": "✓", "failed": "✗", "replayed": "↺", "cancelled": "⊘"}
+LABELS = {"running": "running", "waiting": "waiting for a human", "completed": "done", "failed": "failed",
+          "replayed": "replayed from record", "cancelled": "cancelled"}
+COLORS = {"running": "#2f6fb3", "waiting": "#b7791f", "completed": "#2f855a", "failed": "#c53030",
+          "replayed": "#57606a", "cancelled": "#57606a"}
+# A child call's record status -> its event state.
+CALL_STATES = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "interrupted": "cancelled"}
+
+
+def preview(value: Any) -> str:
+    """A short one-line rendering of a recorded value."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        except (TypeError, ValueError):
+            text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW else text[: PREVIEW - 1] + "…"
+
+
+def lua_fields(table: Any) -> dict[Any, Any]:
+    """A Lua table's fields as a dict.
+
+    Read with ``items()``, never ``table[key]``: this code runs inside Lua
+    coroutines (RunLog hooks are called from bridge functions), where lupa
+    2.8's ``__getitem__`` on a table made elsewhere returns the coroutine
+    object along with the value.
+    """
+    if table is None or not hasattr(table, "items"):
+        return {}
+    try:
+        return dict(table.items())
+    except (TypeError, ValueError):
+        return {}
+
+
+def error_text(error: Any) -> str:
+    """The message of a run's error: a string, or the Lua table K.capture_error makes."""
+    if error is None:
+        return ""
+    if isinstance(error, str):
+        return error
+    message = lua_fields(error).get("message")
+    return str(message if message is not None else error)
+
+
+class Trail:
+    """The events of one run of one procedure (hooked to its RunLog)."""
+
+    __slots__ = ("calls", "depth", "events", "expected", "group", "group_count", "group_end", "group_last",
+                 "key", "log", "pending", "run_id", "t0", "view")
+
+    def __init__(self, run: RunState, events: list[dict[str, Any]], view: CellTimeline | None,
+                 depth: int = 0, expected: int = 0) -> None:
+        self.key = run.key
+        self.run_id = run.id
+        self.log = run.log
+        self.events = events
+        self.view = view
+        self.depth = depth
+        self.expected = expected  # checkpoints of the last completed run: the progress bar's total
+        self.t0 = time.perf_counter()
+        # calls still running: [kind, name, start, event or None]
+        self.pending: list[list[Any]] = []
+        self.calls: dict[int, dict[str, Any]] = {}  # id(checkpoint entry) -> event of a child call
+        # The open group of merged steps (all replayed, or all quick and
+        # recorded): its count, last name and end are kept here and written
+        # into the event when the group closes (flush), not on every step.
+        self.group: dict[str, Any] | None = None
+        self.group_count = 0
+        self.group_last = ""
+        self.group_end = 0.0
+        events.clear()
+        events.append({"kind": "run", "name": run.key, "state": "running", "at": now_iso(), "t": 0.0})
+
+    # ------------------------------------------------------------ helpers
+    def flush(self, close: bool = True) -> None:
+        """Write the open group's count, last name and span into its event
+        (and close it, unless only a redraw needs them)."""
+        group = self.group
+        if group is None:
+            return
+        if close:
+            self.group = None
+        if self.group_count > 1:
+            group["count"] = self.group_count
+            group["last"] = self.group_last
+            group.pop("preview", None)
+        group["duration"] = round(self.group_end - self.t0 - group["t"], 4)
+
+    def _event(self, kind: str, name: str, state: str, start: float) -> dict[str, Any]:
+        if self.group is not None:
+            self.flush()
+        ev: dict[str, Any] = {"kind": kind, "name": name, "state": state, "t": round(start - self.t0, 4)}
+        self.events.append(ev)
+        if self.view is not None:
+            self.view.add(self, ev)
+        return ev
+
+    def _open_group(self, ev: dict[str, Any], name: str, end: float) -> None:
+        self.group, self.group_count, self.group_last, self.group_end = ev, 1, name, end
+
+    def _touch(self) -> None:
+        if self.view is not None:
+            self.view.touch()
+
+    # ------------------------------------------------- RunLog hooks (hot)
+    def started(self, kind: str, name: str) -> None:
+        """A call found no record: it runs now."""
+        if kind == "step":
+            self.pending.append([kind, name, time.perf_counter(), None])
+        else:
+            now = time.perf_counter()
+            self.pending.append([kind, name, now, self._event(kind, name, "waiting" if kind == "human" else "running",
+                                                               now)])
+        if self.view is not None:
+            self.view.touch()
+
+    def replayed(self, entry: dict[str, Any]) -> None:
+        """A call returned its recorded value without running."""
+        kind = entry["kind"]
+        if kind == "step":
+            group = self.group
+            if group is not None and group["state"] == "replayed":
+                self.group_count += 1
+                self.group_last = entry["name"]
+                self.group_end = time.perf_counter()
+                if self.view is not None:
+                    self.view.touch()
+                return
+            now = time.perf_counter()
+            ev = self._event(kind, entry["name"], "replayed", now)
+            self._open_group(ev, entry["name"], now)
+        elif kind == "procedure" and entry.get("status", "completed") not in ("completed", "cancelled"):
+            # a child that did not finish last time: it runs again, replaying its own record
+            ev = self._event(kind, entry["name"], "running", time.perf_counter())
+            self.calls[id(entry)] = ev
+        else:
+            ev = self._event(kind, entry["name"], "replayed", time.perf_counter())
+            ev["duration"] = 0.0
+            ev["preview"] = preview(entry.get("status") if entry.get("status") == "cancelled" else entry.get("value"))
+        self._touch()
+
+    def recorded(self, entry: dict[str, Any]) -> None:
+        """A call's value was recorded: it completed."""
+        now = time.perf_counter()
+        kind = entry["kind"]
+        name = entry["name"]
+        pending = self.pending
+        item = None
+        if pending:
+            top = pending[-1]
+            if top[1] == name and top[0] == kind:
+                item = pending.pop()
+            else:
+                item = self._unwind(kind, name, now)
+        if item is not None and item[3] is None:  # a step nobody has drawn yet
+            start = item[2]
+            if now - start < FAST:
+                group = self.group
+                if group is not None and group["state"] == "completed":
+                    self.group_count += 1
+                    self.group_last = name
+                    self.group_end = now
+                    if self.view is not None:
+                        self.view.touch()
+                    return
+                ev = self._event(kind, name, "completed", start)
+                self._open_group(ev, name, now)
+                if self.view is not None:
+                    self.view.touch()
+                return
+            ev = self._event(kind, name, "completed", start)
+        elif item is not None:
+            start, ev = item[2], item[3]
+        else:
+            start, ev = now, self._event(kind, name, "completed", now)
+        if kind == "procedure" and entry.get("status") == "running":
+            # a child call reserves its checkpoint when it starts; finish_call ends it
+            self.calls[id(entry)] = ev
+            ev["state"] = "running"
+            self._touch()
+            return
+        ev["state"] = "completed"
+        ev["duration"] = round(now - start, 4)
+        ev["preview"] = preview(entry.get("value"))
+        self._touch()
+
+    def _unwind(self, kind: str, name: str, now: float) -> list[Any] | None:
+        """The pending call (kind, name); calls started inside it that never ended failed."""
+        pending = self.pending
+        for i in range(len(pending) - 1, -1, -1):
+            p = pending[i]
+            if p[0] == kind and p[1] == name:
+                for other in pending[i + 1:]:
+                    self._close(other, "failed", now)
+                del pending[i:]
+                return p
+        return None
+
+    # ----------------------------------------------------------- closing
+    def _close(self, item: list[Any], state: str, now: float, error: str = "") -> None:
+        ev = item[3]
+        if ev is None:
+            ev = self._event(item[0], item[1], state, item[2])
+        ev["state"] = state
+        ev["duration"] = round(now - item[2], 4)
+        if error:
+            ev["error"] = error[:200]
+
+    def fail_open(self, error: str, since: float = 0.0) -> None:
+        """Calls started after `since` that will never complete (their effect failed)."""
+        now = time.perf_counter()
+        keep = []
+        for item in self.pending:
+            if item[2] >= since:
+                self._close(item, "failed", now, error)
+            else:
+                keep.append(item)
+        self.pending = keep
+        self._touch()
+
+    def finish_call(self, entry: dict[str, Any]) -> None:
+        """A child call's checkpoint got its outcome (see primitives/composition.py)."""
+        ev = self.calls.pop(id(entry), None)
+        if ev is None:
+            return
+        state = CALL_STATES.get(str(entry.get("status")), "completed")
+        ev["state"] = state
+        ev["duration"] = round(time.perf_counter() - self.t0 - ev["t"], 4)
+        if state == "completed":
+            ev["preview"] = preview(entry.get("value"))
+        elif entry.get("error"):
+            ev["error"] = str(entry["error"])[:200]
+        self._touch()
+
+    def set_waiting(self, entry: dict[str, Any], waiting: bool) -> None:
+        """A child call's row says when the child waits for a human."""
+        ev = self.calls.get(id(entry))
+        if ev is not None and ev["state"] in ("running", "waiting"):
+            ev["state"] = "waiting" if waiting else "running"
+            self._touch()
+
+    def note(self, kind: str, name: str, text: str) -> None:
+        """An instant event that records nothing (e.g. Procedure.inject)."""
+        ev = self._event(kind, name, "completed", time.perf_counter())
+        ev["duration"] = 0.0
+        ev["preview"] = preview(text)
+        self._touch()
+
+    def end(self, state: str, error: str = "") -> None:
+        """The run is over: close what is still open and sort the events by start."""
+        now = time.perf_counter()
+        self.flush()
+        for item in self.pending:
+            self._close(item, "failed" if state != "cancelled" else "cancelled", now, error)
+        self.pending = []
+        # child calls still running (spawned, not waited for) keep their rows
+        # open: finish_call ends them when the child does
+        head = self.events[0]
+        head["state"] = state
+        head["duration"] = round(now - self.t0, 4)
+        if error:
+            head["error"] = error[:500]
+        self.events.sort(key=_start)
+        if self.view is not None:
+            self.view.touch(force=True)
+
+    @property
+    def running(self) -> bool:
+        return self.events[0]["state"] in ("running", "waiting")
+
+    def materialize(self) -> None:
+        """Give running steps an event, so the view shows them."""
+        self.flush(close=False)
+        for item in self.pending:
+            if item[3] is None:
+                item[3] = self._event(item[0], item[1], "running", item[2])
+
+
+def _start(ev: dict[str, Any]) -> float:
+    return -1.0 if ev["kind"] == "run" else float(ev["t"])
+
+
+class CellTimeline:
+    """The live view of one cell's procedure runs: an ipywidgets HTML shown
+    through the host's display (as the human cards are), redrawn in place."""
+
+    def __init__(self, runtime: Runtime, cell: CellRun, live: bool) -> None:
+        self.runtime = runtime
+        self.cell = cell
+        self.host = runtime.host
+        self.live = live
+        self.trails: list[Trail] = []
+        self.rows: list[tuple[Trail, dict[str, Any]]] = []
+        self.widget: Any = None
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.updates = 0  # widget redraws (tests check the throttle)
+        self._timer: asyncio.TimerHandle | None = None
+        self._html = ""
+
+    def add(self, trail: Trail, ev: dict[str, Any]) -> None:
+        self.rows.append((trail, ev))
+
+    def attach(self, trail: Trail) -> None:
+        self.trails.append(trail)
+        if self.live and self.widget is None and self._timer is None:
+            self._schedule(SHOW_AFTER)
+
+    def _schedule(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(max(0.0, delay), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.touch(force=True)
+
+    def touch(self, force: bool = False) -> None:
+        """Something changed: redraw now if the last redraw is old enough,
+        else once the interval is over."""
+        if not self.live:
+            return
+        now = time.monotonic()
+        if self.widget is None:
+            if now - self.started < SHOW_AFTER or not any(t.running for t in self.trails):
+                return
+            self._show()
+            return
+        if force or now - self.last >= INTERVAL:
+            self._render(now)
+        elif self._timer is None:
+            self._schedule(INTERVAL - (now - self.last))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.widget is not None:
+            self._render(time.monotonic())
+        self.live = False
+
+    # ---------------------------------------------------------- drawing
+    def _show(self) -> None:
+        import ipywidgets
+
+        self.widget = ipywidgets.HTML(self.html())
+        bundle = self.widget._repr_mimebundle_()
+        name = self.trails[0].key if self.trails else "?"
+        bundle["text/plain"] = f"[Tactus timeline of procedure {name!r}; `%tactus log {name}` lists its events]"
+        self.host.display(bundle, {"tactus": {"timeline": True}})
+        self.last = time.monotonic()
+        self.updates += 1
+
+    def _render(self, now: float) -> None:
+        self.last = now
+        text = self.html()
+        if text != self._html:
+            self.widget.value = text
+            self.updates += 1
+
+    def progress(self) -> tuple[float, str] | None:
+        """(fraction, label) for the main run, from its stages or the size of its last record."""
+        if not self.trails:
+            return None
+        main = self.trails[0]
+        stage = lua_fields(lua_fields(self.runtime.K.STAGE_OF).get(main.run_id))
+        if int(stage.get("count") or 0) > 0:
+            index, count = int(stage.get("index") or 0), int(stage["count"])
+            return index / count, f"stage {index}/{count}: {stage.get('name')}"
+        if main.expected > 0:
+            done = min(main.log.position, main.expected)
+            return done / main.expected, f"{done}/{main.expected} checkpoints (as last run)"
+        return None
+
+    def html(self) -> str:
+        self._html = ""
+        for trail in self.trails:
+            if trail.running:
+                trail.materialize()
+        main = self.trails[0] if self.trails else None
+        head = main.events[0] if main else {"name": "?", "state": "running"}
+        elapsed = time.perf_counter() - main.t0 if main and main.running else head.get("duration", 0.0)
+        state = head["state"]
+        parts = [
+            "<div class='tactus-timeline' style='font-family:var(--jp-code-font-family,monospace);"
+            "font-size:12px;border-left:3px solid #d0d7de;padding:2px 8px;margin:2px 0'>",
+            f"<div style='color:{COLORS.get(state, '#57606a')}'>Timeline · procedure {html.escape(str(head['name']))}"
+            f" · {html.escape(LABELS.get(state, state))} · {elapsed:.1f}s</div>",
+        ]
+        prog = self.progress()
+        if prog is not None:
+            fraction, label = prog
+            pct = max(0.0, min(1.0, fraction)) * 100
+            parts.append(
+                "<div style='display:flex;align-items:center;gap:6px;margin:2px 0'>"
+                "<div style='width:160px;height:6px;background:#e1e4e8;border-radius:3px'>"
+                f"<div style='width:{pct:.0f}%;height:6px;background:#2f855a;border-radius:3px'></div></div>"
+                f"<span style='color:#57606a'>{html.escape(label)}</span></div>")
+        rows = sorted(self.rows, key=lambda r: r[0].t0 + r[1]["t"])
+        hidden = max(0, len(rows) - MAX_ROWS)
+        if hidden:
+            parts.append(f"<div style='color:#57606a'>… {hidden} earlier rows (`%tactus log` has them all)</div>")
+        parts.append("<table style='border-collapse:collapse'>")
+        for trail, ev in rows[hidden:]:
+            parts.append(_row(trail, ev))
+        parts.append("</table></div>")
+        self._html = "".join(parts)
+        return self._html
+
+
+def _row(trail: Trail, ev: dict[str, Any]) -> str:
+    state = ev["state"]
+    name = str(ev["name"])
+    if "count" in ev:
+        name = f"{name} … {ev.get('last', '')} ({ev['count']})"
+    label = f"{ev['kind']} · {name}"
+    dur = ev.get("duration")
+    if dur is None and state in ("running", "waiting"):
+        dur = time.perf_counter() - trail.t0 - ev["t"]
+    detail = ev.get("error") or ev.get("preview") or ""
+    indent = trail.depth * 14
+    color = COLORS.get(state, "#57606a")
+    return (f"<tr><td style='color:{color};padding:0 4px'>{ICONS.get(state, '·')}</td>"
+            f"<td style='padding:0 6px 0 {indent}px'>{html.escape(label)}</td>"
+            f"<td style='color:{color};padding:0 6px'>{html.escape(LABELS.get(state, state))}</td>"
+            f"<td style='text-align:right;padding:0 6px'>{_duration(dur)}</td>"
+            f"<td style='color:#57606a'>{html.escape(str(detail))}</td></tr>")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.1f} s"
+
+
+class Timeline:
+    """Creates the trails and views as runs start and end (a run observer)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.views: dict[int, CellTimeline] = {}
+        self.last_key: str | None = None
+
+    def view_for(self, cell: CellRun) -> CellTimeline:
+        view = self.views.get(id(cell))
+        if view is None:
+            host = self.runtime.host
+            live = bool(getattr(host, "timeline_widgets", type(host).__name__ == "NotebookHost"))
+            view = self.views[id(cell)] = CellTimeline(self.runtime, cell, live and not self.runtime.batch)
+        return view
+
+    def trail_for(self, run: RunState, depth: int = 0) -> Trail:
+        """The run's trail, made now if it has none (a cell's own code that calls a procedure)."""
+        trail = run.log.trail
+        if trail is not None and trail.run_id == run.id:
+            return trail
+        rec = self.runtime.records.record(run.key)
+        expected = len(run.log.entries) if rec.get("status") == "completed" else 0
+        events: list[dict[str, Any]] = []
+        rec["events"] = events
+        view = self.view_for(run.cell)
+        trail = Trail(run, events, view if view.live else None, depth, expected)
+        run.log.trail = trail
+        view.attach(trail)
+        self.last_key = run.key.split("/", 1)[0]
+        return trail
+
+    # ------------------------------------------------------ run observer
+    def run_started(self, run: RunState) -> None:
+        if run.spec is not None:
+            self.trail_for(run)
+
+    def run_ended(self, run: RunState, ok: bool, error: Any) -> None:
+        trail = run.log.trail
+        if trail is None or trail.run_id != run.id or not trail.running:
+            return
+        trail.end("completed" if ok else "failed", "" if ok else error_text(error))
+
+    async def cell_settling(self, cell: CellRun) -> None:
+        return None
+
+    def cell_closed(self, cell: CellRun) -> None:
+        view = self.views.pop(id(cell), None)
+        if view is not None:
+            for trail in view.trails:
+                if trail.running:  # interrupted: nothing else will end it
+                    trail.end("cancelled", "the cell stopped")
+            view.close()
+        try:
+            self.runtime.K.forget_stages()
+        except AttributeError:
+            pass
+
+
+# ------------------------------------------------------------ %tactus log
+def collect_events(rec: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """A record's events and its children's, each with its procedure key and
+    absolute start/end times (from the run's start and the offsets)."""
+    out: list[dict[str, Any]] = []
+    events = rec.get("events") or []
+    base = None
+    if events and events[0].get("kind") == "run":
+        try:
+            base = dt.datetime.fromisoformat(str(events[0]["at"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            base = None
+    for ev in events:
+        row = {"procedure": key, **ev}
+        if base is not None:
+            start = base + dt.timedelta(seconds=float(ev.get("t", 0.0)))
+            row["started_at"] = _iso(start)
+            if ev.get("duration") is not None:
+                row["ended_at"] = _iso(start + dt.timedelta(seconds=float(ev["duration"])))
+        out.append(row)
+    for name, child in (rec.get("children") or {}).items():
+        out.extend(collect_events(child, f"{key}/{name}"))
+    return out
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def log_command(runtime: Runtime, args: list[str]) -> None:
+    """``%tactus log [procedure] [--json]``: the audit trail of a procedure's last run."""
+    from .display import bundle, text_table
+    from .errors import CellError
+
+    as_json = "--json" in args
+    names = [a for a in args if a != "--json"]
+    records = runtime.records.procedures
+    with_events = [k for k, r in records.items() if r.get("events")]
+    if len(names) > 1:
+        raise CellError.simple("UsageError", "%tactus log [procedure] [--json]")
+    if names:
+        key = names[0]
+    else:
+        timeline = next((o for o in runtime.run_observers if isinstance(o, Timeline)), None)
+        key = timeline.last_key if timeline and timeline.last_key in records else (with_events[-1] if with_events
+                                                                                  else "")
+    rec = runtime.records.lookup(key) if key else None
+    if rec is None or not rec.get("events"):
+        known = ", ".join(with_events) or "(none yet)"
+        raise CellError.simple("UsageError", f"no events recorded for {key or 'any procedure'!r}; "
+                               f"procedures with events: {known}")
+    events = collect_events(rec, key)
+    if as_json:
+        runtime.host.write("stdout", json.dumps(events, indent=2, ensure_ascii=False) + "\n")
+        return
+    rows = [{"procedure": e["procedure"], "kind": e["kind"],
+             "name": f"{e['name']} … {e['last']} ({e['count']})" if "count" in e else e["name"],
+             "state": e["state"], "started": str(e.get("started_at", ""))[11:23],
+             "duration": _duration(e.get("duration")), "detail": e.get("error") or e.get("preview", "")}
+            for e in events]
+    shown = bundle([rows])
+    runtime.host.display({"text/plain": text_table(rows), "text/html": shown.get("text/html", "")})
