@@ -275,3 +275,20 @@ test('a notebook on another kernel keeps its metadata.tactus untouched', async (
   await expect.poll(() => JSON.parse(fs.readFileSync(file, 'utf8')).cells[0].execution_count).toBe(1);
   expect(readTactus(file)).toEqual(stored);
 });
+
+test('a page reloaded while the kernel runs on gets the unsaved records back', async ({ page }) => {
+  const file = path.join(process.env.TACTUS_E2E_ROOT!, 'reload.ipynb');
+  fs.writeFileSync(file, notebook([DEMO]));
+  await open(page, 'reload.ipynb');
+  await kernelReady(page);
+  await runCell(page, 0);
+  await executionDone(page, 0);
+  await expect(badge(page).locator('.jp-TactusBadge-count')).toHaveText('1');
+  // Reload without saving: the notebook comes back from disk without the record,
+  // reconnects to the same kernel, and the kernel sends what the notebook lacks.
+  await page.goto(`${process.env.TACTUS_E2E_URL}lab/tree/reload.ipynb`);
+  await expect(cell(page, 0)).toBeVisible({ timeout: 120_000 });
+  await kernelReady(page);
+  await expect(badge(page).locator('.jp-TactusBadge-count')).toHaveText('1');
+  await save(page, file, t => t.procedures?.demo?.checkpoints?.[0]?.value === 42);
+});
