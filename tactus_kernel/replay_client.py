@@ -165,7 +165,8 @@ def read_notebook(path: str | Path) -> NotebookNode:
         reason = "not JSON" if type(exc).__name__ == "NotJSONError" else " ".join(str(exc).split())[:200]
         raise InputError(f"{path}: not a Jupyter notebook ({reason})") from None
     if not isinstance(nb, dict) or nb.get("nbformat") != 4 or not isinstance(nb.get("cells"), list):
-        raise InputError(f"{path}: not a Jupyter notebook in format 4 (found nbformat {nb.get('nbformat')!r})")
+        found = nb.get("nbformat") if isinstance(nb, dict) else type(nb).__name__
+        raise InputError(f"{path}: not a Jupyter notebook in format 4 (found {found!r})")
     return cast(NotebookNode, nb)
 
 
@@ -235,6 +236,7 @@ class ReplayClient(NotebookClient):
         self.warnings: list[str] = []
         self.comm_closed = False
         self.last_reply: dict[str, Any] | None = None
+        self.idle_at: float | None = None  # when the kernel went idle for the current cell
         self.on_cell_executed = self._remember_reply
 
     def _remember_reply(self, cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
@@ -267,6 +269,8 @@ class ReplayClient(NotebookClient):
     def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int) -> NotebookNode | None:
         if msg["msg_type"] in ("comm_msg", "comm_close") and self.handle_tactus(msg):
             return None
+        if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+            self.idle_at = time.monotonic()
         return super().process_message(msg, cell, cell_index)
 
     async def open_tactus(self, data: dict[str, Any], timeout: float) -> None:
@@ -427,8 +431,16 @@ async def _run_cells(
         client.last_reply = None
         t0 = time.monotonic()
         failure: ReplayFailure | None = None
+        client.idle_at = None
         try:
-            await client.async_execute_cell(cell, index, execution_count=number)
+            await _execute_cell(client, cell, index, number)
+        except _NoReply:
+            report.status = "dead"
+            msg = (
+                "the kernel went idle without replying to this cell: an error inside the kernel "
+                "(its log below says which); the kernel was stopped"
+            )
+            failure = ReplayFailure("dead-kernel", msg, report, "KernelError", msg)
         except CellExecutionError as exc:
             failure = _cell_failure(report, exc.ename, exc.evalue, _error_traceback(cell))
         except CellTimeoutError:
@@ -463,6 +475,37 @@ async def _run_cells(
         if failure is not None:
             return failure
     return None
+
+
+# How long a cell may go without its execute_reply once the kernel has gone
+# idle for it. A kernel replies before it goes idle; one that does not hit an
+# error in its message handler (ipykernel logs it and sends no reply), and a
+# frontend, nbclient included, would wait for that reply forever.
+NO_REPLY_GRACE = 10.0
+
+
+class _NoReply(Exception):
+    pass
+
+
+async def _execute_cell(client: ReplayClient, cell: NotebookNode, index: int, number: int) -> None:
+    task = asyncio.ensure_future(client.async_execute_cell(cell, index, execution_count=number))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+            if done:
+                task.result()
+                return
+            if client.idle_at is not None and time.monotonic() - client.idle_at > NO_REPLY_GRACE:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                raise _NoReply()
+    finally:
+        if not task.done():  # we are being cancelled (Ctrl-C, SIGTERM)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
 def _error_traceback(cell: NotebookNode) -> list[str]:

@@ -452,3 +452,48 @@ def test_replay_api_shuts_the_kernel_down(recorded: Path):
     assert result.exit_code == 0 and result.kernel_pid
     assert wait_gone({result.kernel_pid}) == []
     assert [c.procedures for c in result.cells] == [[], ["release"], [nb.cells[3]["id"]]]
+
+
+BROKEN_KERNEL = """
+import sys
+from ipykernel.kernelapp import IPKernelApp
+from tactus_kernel.kernel import TactusKernel
+
+
+class BrokenKernel(TactusKernel):
+    async def do_execute(self, code, *args, **kwargs):
+        if "BREAK" in code:
+            raise RuntimeError("simulated bug in the kernel")
+        return await super().do_execute(code, *args, **kwargs)
+
+
+IPKernelApp.launch_instance(kernel_class=BrokenKernel)
+"""
+
+
+def test_a_kernel_that_never_replies_fails_the_cell(recorded: Path, tmp_path: Path, monkeypatch):
+    """ipykernel sends no execute_reply when its handler raises; a replay
+    must not wait for it forever, and shows the kernel's log."""
+    from tactus_kernel import replay_client
+    from tactus_kernel.replay_client import ReplayOptions, describe_failure, prepare, read_notebook
+
+    spec = tmp_path / "kernels" / "broken"
+    spec.mkdir(parents=True)
+    (tmp_path / "broken_kernel.py").write_text(BROKEN_KERNEL)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, str(tmp_path / "broken_kernel.py"), "-f", "{connection_file}"],
+        "display_name": "broken", "language": "lua",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    monkeypatch.setattr(replay_client, "NO_REPLY_GRACE", 2.0)
+    nb = read_notebook(edit_cell(recorded, tmp_path / "b.ipynb", 3, "-- BREAK"))
+    options = ReplayOptions(kernel_name="broken")
+    prepare(nb, options)
+    t0 = time.monotonic()
+    result = asyncio.run(replay_client.replay(nb, options, tmp_path))
+    assert time.monotonic() - t0 < 30
+    assert result.exit_code == 1 and result.failure is not None and result.failure.kind == "dead-kernel"
+    text = describe_failure(result, "b.ipynb")
+    assert text.startswith("b.ipynb cell 3: the kernel went idle without replying to this cell")
+    assert "simulated bug in the kernel" in text
+    assert result.kernel_pid and wait_gone({result.kernel_pid}) == []
