@@ -163,8 +163,14 @@ def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 90,
         except psutil.Error:
             pass
         if time.monotonic() - t0 > timeout:
-            proc.kill()
-            raise TimeoutError(f"tactus-kernel {' '.join(map(str, args))} did not finish in {timeout}s")
+            proc.terminate()  # the CLI shuts its kernel down on SIGTERM
+            try:
+                out, err = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise TimeoutError(f"tactus-kernel {' '.join(map(str, args))} did not finish in {timeout}s; "
+                               f"stderr: {err[-3000:]}")
         time.sleep(0.05)
     out, err = proc.communicate()
     return CliRun(proc.returncode, out, err, time.monotonic() - t0, children)
