@@ -497,3 +497,19 @@ def test_a_kernel_that_never_replies_fails_the_cell(recorded: Path, tmp_path: Pa
     assert text.startswith("b.ipynb cell 3: the kernel went idle without replying to this cell")
     assert "simulated bug in the kernel" in text
     assert result.kernel_pid and wait_gone({result.kernel_pid}) == []
+
+
+def test_startup_timeout(recorded: Path, tmp_path: Path, monkeypatch):
+    """A kernel that does not come up in time: exit 1 at once, nothing left running."""
+    spec = tmp_path / "kernels" / "tactus"  # shadows the installed spec through JUPYTER_PATH
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-c", "import time; time.sleep(120)", "{connection_file}"],
+        "display_name": "slow", "language": "lua",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    run = run_cli("replay", recorded, "--startup-timeout", "2")
+    assert run.returncode == 1, run.stderr
+    assert f"{recorded}: the tactus kernel did not start" in run.stderr
+    assert run.elapsed < 30
+    assert run.kernels and wait_gone(run.kernels) == []
