@@ -145,23 +145,14 @@ def to_html(v: Any) -> str:
     return html.escape(_scalar(v, quote=isinstance(v, str) and not isinstance(v, LuaOpaque)))
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_jsonable(x) for x in v]
-    return v
-
-
 def bundle(values: list[Any]) -> dict[str, Any]:
     """The mime bundle for a cell's result values (several like the REPL: tab-separated)."""
     if len(values) == 1:
         v = values[0]
         data: dict[str, Any] = {"text/plain": to_text(v)}
         if isinstance(v, (dict, list)):
+            # No application/json: JupyterLab would prefer it over the HTML
+            # table and show a collapsible JSON tree instead.
             data["text/html"] = to_html(v)
-            data["application/json"] = _jsonable(v) if isinstance(v, dict) else {"value": _jsonable(v)}
         return data
     return {"text/plain": "\t".join(to_text(v) for v in values)}
