@@ -117,6 +117,18 @@ def test_hand_edited_value_is_used(recorded: Path, tmp_path: Path, capsys):
     assert result["metadata"]["tactus"]["procedures"]["release"]["output"]["built"] is False
 
 
+def test_delete_ops_remove_records(recorded: Path, tmp_path: Path, capsys):
+    nb = load(recorded)
+    nb["cells"].append({"cell_type": "code", "id": "reset-cell", "metadata": {}, "outputs": [],
+                        "execution_count": None, "source": "%tactus reset release"})
+    path = tmp_path / "reset.ipynb"
+    path.write_text(json.dumps(nb))
+    out = tmp_path / "out.ipynb"
+    code, err = replay(capsys, path, "-o", out)
+    assert code == 0, err
+    assert list(load(out)["metadata"]["tactus"]["procedures"]) == [nb["cells"][3]["id"]]
+
+
 def test_inplace_and_quiet(recorded: Path, tmp_path: Path, capsys):
     copy = tmp_path / "copy.ipynb"
     copy.write_bytes(recorded.read_bytes())
