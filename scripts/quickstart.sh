@@ -5,11 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m venv .venv
-# shellcheck disable=SC1091
-. .venv/bin/activate
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[agents,lab]"
+TACTUS_EXTRAS="agents,lab"
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh
 
 if [ "${1:-}" = "--lab" ]; then
   exec jupyter lab notebooks/quickstart.ipynb

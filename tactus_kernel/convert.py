@@ -85,7 +85,9 @@ def to_plain(value: Any, depth: int = 0) -> Any:
         keys = [k for k, _ in items]
         if items and all(isinstance(k, int) for k in keys) and sorted(keys) == list(range(1, len(keys) + 1)):
             return [to_plain(v, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
-        return {str(k): to_plain(v, depth + 1) for k, v in items}
+        # sorted, as in to_json: declarations read the same in every kernel
+        # (Lua's table order changes from one process to the next)
+        return {str(k): to_plain(v, depth + 1) for k, v in sorted(items, key=lambda kv: str(kv[0]))}
     if lua_type(value) is not None:
         return f"<{lua_type(value)}>"
     return value
