@@ -118,10 +118,10 @@ class Records:
     def record(self, key: str) -> dict[str, Any]:
         if "/" in key:
             root, *path = key.split("/")
-            rec = self.record(root)
+            node = self.record(root)
             for part in path:
-                rec = rec.setdefault("children", {}).setdefault(part, {"checkpoints": []})
-            return rec
+                node = node.setdefault("children", {}).setdefault(part, {"checkpoints": []})
+            return node
         rec = self.procedures.get(key)
         if rec is None:
             rec = self.procedures[key] = {"checkpoints": []}

@@ -45,6 +45,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="give each kernel S seconds to start (60)")
     group.addoption("--tactus-output-dir", default=None, metavar="DIR",
                     help="write each replayed notebook into DIR (for CI artifacts)")
+    group.addoption("--tactus-specs", action="store_true", default=False,
+                    help="collect each scenario of the notebooks' specifications([[...]]) as a test "
+                         "(see tactus_kernel/bdd_pytest.py)")
 
 
 _OPTIONS_KEY = pytest.StashKey[Any]()
@@ -75,7 +78,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix == ".ipynb" and parent.config.getoption("tactus_replay", False):
+    config = parent.config
+    if file_path.suffix == ".ipynb" and (config.getoption("tactus_replay", False)
+                                         or config.getoption("tactus_specs", False)):
         if ".ipynb_checkpoints" in file_path.parts:
             return None
         return NotebookFile.from_parent(parent, path=file_path)
@@ -86,7 +91,12 @@ class NotebookFile(pytest.File):
     """A notebook: one replay item."""
 
     def collect(self) -> Any:
-        yield NotebookReplay.from_parent(self, name="replay")
+        if self.config.getoption("tactus_replay", False):
+            yield NotebookReplay.from_parent(self, name="replay")
+        if self.config.getoption("tactus_specs", False):
+            from .bdd_pytest import spec_items
+
+            yield from spec_items(self)
 
 
 class ReplayFailed(Exception):

@@ -37,7 +37,7 @@ from .checkpoints import now_iso
 if TYPE_CHECKING:
     from .runtime import CellRun, RunState, Runtime
 
-FAST = 0.002  # seconds: quicker steps merge into one event
+FAST = 0.005  # seconds: quicker steps merge into one event
 INTERVAL = 0.1  # seconds between two redraws of the view (<= 10 updates/s)
 SHOW_AFTER = 0.3  # seconds a cell's procedures run before the view appears
 MAX_ROWS = 40  # rows drawn (the newest); the record keeps every event
@@ -157,11 +157,13 @@ class Trail:
     def started(self, kind: str, name: str) -> None:
         """A call found no record: it runs now."""
         if kind == "step":
+            # no redraw here: it would draw (and so split off) every step as it starts;
+            # a step still running when the timer redraws is drawn then
             self.pending.append([kind, name, time.perf_counter(), None])
-        else:
-            now = time.perf_counter()
-            self.pending.append([kind, name, now, self._event(kind, name, "waiting" if kind == "human" else "running",
-                                                               now)])
+            return
+        now = time.perf_counter()
+        self.pending.append([kind, name, now, self._event(kind, name, "waiting" if kind == "human" else "running",
+                                                           now)])
         if self.view is not None:
             self.view.touch()
 
@@ -335,8 +337,9 @@ class CellTimeline:
     """The live view of one cell's procedure runs: an ipywidgets HTML shown
     through the host's display (as the human cards are), redrawn in place."""
 
-    def __init__(self, runtime: Runtime, cell: CellRun, live: bool) -> None:
+    def __init__(self, runtime: Runtime, cell: CellRun, live: bool, stages: Any = None) -> None:
         self.runtime = runtime
+        self.stages = stages  # K.STAGE_OF, fetched outside any coroutine (see lua_fields)
         self.cell = cell
         self.host = runtime.host
         self.live = live
@@ -396,7 +399,8 @@ class CellTimeline:
     def _show(self) -> None:
         import ipywidgets
 
-        self.widget = ipywidgets.HTML(self.html())
+        self._html = self.html()
+        self.widget = ipywidgets.HTML(self._html)
         bundle = self.widget._repr_mimebundle_()
         name = self.trails[0].key if self.trails else "?"
         bundle["text/plain"] = f"[Tactus timeline of procedure {name!r}; `%tactus log {name}` lists its events]"
@@ -408,6 +412,7 @@ class CellTimeline:
         self.last = now
         text = self.html()
         if text != self._html:
+            self._html = text
             self.widget.value = text
             self.updates += 1
 
@@ -416,7 +421,7 @@ class CellTimeline:
         if not self.trails:
             return None
         main = self.trails[0]
-        stage = lua_fields(lua_fields(self.runtime.K.STAGE_OF).get(main.run_id))
+        stage = lua_fields(lua_fields(self.stages).get(main.run_id))
         if int(stage.get("count") or 0) > 0:
             index, count = int(stage.get("index") or 0), int(stage["count"])
             return index / count, f"stage {index}/{count}: {stage.get('name')}"
@@ -426,7 +431,6 @@ class CellTimeline:
         return None
 
     def html(self) -> str:
-        self._html = ""
         for trail in self.trails:
             if trail.running:
                 trail.materialize()
@@ -457,8 +461,7 @@ class CellTimeline:
         for trail, ev in rows[hidden:]:
             parts.append(_row(trail, ev))
         parts.append("</table></div>")
-        self._html = "".join(parts)
-        return self._html
+        return "".join(parts)
 
 
 def _row(trail: Trail, ev: dict[str, Any]) -> str:
@@ -495,13 +498,17 @@ class Timeline:
         self.runtime = runtime
         self.views: dict[int, CellTimeline] = {}
         self.last_key: str | None = None
+        # Lua tables are fetched here, never inside a coroutine (see lua_fields)
+        self.stages = getattr(runtime.K, "STAGE_OF", None)
+        self.forget_stages = getattr(runtime.K, "forget_stages", None)
 
     def view_for(self, cell: CellRun) -> CellTimeline:
         view = self.views.get(id(cell))
         if view is None:
             host = self.runtime.host
             live = bool(getattr(host, "timeline_widgets", type(host).__name__ == "NotebookHost"))
-            view = self.views[id(cell)] = CellTimeline(self.runtime, cell, live and not self.runtime.batch)
+            view = self.views[id(cell)] = CellTimeline(self.runtime, cell, live and not self.runtime.batch,
+                                                       self.stages)
         return view
 
     def trail_for(self, run: RunState, depth: int = 0) -> Trail:
@@ -541,10 +548,8 @@ class Timeline:
                 if trail.running:  # interrupted: nothing else will end it
                     trail.end("cancelled", "the cell stopped")
             view.close()
-        try:
-            self.runtime.K.forget_stages()
-        except AttributeError:
-            pass
+        if self.forget_stages is not None:
+            self.forget_stages()
 
 
 # ------------------------------------------------------------ %tactus log

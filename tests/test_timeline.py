@@ -1,0 +1,258 @@
+"""The live step timeline and the audit trail kept in record["events"]."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tactus_kernel import timeline
+
+BUSY = """
+function busy(s) local t = os.clock() while os.clock() - t < s do end end
+"""
+
+WORK = BUSY + """
+procedure({name = "helper"}, function()
+  Step.run("inner", function() return "ok" end)
+  return {fine = true}
+end)
+procedure({name = "work"}, function()
+  local rows = Step.run("fetch", function() busy(0.05); return {rows = 3} end)
+  local ok = Human.approve({message = "Ship it?"})
+  local child = Procedure.run("helper")
+  Sleep(0.02)
+  for i = 1, 50 do Step.run("item_" .. i, function() return i end) end
+  return {rows = rows.rows, ok = ok, fine = child.fine}
+end)
+"""
+
+
+def events(cells: Any, key: str) -> list[dict[str, Any]]:
+    return cells.runtime.records.procedures[key]["events"]
+
+
+def shape(evs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(e["kind"], e["name"], e["state"], e.get("count")) for e in evs]
+
+
+def test_events_in_order_with_durations_and_previews(cells):
+    cells.runtime.answers["Ship it?"] = True
+    cells(WORK, key="c1")
+    evs = events(cells, "work")
+    assert shape(evs) == [
+        ("run", "work", "completed", None),
+        ("step", "fetch", "completed", None),
+        ("human", "Ship it?", "completed", None),
+        ("procedure", "helper", "completed", None),
+        ("sleep", "sleep 0.02s", "completed", None),
+        ("step", "item_1", "completed", 50),
+    ]
+    assert evs[0]["at"].endswith("Z") and evs[0]["duration"] >= 0.07
+    starts = [e["t"] for e in evs]
+    assert starts == sorted(starts)
+    fetch = evs[1]
+    assert fetch["duration"] >= 0.05 and fetch["preview"] == '{"rows":3}'
+    assert evs[2]["preview"] == "true" and evs[3]["preview"] == '{"fine":true}'
+    assert evs[5]["last"] == "item_50"
+    child = cells.runtime.records.procedures["work"]["children"]["helper#1"]["events"]
+    assert shape(child) == [("run", "work/helper#1", "completed", None), ("step", "inner", "completed", None)]
+    assert json.loads(json.dumps(evs)) == evs
+
+
+def test_a_rerun_marks_rows_replayed(cells):
+    cells.runtime.answers["Ship it?"] = True
+    cells(WORK, key="c1")
+    cells(WORK, key="c1")
+    evs = events(cells, "work")
+    assert shape(evs) == [
+        ("run", "work", "completed", None),
+        ("step", "fetch", "replayed", None),
+        ("human", "Ship it?", "replayed", None),
+        ("procedure", "helper", "replayed", None),
+        ("sleep", "sleep 0.02s", "replayed", None),
+        ("step", "item_1", "replayed", 50),
+    ]
+    assert all(e["duration"] < 0.05 for e in evs[1:])
+    assert evs[2]["preview"] == "true"
+
+
+def test_failures_are_events_too(cells):
+    err = cells.error("""
+    procedure({name = "shaky"}, function()
+      pcall(Step.run, "caught", function() error("first try") end)
+      Step.run("fine", function() return 1 end)
+      Step.run("fatal", function() Sleep(0.01); error("gave up") end)
+    end)""", key="c1")
+    assert "gave up" in err.evalue
+    evs = events(cells, "shaky")
+    states = {(e["name"], e["state"]) for e in evs}
+    assert {("shaky", "failed"), ("caught", "failed"), ("fine", "completed"), ("fatal", "failed")} <= states
+    assert "gave up" in evs[0]["error"]
+
+
+def test_ten_thousand_steps_make_few_events(cells):
+    code = """
+    procedure({name = "many"}, function()
+      for i = 1, 10000 do Step.run("item_" .. i, function() return i end) end
+      return {}
+    end)"""
+    cells(code, key="c1")
+    assert len(events(cells, "many")) < 1000  # quick steps merge (a pause now and then splits a group)
+    recorded = sum(e.get("count", 1) for e in events(cells, "many") if e["kind"] == "step")
+    assert recorded == 10000
+    cells(code, key="c1")
+    assert shape(events(cells, "many")) == [("run", "many", "completed", None), ("step", "item_1", "replayed", 10000)]
+
+
+class FakeWidget:
+    def __init__(self, value: str) -> None:
+        self._value = value
+        self.sets = 0
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    @value.setter
+    def value(self, v: str) -> None:
+        self._value = v
+        self.sets += 1
+
+
+def test_the_live_view_is_throttled(cells, monkeypatch):
+    views: list[timeline.CellTimeline] = []
+    real_view_for = timeline.Timeline.view_for
+
+    def view_for(self: timeline.Timeline, cell: Any) -> timeline.CellTimeline:
+        view = real_view_for(self, cell)
+        if view not in views:
+            views.append(view)
+        return view
+
+    def show(self: timeline.CellTimeline) -> None:
+        self.widget = FakeWidget(self.html())
+        self.host.display({"text/plain": "timeline"})
+        self.updates += 1
+
+    monkeypatch.setattr(timeline.Timeline, "view_for", view_for)
+    monkeypatch.setattr(timeline.CellTimeline, "_show", show)
+    cells.host.timeline_widgets = True
+    started = time.monotonic()
+    cells("""
+    procedure({name = "busy"}, function()
+      Sleep(0.35)
+      for i = 1, 10000 do Step.run("item_" .. i, function() return i end) end
+      Sleep(0.25)
+      for i = 1, 3000 do Step.run("more_" .. i, function() return i end) end
+      return {}
+    end)""", key="c1")
+    elapsed = time.monotonic() - started
+    [view] = views
+    assert view.widget is not None and cells.host.displayed == [{"text/plain": "timeline"}]
+    assert view.updates <= elapsed / timeline.INTERVAL + 3
+    assert view.widget.sets == view.updates - 1
+    assert "· done ·" in view.widget.value and " (" in view.widget.value  # merged rows: "item_1 … item_219 (219)"
+
+
+def test_quick_runs_show_no_view(cells):
+    cells.host.timeline_widgets = True
+    cells('procedure({name = "quick"}, function() Step.run("a", function() return 1 end) return {} end)')
+    assert cells.host.displayed == []
+
+
+def test_progress_from_stages_and_from_the_last_run(cells):
+    cells("""
+    stages({"one", "two", "three", "four"})
+    procedure({name = "staged"}, function()
+      Stage.set("one")
+      Stage.set("two")
+      for i = 1, 4 do Step.run("s" .. i, function() return i end) end
+      return {}
+    end)""", key="c1")
+    captured: list[Any] = []
+
+    async def run() -> None:
+        await cells.runtime.execute("""
+        procedure({name = "probe"}, function()
+          Stage.set("three")
+          Step.run("x", function() return 1 end)
+          return {}
+        end)""", "[cell]", "c2")
+
+    real = timeline.Timeline.run_ended
+
+    def run_ended(self: timeline.Timeline, run: Any, ok: bool, error: Any) -> None:
+        view = self.views.get(id(run.cell))
+        if view is not None:
+            captured.append(view.progress())
+        real(self, run, ok, error)
+
+    timeline.Timeline.run_ended = run_ended  # type: ignore[method-assign]
+    try:
+        asyncio.run(run())
+        cells('procedure({name = "again"}, function() for i = 1, 4 do Step.run("s" .. i, function() return i end) '
+              'end return {} end)', key="c3")
+        cells('procedure({name = "again"}, function() for i = 1, 4 do Step.run("s" .. i, function() return i end) '
+              'end return {} end)', key="c3")
+    finally:
+        timeline.Timeline.run_ended = real  # type: ignore[method-assign]
+    assert captured[0] == (0.75, "stage 3/4: three")
+    assert captured[-1] == (1.0, "4/4 checkpoints (as last run)")
+
+
+# ---------------------------------------------------------------- kernel
+SLOW = BUSY + """
+procedure({name = "slow"}, function()
+  Step.run("prepare", function() busy(0.4); return "ready" end)
+  local ok = Human.approve({message = "Go on?"})
+  for i = 1, 10000 do Step.run("item_" .. i, function() return i end) end
+  return {ok = ok}
+end)
+"""
+
+
+def timeline_widgets(kernel: Any) -> list[str]:
+    return [cid for cid, st in kernel.widgets.items()
+            if st.get("_model_name") == "HTMLModel" and "Timeline · procedure" in str(st.get("value", ""))]
+
+
+def test_kernel_shows_a_live_timeline_updated_in_place(kernel):
+    kernel.open_tactus(None)
+    run = kernel.submit(SLOW, cell_id="slow")
+    kernel.wait_until(lambda: kernel.widgets_where(_model_name="ButtonModel", description="Approve", disabled=False),
+                      timeout=30)
+    kernel.wait_until(lambda: bool(timeline_widgets(kernel)), timeout=10)
+    [tl] = timeline_widgets(kernel)
+    kernel.wait_until(lambda: "waiting for a human" in str(kernel.widgets[tl]["value"]), timeout=10)
+    value = str(kernel.widgets[tl]["value"])
+    assert "step · prepare" in value and "ready" in value
+    kernel.click(kernel.button("Approve"))
+    kernel.wait(run)
+    assert run.status == "ok", run.errors
+    kernel.drain(0.3)
+    final = str(kernel.widgets[tl]["value"])
+    assert "· done ·" in final and "step · item_" in final and " … " in final
+    updates = [m for m in kernel.comm_msgs if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == tl]
+    assert len(updates) < 100  # throttled: not one per step
+    shown = [m for m in run.of_type("display_data") if "Tactus timeline" in m["content"]["data"]["text/plain"]]
+    assert len(shown) == 1
+
+    log = kernel.execute("%tactus log slow --json")
+    events = json.loads(log.stdout)
+    assert [e["kind"] for e in events[:3]] == ["run", "step", "human"]
+    assert all(e["procedure"] == "slow" and e["started_at"].endswith("Z") for e in events)
+    assert events[2]["state"] == "completed" and events[2]["duration"] > 0
+    table = kernel.execute("%tactus log")
+    assert "prepare" in table.of_type("display_data")[0]["content"]["data"]["text/plain"]
+    bad = kernel.execute("%tactus log nothing")
+    assert bad.errors[0]["ename"] == "UsageError"
+
+
+@pytest.mark.parametrize("code", ["x = 1", 'procedure({name = "fast"}, function() return {} end)'])
+def test_kernel_quick_cells_show_no_timeline(kernel, code):
+    run = kernel.execute(code)
+    assert run.status == "ok" and not run.of_type("display_data")
