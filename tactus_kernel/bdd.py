@@ -309,13 +309,13 @@ def _called(calls: list[Any]) -> str:
     return f" (tools called: {', '.join(names)})" if names else " (no tool was called)"
 
 
-def _setup(text: str, params: dict[str, Any], answers: dict[str, Any]) -> bool:
+def _setup(text: str, params: dict[str, str], answers: dict[str, Any]) -> bool:
     for pattern, what in SETUP:
         m = pattern.match(text)
         if not m:
             continue
         if what == "param":
-            params[m.group(1)] = parse_value(m.group(2))
+            params[m.group(1)] = m.group(2).strip()  # read by coerce_params, by the declared type
         elif what == "approve":
             answers[_unescape(m.group(1))] = True
         elif what == "reject":
@@ -326,6 +326,21 @@ def _setup(text: str, params: dict[str, Any], answers: dict[str, Any]) -> bool:
             answers[_unescape(m.group(1))] = True
         return True
     return False
+
+
+def coerce_params(runtime: Runtime, procedure: str, raw: dict[str, str]) -> dict[str, Any]:
+    """Scenario text -> param values, by the declared types: ``the version
+    parameter is 2.1`` gives "2.1" to a string param and 2.1 to a number."""
+    spec = runtime.procedures.get(procedure)
+    fields = spec.params if spec is not None else {}
+    out: dict[str, Any] = {}
+    for name, text in raw.items():
+        value = parse_value(text)
+        field = fields.get(name)
+        if field is not None and field.type == "string" and not isinstance(value, str):
+            value = text
+        out[name] = value
+    return out
 
 
 def _unescape(text: str) -> str:
@@ -394,7 +409,7 @@ async def _custom_step(runtime: Runtime, text: str, outcome: Outcome | None) -> 
 
 
 async def run_scenario(runtime: Runtime, procedure: str, pickle: dict[str, Any]) -> ScenarioResult:
-    params: dict[str, Any] = {}
+    params: dict[str, str] = {}
     answers: dict[str, Any] = {}
     results: list[StepResult] = []
     outcome: Outcome | None = None
@@ -414,7 +429,7 @@ async def run_scenario(runtime: Runtime, procedure: str, pickle: dict[str, Any])
                 results.append(StepResult(keyword, text, "passed"))
                 continue
             if outcome is None:
-                outcome = await run_isolated(runtime, procedure, params, answers)
+                outcome = await run_isolated(runtime, procedure, coerce_params(runtime, procedure, params), answers)
             if RUN.match(text):
                 results.append(StepResult(keyword, text, "passed"))
                 continue
@@ -432,7 +447,7 @@ async def run_scenario(runtime: Runtime, procedure: str, pickle: dict[str, Any])
             results.append(StepResult(keyword, text, "failed", str(exc)))
             failed = True
     if outcome is None:
-        outcome = await run_isolated(runtime, procedure, params, answers)
+        outcome = await run_isolated(runtime, procedure, coerce_params(runtime, procedure, params), answers)
     return ScenarioResult(procedure, str(pickle.get("name", "")), results, time.perf_counter() - t0,
                           outcome.stdout, outcome.error)
 

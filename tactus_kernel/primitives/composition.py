@@ -33,6 +33,7 @@ its ``inject`` option.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -50,8 +51,11 @@ if TYPE_CHECKING:
 FINISHED = ("completed", "failed", "cancelled")
 # Errors of a child that reach the caller under their own name; any other
 # failure becomes "ProcedureError: procedure 'x' failed: ...".
+# A ProcedureError passes through too: a grandchild's failure is reported
+# once, not wrapped again at every level.
 PASS_THROUGH = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "LuaMemoryError",
-                "GuardError", "DependencyError", "ParamError"}
+                "GuardError", "DependencyError", "ParamError", "ProcedureError"}
+POSITION = re.compile(r"^(?:\[[^\]]*\]:\d+: )+")
 
 _HUBS: weakref.WeakKeyDictionary[Runtime, CompositionHub] = weakref.WeakKeyDictionary()
 
@@ -275,7 +279,7 @@ class CompositionHub:
         if child.status == "cancelled":
             return f"ProcedureError: procedure '{child.name}' was cancelled"
         if child.ename in PASS_THROUGH:
-            return f"{child.ename}: {child.evalue}"
+            return f"{child.ename}: {POSITION.sub('', child.evalue)}"
         detail = child.evalue if child.ename in ("", "LuaError") else f"{child.ename}: {child.evalue}"
         return f"ProcedureError: procedure '{child.name}' failed: {detail}"
 
