@@ -43,7 +43,7 @@ SHOW_AFTER = 0.3  # seconds a cell's procedures run before the view appears
 MAX_ROWS = 40  # rows drawn (the newest); the record keeps every event
 PREVIEW = 60  # characters of a value preview
 
-ICONS = {"running": "◔", "waiting": "✋", "completed": "✓", "failed": "✗", "replayed": "↺", "cancelled": "⊘"}
+ICONS = {"running": "›", "waiting": "?", "completed": "✓", "failed": "✗", "replayed": "↺", "cancelled": "⊘"}
 LABELS = {"running": "running", "waiting": "waiting for a human", "completed": "done", "failed": "failed",
           "replayed": "replayed from record", "cancelled": "cancelled"}
 COLORS = {"running": "#2f6fb3", "waiting": "#b7791f", "completed": "#2f855a", "failed": "#c53030",
