@@ -130,6 +130,7 @@ class NotebookHost:
         self._buffers: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._buffered = 0
         self._last_flush = time.monotonic()
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._sent = 0
         self._truncated = False
 
@@ -156,8 +157,18 @@ class NotebookHost:
         now = time.monotonic()
         if self._buffered >= FLUSH_BYTES or now - self._last_flush >= FLUSH_SECONDS:
             self.flush()
+        elif self._flush_timer is None:
+            # text printed just after a flush must not wait for the next output
+            # (a procedure whose spawned children wait for humans prints nothing more)
+            try:
+                self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+            except RuntimeError:
+                pass
 
     def flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         for name, parts in self._buffers.items():
             if parts:
                 text = "".join(parts)

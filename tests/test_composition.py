@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 import pytest
@@ -353,7 +352,8 @@ def test_spawned_children_wait_for_humans_at_once_answered_out_of_order(kernel):
     beta = wait_for_card(kernel, "Approve beta?")
     alpha = wait_for_card(kernel, "Approve alpha?")
     assert run.reply is None  # both cards wait in the same cell
-    time.sleep(0.5)
+    kernel.wait_until(lambda: "status" in run.stdout, timeout=10)  # printed while the children wait
+    assert "status\twaiting_for_human\twaiting_for_human" in run.stdout
     kernel.click(beta)  # answered out of order
     kernel.wait_until(lambda: any("Approved at" in str(st.get("value", "")) for st in kernel.widgets.values()))
     assert run.reply is None  # alpha still waits
