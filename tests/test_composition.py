@@ -401,3 +401,29 @@ def test_errors_name_the_procedure_in_the_kernel(kernel):
     run = kernel.execute('Procedure.run("missing")')
     assert run.errors[0]["ename"] == "ProcedureError"
     assert re.search(r"unknown procedure 'missing'", run.errors[0]["evalue"])
+
+
+def test_an_interrupt_cancels_waiting_children_and_a_rerun_asks_again(kernel):
+    kernel.open_tactus(None)
+    kernel.execute("%tactus answer \"Approve x?\" true")
+    assert kernel.execute(TWO_APPROVALS, cell_id="ask").status == "ok"
+    code = ('local h = Procedure.spawn("ask", {what = "zeta"})\n'
+            'local h2 = Procedure.spawn("ask", {what = "eta"})\n'
+            'print(Procedure.wait_all({h, h2})[2].ok)')
+    run = kernel.submit(code, cell_id="z")
+    wait_for_card(kernel, "Approve zeta?")
+    wait_for_card(kernel, "Approve eta?")
+    kernel.interrupt()
+    kernel.wait(run, timeout=20)
+    assert run.errors[0]["ename"] == "KeyboardInterrupt"
+    kernel.drain(0.3)
+    assert sum("No longer waiting" in str(st.get("value", "")) for st in kernel.widgets.values()) == 2
+    rec = [op["procedures"]["z"] for op in kernel.tactus_ops()
+           if op.get("op") == "update" and "z" in op["procedures"]][-1]
+    assert [e["status"] for e in rec["checkpoints"]] == ["interrupted", "interrupted"]
+    assert {c["status"] for c in rec["children"].values()} == {"cancelled"}
+    again = kernel.submit(code, cell_id="z")  # interrupted children run again and ask again
+    kernel.click(wait_for_card(kernel, "Approve zeta?"))
+    kernel.click(wait_for_card(kernel, "Approve eta?", "Reject"))
+    kernel.wait(again)
+    assert again.status == "ok" and again.stdout.strip().endswith("false")

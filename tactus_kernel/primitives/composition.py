@@ -243,10 +243,13 @@ class CompositionHub:
         child.finished = self._finished
         child.set_status(status)
         run = child.run
-        if run is not None and rt.runs.pop(run.id, None) is not None:
-            # the run never reached end_run (cancelled): close its record and trail
+        if run is not None:
+            # a run that never reached end_run (cancelled, or its cell was
+            # interrupted; then the runtime may have dropped it already):
+            # close its record and trail
+            rt.runs.pop(run.id, None)
             rec = rt.records.lookup(run.key)
-            if rec is not None:
+            if rec is not None and rec.get("status") == "running":
                 rec["status"] = "cancelled"
                 rt.records.touch(run.key)
             trail = run.log.trail
@@ -467,9 +470,6 @@ class CompositionHub:
         """The cell's procedures returned: wait for children still running
         (a spawned child nobody waited for still finishes, and its cards can
         still be answered); say which of them failed."""
-        from ..bdd import registry
-
-        registry(self.runtime).resolve(cell)
         while True:
             live = [c for c in self.children.values() if c.cell is cell and c.task is not None and not c.done]
             if not live:
@@ -481,7 +481,11 @@ class CompositionHub:
                                                   f"waited for: {child.evalue}\n")
 
     def cell_closed(self, cell: CellRun) -> None:
-        """The cell is over (or was interrupted): cancel what still runs."""
+        """The cell is over (or was interrupted): cancel what still runs, and
+        give its specifications([[...]]) to the procedure it declared."""
+        from ..bdd import registry
+
+        registry(self.runtime).resolve(cell)
         for child in list(self.children.values()):
             if child.cell is cell and child.task is not None and not child.task.done():
                 child.task.cancel()
