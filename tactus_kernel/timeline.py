@@ -97,11 +97,13 @@ class Trail:
     """The events of one run of one procedure (hooked to its RunLog)."""
 
     __slots__ = ("calls", "depth", "events", "expected", "group", "group_count", "group_end", "group_last",
-                 "key", "log", "pending", "run_id", "t0", "view")
+                 "key", "label", "log", "pending", "run_id", "t0", "view")
 
     def __init__(self, run: RunState, events: list[dict[str, Any]], view: CellTimeline | None,
                  depth: int = 0, expected: int = 0) -> None:
         self.key = run.key
+        # what the view calls it: a cell's own code (which called a procedure) is "[cell 3]"
+        self.label = f"procedure {run.key}" if run.spec is not None else run.cell.label
         self.run_id = run.id
         self.log = run.log
         self.events = events
@@ -441,7 +443,7 @@ class CellTimeline:
         parts = [
             "<div class='tactus-timeline' style='font-family:var(--jp-code-font-family,monospace);"
             "font-size:12px;border-left:3px solid #d0d7de;padding:2px 8px;margin:2px 0'>",
-            f"<div style='color:{COLORS.get(state, '#57606a')}'>Timeline · procedure {html.escape(str(head['name']))}"
+            f"<div style='color:{COLORS.get(state, '#57606a')}'>Timeline · {html.escape(main.label if main else '?')}"
             f" · {html.escape(LABELS.get(state, state))} · {elapsed:.1f}s</div>",
         ]
         prog = self.progress()
