@@ -26,7 +26,7 @@ import nbformat
 from nbformat.v4 import output_from_msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from kernel_driver import KernelDriver  # noqa: E402
+from kernel_driver import KernelDriver
 
 
 def apply_ops(metadata: dict[str, Any], ops: list[dict[str, Any]]) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import threading
 from typing import Any
 
 import comm
@@ -64,7 +66,8 @@ class TactusKernel(Kernel):
         for target in ("jupyter.widget", "jupyter.widget.control"):
             self.comm_manager.register_target(target, self._widget_target(target))
         self._said_no_extension = False
-        self._extensions: list[Any] = []
+        self._running: asyncio.Task[Any] | None = None
+        self._watch_sigint()
 
     def _widget_target(self, target: str) -> Any:
         """Widget comm targets that import ipywidgets only when a frontend
@@ -148,11 +151,40 @@ class TactusKernel(Kernel):
             )
         return {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
 
+    def _watch_sigint(self) -> None:
+        """See SIGINT even while the main thread is inside Lua.
+
+        Python runs signal handlers only between bytecodes of the main
+        thread, which never happens during a tight Lua loop. The C-level
+        handler does write the signal number to the wakeup fd at once, so a
+        small thread waits on it and stops the cell from outside.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        self._wakeup = (reader, writer)
+
+        def watch() -> None:
+            while True:
+                data = reader.recv(64)
+                if not data:
+                    return
+                task = self._running
+                if signal.SIGINT in data and task is not None:
+                    self.runtime.interrupt()
+                    task.get_loop().call_soon_threadsafe(task.cancel)
+
+        threading.Thread(target=watch, name="tactus-sigint", daemon=True).start()
+
     async def _interruptible(self, work: Any) -> Any:
         """Run `work` so that SIGINT stops it instead of killing the kernel.
 
-        The handler only sets flags: the Lua count hook sees the runtime's
-        flag inside tight loops, and cancelling the task ends any await.
+        The SIGINT watcher arms the Lua threads (tight loops stop at the next
+        instruction) and cancels the task (any await ends). The Python-level
+        handler only replaces ipykernel's, which would raise
+        KeyboardInterrupt at a random point of the event loop.
         """
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(work)
@@ -162,6 +194,7 @@ class TactusKernel(Kernel):
             loop.call_soon_threadsafe(task.cancel)
 
         previous = signal.signal(signal.SIGINT, on_sigint)
+        self._running = task
         try:
             return await task
         except asyncio.CancelledError:
@@ -169,6 +202,7 @@ class TactusKernel(Kernel):
                 raise
             raise CellError.simple("KeyboardInterrupt", "interrupted by the user") from None
         finally:
+            self._running = None
             signal.signal(signal.SIGINT, previous)
 
     def _send_error(self, parent: dict[str, Any], err: CellError) -> None:

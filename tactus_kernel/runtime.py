@@ -30,6 +30,7 @@ from .display import displayable
 from .errors import CellError, tagged
 from .files import FileError, file_op
 from .host import ConsoleHost, Host
+from .interrupts import Interrupter
 from .primitives import register_effects
 from .sandbox import DEFAULT_MAX_MEMORY, HOOK_COUNT, load_prelude, new_lua
 from .schema import FieldSpec, ParamError, parse_fields, validate_outputs, validate_params
@@ -153,13 +154,15 @@ class Runtime:
         }
         bridge["interrupted"] = self._poll_interrupt
         self.K = load_prelude(self.lua, bridge, hook_count)
+        self._interrupter = Interrupter(self.K)
         register_effects(self)
         self._tostring = self.lua.eval("function(v) local ok, s = pcall(tostring, v); return ok and s or '?' end")
 
     # ------------------------------------------------------------------ API
     def interrupt(self) -> None:
-        """Ask running Lua code to stop (safe to call from a signal handler)."""
+        """Stop running Lua code; safe from a signal handler or another thread."""
         self._interrupted = True
+        self._interrupter.arm()
 
     def _poll_interrupt(self) -> bool:
         return self._interrupted
@@ -298,6 +301,9 @@ class Runtime:
     async def _drive(self, thread: int) -> list[Any]:
         """Resume a coroutine until it finishes, answering its effects."""
         send: tuple[Any, ...] = ()
+        self._interrupter.add(thread, self.K.address(thread))
+        if self._interrupted:
+            self._interrupter.arm()
         try:
             while True:
                 try:
@@ -315,6 +321,7 @@ class Runtime:
                     continue
                 send = await self._perform(request)
         finally:
+            self._interrupter.remove(thread)
             self.K.drop(thread)
 
     async def _perform(self, request: Any) -> tuple[Any, ...]:

@@ -58,8 +58,11 @@ def load_prelude(lua: lua54.LuaRuntime, bridge: dict[str, Callable[..., Any]], h
     Lua API table (``K``)."""
     b = lua.table_from(bridge)
     config = lua.table_from({"hook_count": hook_count})
-    # the raw load, taken before the sandbox replaces it; always two results
-    load = lua.eval("function(src, name, mode) local f, e = load(src, name, mode); return f, e end")
+    # the raw load, taken before the sandbox replaces it; always two results.
+    # Captured as an upvalue: the global `load` becomes the cell's version,
+    # which renames chunks that call themselves "[tactus ...]".
+    load = lua.eval("(function(load) return function(src, name, mode) local f, e = load(src, name, mode); "
+                    "return f, e end end)(load)")
     sandbox_chunk, err = load(lua_source("sandbox.lua"), "=[tactus sandbox]", "t")
     if sandbox_chunk is None:
         raise RuntimeError(f"tactus sandbox prelude does not compile: {err}")
@@ -71,4 +74,7 @@ def load_prelude(lua: lua54.LuaRuntime, bridge: dict[str, Callable[..., Any]], h
         if chunk is None:
             raise RuntimeError(f"tactus prelude {name} does not compile: {err}")
         chunk(b, k)
+    # Last, once every module has its globals: give lupa (and Python's own
+    # lua.eval helpers) a globals table of their own; see K.seal_globals.
+    k.seal_globals()
     return k

@@ -6,20 +6,68 @@
 -- `debug.getupvalue` left to reach them.
 local B, config = ...
 
-local type, pairs, select, error, tostring, rawget, rawequal =
-  type, pairs, select, error, tostring, rawget, rawequal
+local type, pairs, select, error, tostring, rawget, rawequal, rawset, next =
+  type, pairs, select, error, tostring, rawget, rawequal, rawset, next
 local setmetatable, getmetatable = setmetatable, getmetatable
 local raw_pcall, raw_xpcall, raw_load = pcall, xpcall, load
 local co_create, co_resume, co_yield, co_status, co_running, co_close =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.status,
   coroutine.running, coroutine.close
-local sethook, traceback, getinfo = debug.sethook, debug.traceback, debug.getinfo
+local sethook, traceback, getinfo, getregistry = debug.sethook, debug.traceback, debug.getinfo, debug.getregistry
+local gethook = debug.gethook
 local find = string.find
 local pack, unpack = table.pack, table.unpack
 local collectgarbage = collectgarbage
 local os_time, os_clock, os_date, os_difftime = os.time, os.clock, os.date, os.difftime
 
 local K = {}          -- the kernel's private API, returned to Python
+local G = _G          -- the cells' globals, even after a cell sets `_G = nil`
+
+------------------------------------------------------------------------------
+-- The bridge. lupa converts a bridge call's arguments and results outside the
+-- Python function's own try/except; when that fails (a string that is not
+-- UTF-8, an integer too big for Lua, a lone surrogate) the Python exception
+-- object itself becomes the Lua error, a userdata `pcall` would hand to cell
+-- code. So every bridge function is called through a guard that turns such an
+-- error into a plain message, raised at the cell's line, and withholds a
+-- result that holds a Python object (any userdata: Lua code cannot make one).
+-- The guards are installed below, once `raise` exists.
+------------------------------------------------------------------------------
+local function holds_python(v, seen)
+  local t = type(v)
+  if t == "userdata" then return true end
+  if t ~= "table" then return false end
+  seen = seen or {}
+  if seen[v] then return false end
+  seen[v] = true
+  for k, x in next, v do
+    if holds_python(k, seen) or holds_python(x, seen) then return true end
+  end
+  return false
+end
+
+-- Python converts a table by walking it as a tree, 100 levels deep: a table
+-- whose subtables are shared (t = {t, t}, sixty times over) is a tree of 2^60
+-- nodes, a walk that never ends and that no interrupt reaches. So a table
+-- handed to Python is first walked here, the same way, within a budget.
+local MAX_NODES = 1000000
+local TOO_BIG = "SandboxError: this table is too large to hand to the kernel (over " .. MAX_NODES ..
+  " entries, a shared subtable counted each time it appears)"
+local function too_big(v)
+  if type(v) ~= "table" then return false end
+  local count = 0
+  local function walk(t, depth)
+    if depth >= 100 then return false end
+    for _, x in next, t do
+      count = count + 1
+      if count > MAX_NODES then return true end
+      if type(x) == "table" and walk(x, depth + 1) then return true end
+    end
+    return false
+  end
+  return walk(v, 0)
+end
+
 local check_interrupt = B.interrupted
 local HOOK_COUNT = config.hook_count
 
@@ -31,10 +79,15 @@ local HOOK_COUNT = config.hook_count
 ------------------------------------------------------------------------------
 local INTERRUPT_MSG = "KeyboardInterrupt: interrupted by the user"
 local interrupted = false
+-- Threads the hook raised in. Lua leaves hooks off in a thread that dies of an
+-- error raised inside a hook, so its pending __close handlers must never run:
+-- closing it could loop for ever with nothing to stop it.
+local KILLED = setmetatable({}, {__mode = "k"})
 
 local function hook()
   if interrupted or check_interrupt() then
     interrupted = true
+    KILLED[co_running()] = true
     error(INTERRUPT_MSG, 0)
   end
 end
@@ -79,9 +132,45 @@ local function raise(msg)
 end
 K.raise = raise
 
+local function guard_bridge(f)
+  return function(...)
+    for i = 1, select("#", ...) do
+      if too_big((select(i, ...))) then raise(TOO_BIG) end
+    end
+    -- While Python runs (holding the GIL), it may run a cell's metamethods
+    -- (__tostring, __index) on this thread: a thread running unhooked could
+    -- then loop with no way for an interrupt (a signal watcher thread) to
+    -- get in. So the thread polls for the interrupt during the call.
+    local co = co_running()
+    local unhooked = gethook(co) == nil
+    if unhooked then sethook(co, hook, "", HOOK_COUNT) end
+    local r = pack(raw_pcall(f, ...))
+    if unhooked and select(3, gethook(co)) == HOOK_COUNT then
+      sethook(co, hook, "", 0)
+      if check_interrupt() then sethook(co, hook, "", 1) end  -- armed meanwhile
+    end
+    if not r[1] then
+      local e = r[2]
+      if type(e) ~= "string" then
+        local ok, s = raw_pcall(tostring, e)
+        e = ok and type(s) == "string" and s or "(no message)"
+      end
+      raise("SandboxError: a value could not be passed between Lua and the kernel: " .. e)
+    end
+    for i = 2, r.n do
+      if holds_python(r[i]) then
+        raise("SandboxError: internal error: the kernel returned a Python object; it was withheld")
+      end
+    end
+    return unpack(r, 2, r.n)
+  end
+end
+for name, f in next, B do B[name] = guard_bridge(f) end
+
 -- Yield `req` to the driver and return its answer, or raise its error.
 local function perform(req)
-  req[EFFECT] = true
+  if too_big(req) then raise(TOO_BIG) end
+  rawset(req, EFFECT, true)  -- raw: a __newindex of a cell's table must not see the private key
   local r = pack(co_yield(req))
   if not r[1] then raise(r[2]) end
   return unpack(r, 2, r.n)
@@ -118,8 +207,18 @@ K.current_ctx, K.set_ctx, K.ROOT_CTX = current_ctx, set_ctx, ROOT_CTX
 local THREADS = {}
 local next_thread = 0
 
+-- Driver threads (cells, procedures, agent tools) run with hooks OFF: in
+-- Lua 5.4 any count hook makes the VM trap on every instruction, halving
+-- its speed. The hook function is registered for the thread (mask 0), and
+-- Python arms it from another thread with lua_sethook only when an interrupt
+-- arrives (see interrupts.py), as lua.c does from its SIGINT handler.
+local function register(co)
+  sethook(co, hook, "", 0)
+  return co
+end
+
 function K.start(fn, ctx)
-  local co = arm(co_create(fn))
+  local co = register(co_create(fn))
   CTX[co] = ctx or ROOT_CTX
   next_thread = next_thread + 1
   THREADS[next_thread] = co
@@ -128,17 +227,31 @@ end
 
 local function describe_error(co, err)
   if type(err) == "table" and rawget(err, "__tactus_error") then
-    return rawget(err, "message"), rawget(err, "traceback"), rawget(err, "ename")
+    -- a cell can forge this table: hand Python strings only (or nil)
+    local function str(v)
+      if v == nil or type(v) == "string" then return v end
+      local ok, s = raw_pcall(tostring, v)
+      return ok and type(s) == "string" and s or "(error object without a message)"
+    end
+    return str(rawget(err, "message")) or "(error object without a message)",
+      str(rawget(err, "traceback")), str(rawget(err, "ename"))
   end
   local ok, msg = raw_pcall(tostring, err)
-  if not ok then msg = "(error object without a message)" end
+  if not ok or type(msg) ~= "string" then msg = "(error object without a message)" end
   local tb_ok, tb = raw_pcall(traceback, co, msg)
   return msg, tb_ok and tb or msg, nil
 end
 
-function K.step(id, ...)
+local WITHHELD = "SandboxError: internal error: an effect answered with a Python object; it was withheld"
+
+local function step(id, ...)
   local co = THREADS[id]
-  local r = pack(co_resume(co, ...))
+  local answer = pack(...)
+  -- answers come from Python effect handlers: a Python object never goes on
+  for i = 1, answer.n do
+    if holds_python(answer[i]) then answer = pack(false, WITHHELD); break end
+  end
+  local r = pack(co_resume(co, unpack(answer, 1, answer.n)))
   if not r[1] then
     THREADS[id] = nil
     local msg, tb, ename = describe_error(co, r[2])
@@ -146,6 +259,9 @@ function K.step(id, ...)
   end
   if co_status(co) == "dead" then
     THREADS[id] = nil
+    for i = 2, r.n do  -- Python shows them: see too_big
+      if too_big(r[i]) then return "error", TOO_BIG, nil, nil end
+    end
     r[1] = r.n - 1
     return "done", pack(unpack(r, 2, r.n))
   end
@@ -157,10 +273,34 @@ function K.step(id, ...)
   return "yield", req
 end
 
+-- Out of memory right after the thread stopped (a deep recursion's stack
+-- still holds most of it), even packing its results fails: then let the
+-- thread go, collect, and report the error, allocating nothing before that.
+function K.step(id, ...)
+  local ok, a, b, c, d = raw_pcall(step, id, ...)
+  if ok then return a, b, c, d end
+  THREADS[id] = nil
+  collectgarbage("collect")
+  return "error", type(a) == "string" and a or "not enough memory", nil, nil
+end
+
+-- The lua_State address of a driver thread ("thread: 0x..." is its pointer).
+function K.address(id)
+  return tostring(THREADS[id])
+end
+
+-- A thread with an active count hook, so Python can read (lua_gethook) the
+-- debug library's C hook function to arm threads with later.
+local probe = co_create(function() end)
+function K.hook_probe(on)
+  if on then sethook(probe, hook, "", HOOK_COUNT) else sethook(probe) end
+  return tostring(probe)
+end
+
 function K.drop(id)
   local co = THREADS[id]
   THREADS[id] = nil
-  if co then raw_pcall(co_close, co) end
+  if co and not KILLED[co] then raw_pcall(co_close, co) end
 end
 
 -- Wrap an error raised inside a procedure body so its traceback survives the
@@ -177,7 +317,7 @@ end
 -- Compiling cells: text chunks only, in the sandbox's global table.
 ------------------------------------------------------------------------------
 function K.compile(code, chunkname)
-  local fn, err = raw_load(code, chunkname, "t", _G)
+  local fn, err = raw_load(code, chunkname, "t", G)
   return fn, err
 end
 
@@ -185,14 +325,43 @@ end
 -- What cell code sees in place of the dangerous originals.
 ------------------------------------------------------------------------------
 function pcall(f, ...) return after_protected(raw_pcall(f, ...)) end
-function xpcall(f, handler, ...) return after_protected(raw_xpcall(f, handler, ...)) end
+function xpcall(f, handler, ...)
+  if type(handler) ~= "function" then return after_protected(raw_xpcall(f, handler, ...)) end
+  -- The interrupt is raised from inside the count hook, and Lua runs the
+  -- message handler of that error with hooks off: a loop in a cell's handler
+  -- could then never be stopped. So the handler is skipped for it.
+  return after_protected(raw_xpcall(f, function(e)
+    if interrupted then return e end
+    return handler(e)
+  end, ...))
+end
 
 function load(chunk, chunkname, mode, env)
   if mode ~= nil and mode ~= "t" then
     return nil, "load: only text chunks are allowed in the Tactus sandbox (mode 't')"
   end
-  if env == nil then env = _G end
+  if env == nil then env = G end
+  -- frames of chunks named "[tactus ...]" are the kernel's (the main-thread
+  -- hook below never interrupts them): a cell's chunk may not take that name
+  if type(chunkname) == "string" and find(chunkname, "^[=@]?%[tactus") then
+    chunkname = "=[load] " .. chunkname
+  end
+  if type(chunk) == "function" then
+    -- load catches the errors of a reader function, the interrupt's included
+    return after_protected(raw_load(chunk, chunkname, "t", env))
+  end
   return raw_load(chunk, chunkname, "t", env)
+end
+
+-- Finalizers run with debug hooks off (Lua's collector calls them so), so a
+-- loop in a __gc could never be interrupted: a cell may not set one. Lua marks
+-- an object for finalization only if __gc is present when setmetatable is
+-- called, so adding the field later has no effect.
+_G.setmetatable = function(t, mt)  -- `setmetatable` alone is the raw local here
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("setmetatable: __gc metamethods are not allowed in the Tactus sandbox", 2)
+  end
+  return setmetatable(t, mt)
 end
 
 local safe_gc = {collect = true, count = true, step = true, isrunning = true}
@@ -213,6 +382,11 @@ function user_coroutine.create(f)
 end
 function user_coroutine.resume(co, ...)
   return after_protected(resume_passing(co, ...))
+end
+function user_coroutine.close(co)
+  if KILLED[co] then return false, INTERRUPT_MSG end  -- see KILLED
+  -- close returns the error of a __close handler, the interrupt's included
+  return after_protected(co_close(co))
 end
 function user_coroutine.wrap(f)
   local co = user_coroutine.create(f)
@@ -237,6 +411,40 @@ _G.string = user_string
 
 for _, name in ipairs({"io", "debug", "package", "require", "dofile", "loadfile", "python", "warn"}) do
   _G[name] = nil
+end
+
+------------------------------------------------------------------------------
+-- Python also runs Lua code on the main thread, outside any cell coroutine:
+-- a cell's __tostring, __pairs or __index metamethods while its values are
+-- reported, shown or completed. Arm that thread too, so a loop there can be
+-- interrupted. The kernel's own frames are never interrupted on it, so a
+-- kernel call made by Python cannot stop half-way (see load: a cell's chunk
+-- cannot borrow the "[tactus" name).
+------------------------------------------------------------------------------
+sethook(function()
+  local info = getinfo(2, "S")
+  if info and find(info.source, "^=%[tactus") then return end
+  hook()
+end, "", HOOK_COUNT)
+
+------------------------------------------------------------------------------
+-- Globals as lupa sees them. Before each call from Python, lupa reads the
+-- global `debug` (for debug.traceback) outside any protected call: a cell
+-- giving _G an __index that raises (the common "strict globals" idiom) then
+-- aborted the whole process, and a cell's own `debug.traceback` became the
+-- error handler of the kernel's calls. Python's lua.eval helpers also read
+-- `tostring`, `pcall` and `collectgarbage` as globals, which a cell may
+-- replace. So, once every module is loaded (sandbox.py calls this), the
+-- registry's globals table, used by lupa and lua.eval, becomes the kernel's
+-- own: those names are pinned in it, every other name reads and writes
+-- through to the cells' _G.
+------------------------------------------------------------------------------
+function K.seal_globals()
+  local cells_G = G
+  getregistry()[2] = setmetatable({  -- [2] is LUA_RIDX_GLOBALS
+    debug = false,                    -- lupa then calls with no handler, as before
+    tostring = tostring, pcall = raw_pcall, collectgarbage = collectgarbage,
+  }, {__index = cells_G, __newindex = cells_G})
 end
 
 return K
