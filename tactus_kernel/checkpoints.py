@@ -10,33 +10,39 @@ is the one place where a person may have edited the JSON by hand.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 
 
-class CheckpointEntry(BaseModel):
-    """One recorded call. Extra fields (``request``, ``message``, ...) are kept."""
+@functools.cache
+def _metadata_model() -> Any:
+    """The pydantic model of a ``metadata.tactus`` block, built on first use
+    (pydantic costs start-up time a kernel that is never sent metadata need
+    not pay)."""
+    from pydantic import BaseModel, ConfigDict, Field
 
-    model_config = ConfigDict(extra="allow")
-    kind: str
-    name: str
-    value: Any = None
-    at: str
+    class CheckpointEntry(BaseModel):
+        """One recorded call. Extra fields (``request``, ``message``, ...) are kept."""
 
+        model_config = ConfigDict(extra="allow")
+        kind: str
+        name: str
+        value: Any = None
+        at: str
 
-class ProcedureRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    checkpoints: list[CheckpointEntry] = Field(default_factory=list)
+    class ProcedureRecord(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        checkpoints: list[CheckpointEntry] = Field(default_factory=list)
 
+    class TactusMetadata(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        version: Literal[1]
+        procedures: dict[str, ProcedureRecord] = Field(default_factory=dict)
 
-class TactusMetadata(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    version: Literal[1]
-    procedures: dict[str, ProcedureRecord] = Field(default_factory=dict)
+    return TactusMetadata
 
 
 class MetadataError(ValueError):
@@ -56,8 +62,10 @@ def parse_metadata(data: Any) -> dict[str, dict[str, Any]]:
     """
     if data is None:
         return {}
+    from pydantic import ValidationError
+
     try:
-        parsed = TactusMetadata.model_validate(data)
+        parsed = _metadata_model().model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "metadata.tactus." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "metadata.tactus"

@@ -35,6 +35,10 @@ _POSITION = re.compile(r"^(?:\[[^\]]*\]:\d+: )*")
 _NAMED = re.compile(r"^(?:\[[^\]]*\]:\d+: )*([A-Z][A-Za-z]*(?:Error|Interrupt|Answer|Timeout)): ")
 
 
+class ParamError(ValueError):
+    """A param or an output does not match its declaration."""
+
+
 @dataclass
 class CellError(Exception):
     """A cell failed; ename/evalue/traceback as Jupyter's error output wants them."""

@@ -19,7 +19,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lupa import lua54
 
@@ -27,13 +27,15 @@ from . import errors
 from .checkpoints import DivergenceError, Records, RunLog
 from .convert import NotRecordable, to_json, to_lua, to_plain
 from .display import displayable
-from .errors import CellError, tagged
+from .errors import CellError, ParamError, tagged
 from .files import FileError, file_op
 from .host import ConsoleHost, Host
 from .interrupts import Interrupter
 from .primitives import register_effects
 from .sandbox import DEFAULT_MAX_MEMORY, HOOK_COUNT, load_prelude, new_lua
-from .schema import FieldSpec, ParamError, parse_fields, validate_outputs, validate_params
+
+if TYPE_CHECKING:
+    from .schema import FieldSpec
 
 EffectHandler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
 
@@ -378,6 +380,8 @@ class Runtime:
 
     @_bridge
     def _b_declare(self, config: Any) -> str:
+        from .schema import parse_fields  # pydantic, loaded by the first declaration
+
         plain = to_plain(config) if config is not None else {}
         if not isinstance(plain, dict):
             plain = {}
@@ -407,6 +411,8 @@ class Runtime:
     def _b_begin_run(self, key: str, given: Any, parent_run: Any, record_key: str | None = None) -> tuple[int, Any]:
         """Start a run of procedure `key`; `record_key` (given for a child
         procedure, see primitives/composition.py) is where its record lives."""
+        from .schema import validate_params
+
         spec = self.procedures.get(key)
         if spec is None:
             raise BridgeError(f"ProcedureError: unknown procedure '{key}'")
@@ -430,6 +436,8 @@ class Runtime:
 
     @_bridge
     def _b_end_run(self, run_id: int, ok: bool, result: Any) -> Any:
+        from .schema import validate_outputs
+
         run = self.runs.pop(run_id)
         rec = self.records.record(run.key)
         self.records.touch(run.key)

@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .errors import ParamError
+
+__all__ = ["FieldSpec", "ParamError", "check_field", "parse_fields", "validate_outputs", "validate_params"]
+
 FieldType = Literal["string", "number", "integer", "boolean", "array", "object", "any"]
-
-
-class ParamError(ValueError):
-    """A param or an output does not match its declaration."""
 
 
 class FieldSpec(BaseModel):

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..convert import to_plain
-from ..schema import ParamError
+from ..errors import ParamError
 
 if TYPE_CHECKING:
     from ..agents.service import AgentService

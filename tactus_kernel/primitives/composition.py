@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import DivergenceError, now_iso
 from ..convert import NotRecordable, to_json, to_lua
-from ..errors import CellError, tagged
-from ..schema import ParamError, validate_params
+from ..errors import CellError, ParamError, tagged
 from ..timeline import Timeline, Trail
 
 if TYPE_CHECKING:
@@ -134,6 +133,8 @@ class CompositionHub:
             given_py = {}
         if not isinstance(given_py, dict):
             raise _bridge_error(tagged("ParamError", f"procedure '{name}': params must be a table of name = value"))
+        from ..schema import validate_params  # pydantic, loaded by the first declaration
+
         try:
             validated = validate_params(f"procedure '{name}'", spec.params, given_py)
         except ParamError as exc:
