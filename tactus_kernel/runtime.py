@@ -103,6 +103,9 @@ def _bridge(method: Callable[..., Any]) -> Callable[..., Any]:
             return False, tagged("SandboxError", str(exc))
         except lua54.LuaMemoryError:
             return False, "not enough memory"
+        except UnicodeDecodeError:
+            return False, tagged("NotRecordableError", f"{method.__name__.removeprefix('_b_')}: a string in the value "
+                                 "is not valid UTF-8 text (decode binary data before recording it)")
         except Exception as exc:  # noqa: BLE001 - reported to the cell, never raised into Lua
             return False, f"internal error in {method.__name__}: {type(exc).__name__}: {exc}"
         if result is None:
@@ -232,11 +235,11 @@ class Runtime:
             ctx = self.K.cell_ctx(top.id, cell.key)
             values = await self._drive(self.K.start(fn, ctx))
             cell.collecting = False
-            shown = [displayable(v, self._tostring) for v in values if not self.K.is_handle(v)]
+            shown = [self.show(v) for v in values if not self.K.is_handle(v)]
             for proc_key in cell.declared:
                 out = await self._drive(self.K.start(self.K.procedure_main(proc_key), ctx))
                 if not shown and out and out[0] is not None:
-                    shown = [displayable(out[0], self._tostring)]
+                    shown = [self.show(out[0])]
             for observer in self.run_observers:
                 await observer.cell_settling(cell)  # spawned procedures nobody waited for
             for log in cell.logs.values():
@@ -268,7 +271,7 @@ class Runtime:
                 await observer.cell_settling(cell)
             for log in cell.logs.values():
                 log.finish()
-            return displayable(out[0], self._tostring) if out else None
+            return self.show(out[0]) if out else None
         finally:
             for observer in self.run_observers:
                 observer.cell_closed(cell)
@@ -284,6 +287,16 @@ class Runtime:
         """Names reachable at a dotted path of globals (for completion)."""
         names = self.K.fields(path)
         return [str(n) for n in names.values()] if names is not None else []
+
+    def show(self, value: Any) -> Any:
+        """A Lua value as Python data for display; text that is not UTF-8
+        shows with U+FFFD (from a sanitised copy) rather than failing.
+        Call it outside coroutines: lupa 2.8 indexes Lua tables wrongly from
+        Python code that a coroutine called."""
+        try:
+            return displayable(value, self._tostring)
+        except UnicodeDecodeError:
+            return displayable(self.K.safe_copy(value), self._tostring)
 
     def describe(self, path: str) -> str:
         return str(self.K.describe(path))
@@ -314,7 +327,11 @@ class Runtime:
                     raise self._memory_error() from None
                 if status == "done":
                     packed = rest[0]
-                    return [packed[i] for i in range(1, int(packed["n"]) + 1)]
+                    try:
+                        return [packed[i] for i in range(1, int(packed["n"]) + 1)]
+                    except UnicodeDecodeError:  # text that is not UTF-8: show it with U+FFFD
+                        packed = self.K.safe_copy(packed)
+                        return [packed[i] for i in range(1, int(packed["n"]) + 1)]
                 if status == "error":
                     raise self._lua_error(*rest)
                 request = rest[0]
@@ -375,7 +392,11 @@ class Runtime:
     def _b_log(self, level: str, message: str, context: Any) -> None:
         line = f"[{level.upper()}] {message}"
         if context is not None:
-            line += " " + json.dumps(displayable(context, self._tostring), ensure_ascii=False, default=str)
+            try:
+                shown = json.dumps(displayable(context, self._tostring), ensure_ascii=False, default=str)
+            except UnicodeDecodeError:
+                shown = "(a context holding text that is not UTF-8)"
+            line += " " + shown
         self.host.write("stderr" if level in ("warn", "error") else "stdout", line + "\n")
 
     @_bridge

@@ -39,17 +39,50 @@ K.new_ctx = new_ctx
 -- Output
 ------------------------------------------------------------------------------
 local write = B.write
+-- Text that is not valid UTF-8 cannot reach a notebook: show each bad byte
+-- as U+FFFD instead of failing the print.
+local utf8_len, utf8_char, byte, sub = utf8.len, utf8.char, string.byte, string.sub
+local REPLACEMENT = utf8_char(0xFFFD)
+local function printable(s)
+  if utf8_len(s) then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local ok_to, bad = utf8_len(s, i)
+    if ok_to then out[#out + 1] = sub(s, i); break end
+    out[#out + 1] = sub(s, i, bad - 1)
+    out[#out + 1] = REPLACEMENT
+    i = bad + 1
+  end
+  return concat(out)
+end
+K.printable = printable
+
+-- A copy of `v` whose strings (keys included) are all valid UTF-8, for
+-- showing a value Python could not decode. Depth-limited, cycle-safe.
+local function safe_copy(v, depth, seen)
+  local t = type(v)
+  if t == "string" then return printable(v) end
+  if t ~= "table" then return v end
+  depth, seen = depth or 0, seen or {}
+  if depth > 20 or seen[v] then return tostring(v) end
+  seen[v] = true
+  local out = {}
+  for k, x in next, v do out[safe_copy(k, depth + 1, seen)] = safe_copy(x, depth + 1, seen) end
+  return out
+end
+K.safe_copy = safe_copy
+
 function print(...)
   local n = select("#", ...)
   local parts = {}
   for i = 1, n do parts[i] = tostring((select(i, ...))) end
-  write("stdout", concat(parts, "\t") .. "\n")
+  write("stdout", printable(concat(parts, "\t") .. "\n"))
 end
 
 Log = {}
 for _, level in ipairs({"debug", "info", "warn", "error"}) do
   Log[level] = function(message, context)
-    bcall(B.log, level, tostring(message), context)
+    bcall(B.log, level, printable(tostring(message)), context)
   end
 end
 
@@ -346,7 +379,7 @@ function K.fields(path)
   local t = at_path(path)
   if type(t) ~= "table" then return nil end
   local names = {}
-  for k in pairs(t) do
+  for k in next, t do  -- next, not pairs: completion must not run a cell's __pairs
     if type(k) == "string" then names[#names + 1] = k end
   end
   sort(names)
