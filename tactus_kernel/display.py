@@ -28,7 +28,7 @@ def displayable(value: Any, tostring: Callable[[Any], str], depth: int = 0) -> A
     if kind == "table":
         if depth >= MAX_DEPTH:
             return LuaOpaque("{...}")
-        items = list(value.items())
+        items = list(value.items())  # UnicodeDecodeError for text that is not UTF-8: see Runtime.show
         keys = [k for k, _ in items]
         if items and all(isinstance(k, int) and not isinstance(k, bool) for k in keys) and sorted(keys) == list(
             range(1, len(keys) + 1)
