@@ -135,8 +135,8 @@ class KernelDriver:
             self.drain(0.02)
 
     # --------------------------------------------------------------- comms
-    def send_comm(self, msg_type: str, content: dict[str, Any]) -> None:
-        self.kc.shell_channel.send(self.kc.session.msg(msg_type, content))
+    def send_comm(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        self.kc.shell_channel.send(self.kc.session.msg(msg_type, content, metadata=metadata))
 
     def open_tactus(self, metadata: dict[str, Any] | None, **options: Any) -> str:
         """Open the ``tactus`` comm as the lab extension does."""

@@ -281,3 +281,29 @@ def test_batch_mode_uses_recorded_and_supplied_answers(kernel):
     run = kernel.execute(code, cell_id="b")
     assert run.status == "ok", run.errors
     assert run.result == '{ok = true, who = "Ada"}'
+
+
+def test_waiting_cards_can_be_restored_after_a_page_reload(live):
+    """A reloaded page asks the kernel for every widget's state on the
+    jupyter.widget.control comm (what JupyterLab's widget manager does)."""
+    import uuid
+
+    run = ask(live, APPROVE)
+    control = uuid.uuid4().hex
+    live.send_comm("comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
+                   metadata={"version": "1.0.0"})  # the widget control protocol, as JupyterLab sends it
+    live.send_comm("comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
+
+    def states():
+        for m in live.comm_msgs:
+            data = m["content"].get("data", {})
+            if m["content"].get("comm_id") == control and data.get("method") == "update_states":
+                return data["states"]
+        return None
+
+    live.wait_until(lambda: states() is not None)
+    buttons = {s["state"].get("description") for s in states().values() if s["model_name"] == "ButtonModel"}
+    assert {"Approve", "Reject"} <= buttons
+    live.click(live.button("Approve"))
+    live.wait(run)
+    assert run.status == "ok"
