@@ -9,8 +9,8 @@ is the one place where a person may have edited the JSON by hand.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
+import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -49,9 +49,20 @@ class MetadataError(ValueError):
     """The notebook's ``metadata.tactus`` block cannot be used."""
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def now_iso() -> str:
-    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-22T10:42:07.123Z``."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-22T10:42:07.123Z``.
+
+    Every checkpoint gets one, so the seconds part is formatted once per
+    second (datetime.isoformat costs more than the rest of a step)."""
+    t = time.time()
+    whole = int(t)
+    if whole != _second[0]:
+        _second[0] = whole
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((t - whole) * 1000):03d}Z"
 
 
 def parse_metadata(data: Any) -> dict[str, dict[str, Any]]:

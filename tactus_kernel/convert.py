@@ -35,15 +35,19 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+_SCALARS = (str, int, bool, type(None))
+
+
 def to_json(value: Any, path: str = "value", depth: int = 0) -> JSON:
     """Convert a Lua value to JSON-shaped Python, or raise NotRecordable."""
-    if value is None or isinstance(value, (bool, int, str)):
+    kind = type(value)
+    if kind in _SCALARS:
         return value
-    if isinstance(value, float):
+    if kind is float:
         if math.isnan(value) or math.isinf(value):
             raise NotRecordable(path, f"{value} (JSON has no NaN or infinity)")
         return value
-    if isinstance(value, bytes):
+    if kind is bytes:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
@@ -55,25 +59,21 @@ def to_json(value: Any, path: str = "value", depth: int = 0) -> JSON:
     items = list(value.items())
     if not items:
         return {}
-    keys = [k for k, _ in items]
-    if all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
-        n = len(keys)
-        if sorted(keys) == list(range(1, n + 1)):
-            ordered = sorted(items, key=lambda kv: kv[0])
-            return [to_json(v, f"{path}[{k}]", depth + 1) for k, v in ordered]
+    key_types = {type(k) for k, _ in items}
+    if key_types == {int}:
+        items.sort(key=lambda kv: kv[0])
+        if items[0][0] == 1 and items[-1][0] == len(items):
+            return [to_json(v, f"{path}[{k}]", depth + 1) for k, v in items]
         raise NotRecordable(path, "a table with integer keys that are not 1..n (a sparse array)")
-    out: dict[str, Any] = {}
+    if key_types != {str}:
+        for k, _ in items:
+            if not isinstance(k, (str, bytes)):
+                raise NotRecordable(path, f"a table mixing string keys with a {_describe(k)} key ({k!r})")
+        items = [(k.decode("utf-8", "replace") if isinstance(k, bytes) else k, v) for k, v in items]
     # Lua's table order is arbitrary; sorted keys keep records (and their
     # diffs in a pull request) stable from one run to the next.
-    items.sort(key=lambda kv: str(kv[0]))
-    for k, v in items:
-        if not isinstance(k, str):
-            if isinstance(k, bytes):
-                k = k.decode("utf-8", "replace")
-            else:
-                raise NotRecordable(path, f"a table mixing string keys with a {_describe(k)} key ({k!r})")
-        out[k] = to_json(v, f"{path}.{k}", depth + 1)
-    return out
+    items.sort(key=lambda kv: kv[0])
+    return {k: to_json(v, f"{path}.{k}", depth + 1) for k, v in items}
 
 
 def to_plain(value: Any, depth: int = 0) -> Any:
