@@ -138,32 +138,37 @@ K.raise = raise
 -- Python-object checks below (a replayed step costs a few microseconds).
 local LIGHT = {replay = true, record = true, checkpoint = true}
 
-local function light_result(ok, ...)
-  if not ok then
-    local e = ...
-    if type(e) ~= "string" then
-      local tok, s = raw_pcall(tostring, e)
-      e = tok and type(s) == "string" and s or "(no message)"
-    end
-    raise("SandboxError: a value could not be passed between Lua and the kernel: " .. e)
+-- A bridge call failed outside the Python function's own try/except (lupa
+-- converting an argument or result): raise its message, never the object.
+local function bridge_failed(e)
+  if type(e) ~= "string" then
+    local ok, s = raw_pcall(tostring, e)
+    e = ok and type(s) == "string" and s or "(no message)"
   end
+  raise("SandboxError: a value could not be passed between Lua and the kernel: " .. e)
+end
+
+local function check_sizes(...)
+  for i = 1, select("#", ...) do
+    if too_big((select(i, ...))) then raise(TOO_BIG) end
+  end
+end
+
+local function light_result(ok, ...)
+  if not ok then bridge_failed((...)) end
   return ...
 end
 
 local function light_bridge(f)
   return function(...)
-    for i = 1, select("#", ...) do
-      if too_big((select(i, ...))) then raise(TOO_BIG) end
-    end
+    check_sizes(...)
     return light_result(raw_pcall(f, ...))
   end
 end
 
 local function guard_bridge(f)
   return function(...)
-    for i = 1, select("#", ...) do
-      if too_big((select(i, ...))) then raise(TOO_BIG) end
-    end
+    check_sizes(...)
     -- While Python runs (holding the GIL), it may run a cell's metamethods
     -- (__tostring, __index) on this thread: a thread running unhooked could
     -- then loop with no way for an interrupt (a signal watcher thread) to
@@ -176,14 +181,7 @@ local function guard_bridge(f)
       sethook(co, hook, "", 0)
       if check_interrupt() then sethook(co, hook, "", 1) end  -- armed meanwhile
     end
-    if not r[1] then
-      local e = r[2]
-      if type(e) ~= "string" then
-        local ok, s = raw_pcall(tostring, e)
-        e = ok and type(s) == "string" and s or "(no message)"
-      end
-      raise("SandboxError: a value could not be passed between Lua and the kernel: " .. e)
-    end
+    if not r[1] then bridge_failed(r[2]) end
     for i = 2, r.n do
       if holds_python(r[i]) then
         raise("SandboxError: internal error: the kernel returned a Python object; it was withheld")
