@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -230,4 +231,11 @@ class TactusKernel(Kernel):
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.channel.flush()
+        # After this reply ipykernel flushes sys.stdout/stderr on the control
+        # thread while the main thread may already have stopped the IOPub
+        # thread; each flush then waits its full timeout for a thread that is
+        # gone (seen: 2.6 s exits). This kernel writes nothing there.
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "flush_timeout"):
+                stream.flush_timeout = 0.1
         return {"status": "ok", "restart": restart}
