@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import comm
 from ipykernel.comm.comm import BaseComm
@@ -23,11 +23,13 @@ from ipykernel.comm.manager import CommManager
 from ipykernel.kernelbase import Kernel
 
 from . import __version__, completion, magics
+from .checkpoints import Records
 from .display import bundle
 from .errors import CellError
 from .notebook_host import NotebookHost, RecordsChannel
-from .runtime import Runtime, source_key
-from .sandbox import DEFAULT_MAX_MEMORY
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 
 def _create_comm(*args: Any, **kwargs: Any) -> BaseComm:
@@ -59,9 +61,9 @@ class TactusKernel(Kernel):
         comm.get_comm_manager = lambda: self.comm_manager
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
             self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
-        max_memory = int(os.environ.get("TACTUS_MAX_MEMORY", DEFAULT_MAX_MEMORY)) or None
-        self.runtime = Runtime(root=os.getcwd(), max_memory=max_memory)
-        self.channel = RecordsChannel(self.runtime.records)
+        self._runtime: Runtime | None = None
+        self.records = Records()
+        self.channel = RecordsChannel(self.records)
         self.channel.on_open.append(self._apply_client_options)
         self.comm_manager.register_target(RecordsChannel.TARGET, self.channel.open)
         for target in ("jupyter.widget", "jupyter.widget.control"):
@@ -69,6 +71,19 @@ class TactusKernel(Kernel):
         self._said_no_extension = False
         self._running: asyncio.Task[Any] | None = None
         self._watch_sigint()
+
+    @property
+    def runtime(self) -> Runtime:
+        """The Lua runtime, built on first use (the first cell, completion or
+        comm), so the kernel answers kernel_info without paying for lupa,
+        the sandbox preludes and the primitives."""
+        if self._runtime is None:
+            from .runtime import Runtime
+            from .sandbox import DEFAULT_MAX_MEMORY
+
+            max_memory = int(os.environ.get("TACTUS_MAX_MEMORY", DEFAULT_MAX_MEMORY)) or None
+            self._runtime = Runtime(root=os.getcwd(), max_memory=max_memory, records=self.records)
+        return self._runtime
 
     def _widget_target(self, target: str) -> Any:
         """Widget comm targets that import ipywidgets only when a frontend
@@ -111,6 +126,8 @@ class TactusKernel(Kernel):
         host = NotebookHost(self, parent, self.channel)
         self.runtime.host = host
         label = f"[cell {self.execution_count}]"
+        from .runtime import source_key  # loaded with the runtime, above
+
         key = cell_id or (cell_meta or {}).get("cellId") or source_key(code)
         if self.channel.warning:
             host.write("stderr", self.channel.warning + "\n")

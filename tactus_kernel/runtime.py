@@ -127,6 +127,7 @@ class Runtime:
         max_memory: int | None = DEFAULT_MAX_MEMORY,
         hook_count: int = HOOK_COUNT,
         allow_divergence: bool = False,
+        records: Records | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.host: Host = host or ConsoleHost()
@@ -139,7 +140,7 @@ class Runtime:
         # Params given from outside (``tactus-kernel replay -P``) for procedures
         # run by their own cell: {procedure: {param: value}}.
         self.param_overrides: dict[str, dict[str, Any]] = {}
-        self.records = Records()
+        self.records = records if records is not None else Records()
         self.procedures: dict[str, ProcedureSpec] = {}
         self.effects: dict[str, EffectHandler] = {}
         self.runs: dict[int, RunState] = {}
