@@ -28,6 +28,7 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.test import TestModel
 
+from tactus_kernel.host import NullHost
 from tactus_kernel.runtime import Runtime
 
 CELL = """
@@ -39,17 +40,6 @@ end)
 """
 
 
-class NullHost:
-    """Discards output, so the host's cost is not measured (only the kernel's)."""
-
-    def write(self, stream: str, text: str) -> None:
-        pass
-
-    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
-        pass
-
-    def records_changed(self) -> None:
-        pass
 
 
 def kernel_turns(n: int, quiet: bool = False) -> float:

@@ -21,6 +21,19 @@ class Host(Protocol):
         """Checkpoints changed; a frontend may want an (batched) update."""
 
 
+class NullHost:
+    """A host that discards everything (benchmarks, tests about other things)."""
+
+    def write(self, stream: str, text: str) -> None:
+        pass
+
+    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        pass
+
+    def records_changed(self) -> None:
+        pass
+
+
 class ConsoleHost:
     """A host for plain Python use (tests, scripts): prints to the console."""
 

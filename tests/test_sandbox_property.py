@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tactus_kernel.errors import CellError
+from tactus_kernel.host import NullHost
 from tactus_kernel.runtime import BridgeError, Runtime
 
 GLOBALS = [
@@ -135,17 +136,6 @@ end)()
 """
 
 
-class QuietHost:
-    """Output is not what this test looks at."""
-
-    def write(self, stream: str, text: str) -> None:
-        pass
-
-    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
-        pass
-
-    def records_changed(self) -> None:
-        pass
 
 
 class Fuzz:
@@ -158,7 +148,7 @@ class Fuzz:
         self.outside = base / "outside"
         self.outside.mkdir()
         (self.outside / "secret.txt").write_text("top secret", "utf-8")
-        self.runtime = Runtime(root=self.root, host=QuietHost(), max_memory=64 * 2**20)
+        self.runtime = Runtime(root=self.root, host=NullHost()  # output is not what this test looks at, max_memory=64 * 2**20)
 
         async def refuse(runtime: Runtime, run: Any, request: Any) -> tuple[Any, ...]:
             raise BridgeError("SandboxError: effects are switched off in this test")
