@@ -148,7 +148,8 @@ class Fuzz:
         self.outside = base / "outside"
         self.outside.mkdir()
         (self.outside / "secret.txt").write_text("top secret", "utf-8")
-        self.runtime = Runtime(root=self.root, host=NullHost()  # output is not what this test looks at, max_memory=64 * 2**20)
+        # output is not what this test looks at
+        self.runtime = Runtime(root=self.root, host=NullHost(), max_memory=64 * 2**20)
 
         async def refuse(runtime: Runtime, run: Any, request: Any) -> tuple[Any, ...]:
             raise BridgeError("SandboxError: effects are switched off in this test")
