@@ -13,10 +13,11 @@ This module is independent of Jupyter; the kernel is a :class:`Host`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,26 @@ def source_key(code: str) -> str:
     return "cell-" + hashlib.sha256(code.encode("utf-8")).hexdigest()[:12]
 
 
+# Kernel exceptions that reach Lua as errors under their own name.
+_TAGGED: tuple[tuple[type[Exception], str], ...] = (
+    (DivergenceError, "DivergenceError"),
+    (ParamError, "ParamError"),
+    (NotRecordable, "NotRecordableError"),
+    (FileError, "SandboxError"),
+)
+LUA_ERRORS: tuple[type[Exception], ...] = (BridgeError, *(cls for cls, _ in _TAGGED))
+
+
+def lua_message(exc: Exception) -> str:
+    """The Lua error message for one of LUA_ERRORS."""
+    if isinstance(exc, BridgeError):
+        return str(exc)
+    for cls, name in _TAGGED:
+        if isinstance(exc, cls):
+            return tagged(name, str(exc))
+    raise TypeError(f"not a kernel error: {exc!r}")
+
+
 def _bridge(method: Callable[..., Any]) -> Callable[..., Any]:
     """Make a method safe to call from Lua: never raises, returns ok first."""
 
@@ -91,16 +112,8 @@ def _bridge(method: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any) -> Any:
         try:
             result = method(*args)
-        except BridgeError as exc:
-            return False, str(exc)
-        except DivergenceError as exc:
-            return False, tagged("DivergenceError", str(exc))
-        except ParamError as exc:
-            return False, tagged("ParamError", str(exc))
-        except NotRecordable as exc:
-            return False, tagged("NotRecordableError", str(exc))
-        except FileError as exc:
-            return False, tagged("SandboxError", str(exc))
+        except LUA_ERRORS as exc:
+            return False, lua_message(exc)
         except lua54.LuaMemoryError:
             return False, "not enough memory"
         except UnicodeDecodeError:
@@ -162,6 +175,7 @@ class Runtime:
         self.K = load_prelude(self.lua, bridge, hook_count)
         self._interrupter = Interrupter(self.K)
         register_effects(self)
+        self._collectgarbage = self.lua.eval("collectgarbage")
         self._tostring = self.lua.eval("function(v) local ok, s = pcall(tostring, v); return ok and s or '?' end")
 
     # ------------------------------------------------------------------ API
@@ -229,11 +243,7 @@ class Runtime:
         self._interrupted = False
         self.K.reset_interrupt()
         fn = self.compile_cell(code, label)
-        cell = CellRun(label, key or source_key(code))
-        self._cell = cell
-        try:
-            top = self._new_run(cell.key, None, cell)
-            ctx = self.K.cell_ctx(top.id, cell.key)
+        async with self._cell_run(CellRun(label, key or source_key(code))) as (cell, ctx):
             values = await self._drive(self.K.start(fn, ctx))
             cell.collecting = False
             shown = [self.show(v) for v in values if not self.K.is_handle(v)]
@@ -241,20 +251,8 @@ class Runtime:
                 out = await self._drive(self.K.start(self.K.procedure_main(proc_key), ctx))
                 if not shown and out and out[0] is not None:
                     shown = [self.show(out[0])]
-            for observer in self.run_observers:
-                await observer.cell_settling(cell)  # spawned procedures nobody waited for
-            for log in cell.logs.values():
-                try:
-                    log.finish()
-                except DivergenceError as exc:
-                    raise CellError.simple("DivergenceError", str(exc)) from None
+            await self._settle(cell)
             return [v for v in shown if v is not None]
-        finally:
-            for observer in self.run_observers:
-                observer.cell_closed(cell)
-            self._cell = None
-            self.runs = {}
-            self.lua.eval("collectgarbage")("step")
 
     async def run_procedure(self, name: str, params: dict[str, Any] | None = None, label: str = "[run]") -> Any:
         """Run a declared procedure by name (the ``%tactus run`` magic)."""
@@ -262,22 +260,36 @@ class Runtime:
             raise CellError.simple("ProcedureError", f"unknown procedure '{name}'")
         self._interrupted = False
         self.K.reset_interrupt()
-        cell = CellRun(label, name, collecting=False)
+        async with self._cell_run(CellRun(label, name, collecting=False)) as (cell, ctx):
+            out = await self._drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))
+            await self._settle(cell)
+            return self.show(out[0]) if out else None
+
+    @contextlib.asynccontextmanager
+    async def _cell_run(self, cell: CellRun) -> AsyncIterator[tuple[CellRun, Any]]:
+        """The frame of one cell execution: its top-level run and Lua context,
+        and the clean-up every way it ends."""
         self._cell = cell
         try:
-            top = self._new_run(name, None, cell)
-            ctx = self.K.cell_ctx(top.id, name)
-            out = await self._drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))
-            for observer in self.run_observers:
-                await observer.cell_settling(cell)
-            for log in cell.logs.values():
-                log.finish()
-            return self.show(out[0]) if out else None
+            top = self._new_run(cell.key, None, cell)
+            yield cell, self.K.cell_ctx(top.id, cell.key)
         finally:
             for observer in self.run_observers:
                 observer.cell_closed(cell)
             self._cell = None
             self.runs = {}
+            self._collectgarbage("step")
+
+    async def _settle(self, cell: CellRun) -> None:
+        """Let spawned procedures nobody waited for finish, then check that
+        every run used its whole record."""
+        for observer in self.run_observers:
+            await observer.cell_settling(cell)
+        for log in cell.logs.values():
+            try:
+                log.finish()
+            except DivergenceError as exc:
+                raise CellError.simple("DivergenceError", str(exc)) from None
 
     def reset(self, keys: list[str] | None = None) -> list[str]:
         """Forget recorded checkpoints (all, or of the named procedures)."""
@@ -352,12 +364,8 @@ class Runtime:
             return False, f"internal error: no handler for effect {kind!r}"
         try:
             values = await handler(self, run, request)
-        except BridgeError as exc:
-            return False, str(exc)
-        except DivergenceError as exc:
-            return False, tagged("DivergenceError", str(exc))
-        except NotRecordable as exc:
-            return False, tagged("NotRecordableError", str(exc))
+        except LUA_ERRORS as exc:
+            return False, lua_message(exc)
         return (True, *values)
 
     def _lua_error(self, message: Any, traceback: Any, ename: Any = None) -> CellError:
@@ -373,7 +381,7 @@ class Runtime:
         return errors.from_lua(message, tb, None if ename is None else str(ename))
 
     def _memory_error(self) -> CellError:
-        self.lua.eval("collectgarbage")("collect")
+        self._collectgarbage("collect")
         limit = f"{self.max_memory / 2**20:g} MiB" if self.max_memory else "the machine's"
         msg = f"the cell ran out of memory (limit {limit}); the kernel is still running"
         return CellError.simple("LuaMemoryError", msg)

@@ -161,6 +161,20 @@ def test_removed_step_is_a_divergence_at_the_end(cells):
     assert "the end of the procedure" in err.evalue
 
 
+def test_run_magic_reports_divergence_as_a_cell_error(cells):
+    """``%tactus run`` (Runtime.run_procedure) checks the record like a cell does."""
+    import asyncio
+
+    from tactus_kernel.errors import CellError
+
+    cells('procedure({name = "p"}, function() Step.run("a", function() return 1 end) end)')
+    cells.runtime.records.procedures["p"]["checkpoints"].append(
+        {"kind": "step", "name": "extra", "value": 2, "at": "2026-01-01T00:00:00.000Z"})
+    with pytest.raises(CellError) as info:
+        asyncio.run(cells.runtime.run_procedure("p"))
+    assert info.value.ename == "DivergenceError" and "the end of the procedure" in info.value.evalue
+
+
 def test_allowing_divergence_rerecords(cells):
     cells('Step.run("fetch", function() return 1 end)')
     cells.runtime.allow_divergence = True
