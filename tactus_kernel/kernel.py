@@ -189,12 +189,17 @@ class TactusKernel(Kernel):
                 data = reader.recv(64)
                 if not data:
                     return
-                task = self._running
-                if signal.SIGINT in data and task is not None:
-                    self.runtime.interrupt()
-                    task.get_loop().call_soon_threadsafe(task.cancel)
+                if signal.SIGINT in data:
+                    self._stop_running_cell()
 
         threading.Thread(target=watch, name="tactus-sigint", daemon=True).start()
+
+    def _stop_running_cell(self) -> None:
+        """Arm the Lua threads and cancel the cell's task (from any thread)."""
+        task = self._running
+        if task is not None:
+            self.runtime.interrupt()
+            task.get_loop().call_soon_threadsafe(task.cancel)
 
     async def _interruptible(self, work: Any) -> Any:
         """Run `work` so that SIGINT stops it instead of killing the kernel.
@@ -204,14 +209,8 @@ class TactusKernel(Kernel):
         handler only replaces ipykernel's, which would raise
         KeyboardInterrupt at a random point of the event loop.
         """
-        loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(work)
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            self.runtime.interrupt()
-            loop.call_soon_threadsafe(task.cancel)
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: self._stop_running_cell())
         self._running = task
         try:
             return await task
