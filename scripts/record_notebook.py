@@ -29,16 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from kernel_driver import KernelDriver
 
 
-def apply_ops(metadata: dict[str, Any], ops: list[dict[str, Any]]) -> None:
-    tactus = metadata.setdefault("tactus", {"version": 1, "procedures": {}})
-    for op in ops:
-        if op.get("op") == "update":
-            tactus["procedures"].update(op["procedures"])
-        elif op.get("op") == "delete":
-            for key in op["procedures"]:
-                tactus["procedures"].pop(key, None)
-
-
 def answer_card(driver: KernelDriver, message: str, action: Any) -> None:
     if isinstance(action, str):
         action = {"click": action}
@@ -110,7 +100,8 @@ def record(path: Path, person: dict[str, Any], timeout: float) -> None:
             if run.status != "ok":
                 raise SystemExit(f"cell {index} failed: {run.errors}")
         driver.drain(0.5)
-        apply_ops(nb.metadata, driver.tactus_ops())
+        tactus = nb.metadata.setdefault("tactus", {"version": 1, "procedures": {}})
+        tactus["procedures"] = driver.recorded_procedures(start=tactus["procedures"])
     finally:
         driver.shutdown()
     nb.metadata["kernelspec"] = {"name": "tactus", "display_name": "Tactus (Lua)", "language": "lua"}

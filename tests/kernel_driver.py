@@ -149,6 +149,18 @@ class KernelDriver:
         return [m["content"]["data"] for m in self.comm_msgs
                 if m["msg_type"] == "comm_msg" and "op" in m["content"].get("data", {})]
 
+    def recorded_procedures(self, start: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``metadata.tactus.procedures`` as a frontend holds it after
+        applying every update/delete op received so far to `start`."""
+        procedures: dict[str, Any] = dict(start or {})
+        for op in self.tactus_ops():
+            if op.get("op") == "update":
+                procedures.update(op["procedures"])
+            elif op.get("op") == "delete":
+                for key in op["procedures"]:
+                    procedures.pop(key, None)
+        return procedures
+
     def widgets_where(self, **match: Any) -> list[str]:
         return [cid for cid, st in self.widgets.items() if all(st.get(k) == v for k, v in match.items())]
 

@@ -111,13 +111,7 @@ def record_notebook(path: Path, cells: list[Cell | str]) -> nbformat.NotebookNod
             driver.wait(run, timeout=60)
             assert run.status == "ok", f"recording failed: {run.errors}"
         driver.drain(0.3)
-        procedures: dict[str, Any] = {}
-        for op in driver.tactus_ops():
-            if op["op"] == "update":
-                procedures.update(op["procedures"])
-            elif op["op"] == "delete":
-                for key in op["procedures"]:
-                    procedures.pop(key, None)
+        procedures = driver.recorded_procedures()
     finally:
         driver.shutdown()
     nb.metadata["tactus"] = {"version": 1, "procedures": procedures}
