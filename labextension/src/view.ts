@@ -79,14 +79,16 @@ function confirmButton(label: string, title: string, enabled: boolean, act: () =
   return button;
 }
 
-/** The body of the "recorded checkpoints" dialog. */
-export class CheckpointsView extends Widget {
-  constructor(connector: TactusConnector) {
-    super();
-    this.addClass('jp-TactusCheckpoints');
+/**
+ * A widget that redraws whenever its notebook's connector changes, and stops
+ * listening when disposed. Subclasses build their nodes, then call
+ * `this._render()` once.
+ */
+abstract class ConnectorWidget extends Widget {
+  constructor(connector: TactusConnector, options?: Widget.IOptions) {
+    super(options);
     this._connector = connector;
     connector.changed.connect(this._render, this);
-    this._render();
   }
 
   dispose(): void {
@@ -96,7 +98,20 @@ export class CheckpointsView extends Widget {
     super.dispose();
   }
 
-  private _render(): void {
+  protected abstract _render(): void;
+
+  protected readonly _connector: TactusConnector;
+}
+
+/** The body of the "recorded checkpoints" dialog. */
+export class CheckpointsView extends ConnectorWidget {
+  constructor(connector: TactusConnector) {
+    super(connector);
+    this.addClass('jp-TactusCheckpoints');
+    this._render();
+  }
+
+  protected _render(): void {
     const c = this._connector;
     const stored = c.stored;
     const procedures = summarize(stored);
@@ -191,7 +206,6 @@ export class CheckpointsView extends Widget {
     return el('section', { class: 'jp-TactusCheckpoints-procedure', 'data-procedure': p.key }, header, table);
   }
 
-  private _connector: TactusConnector;
 }
 
 /** Open the dialog for one notebook. */
@@ -205,11 +219,10 @@ export async function showCheckpoints(connector: TactusConnector): Promise<void>
 }
 
 /** The notebook toolbar item: opens the dialog, shows counts. */
-export class CheckpointsBadge extends Widget {
+export class CheckpointsBadge extends ConnectorWidget {
   constructor(connector: TactusConnector, open: () => void) {
-    super({ node: document.createElement('div') });
+    super(connector, { node: document.createElement('div') });
     this.addClass('jp-TactusBadge');
-    this._connector = connector;
     const button = el('button', {
       class: 'jp-ToolbarButtonComponent jp-Button jp-mod-minimal jp-TactusBadge-button',
       'data-command': 'tactus:show-checkpoints'
@@ -222,18 +235,10 @@ export class CheckpointsBadge extends Widget {
     button.append(this._icon, this._count, this._dot);
     this.node.append(button);
     this._button = button;
-    connector.changed.connect(this._render, this);
     this._render();
   }
 
-  dispose(): void {
-    if (!this.isDisposed) {
-      this._connector.changed.disconnect(this._render, this);
-    }
-    super.dispose();
-  }
-
-  private _render(): void {
+  protected _render(): void {
     const c = this._connector;
     const stored = c.stored;
     // Shown for Tactus notebooks only: a Tactus kernel, or stored checkpoints.
@@ -258,7 +263,6 @@ export class CheckpointsBadge extends Widget {
     this._button.classList.toggle('jp-mod-problem', c.problem !== null);
   }
 
-  private _connector: TactusConnector;
   private _button: HTMLButtonElement;
   private _icon: HTMLElement;
   private _count: HTMLElement;
