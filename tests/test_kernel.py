@@ -212,3 +212,12 @@ def test_pip_install_ships_the_kernelspec():
     spec = KernelSpecManager().get_kernel_spec("tactus")
     assert spec.display_name == "Tactus (Lua)"
     assert spec.language == "lua"
+
+
+def test_a_huge_output_is_truncated_with_a_note(kernel):
+    code = 'local line = string.rep("x", 1023)\nfor i = 1, 3 * 1024 do print(line) end'  # 3 MiB
+    run = kernel.execute(code, timeout=60)
+    assert run.status == "ok"
+    assert 2 * 2**20 - 4096 <= len(run.stdout) <= 2 * 2**20
+    assert "[output truncated: this cell printed more than 2 MiB" in run.stderr
+    assert kernel.execute("1 + 1").result == "2"
