@@ -36,6 +36,31 @@ def _create_comm(*args: Any, **kwargs: Any) -> BaseComm:
     return BaseComm(*args, **kwargs)
 
 
+class TactusCommManager(CommManager):
+    """ipykernel's comm manager, quiet about comms it does not know.
+
+    A message for an unknown comm is typically a click on a widget from
+    before a kernel restart, in a page that still shows the old outputs.
+    The base class prints a bare "No such comm: <id>" to IOPub, under no
+    cell, for each lookup (ipykernel looks a message up twice); here the
+    message is ignored with one clear line in the kernel log.
+    """
+
+    def get_comm(self, comm_id: str) -> BaseComm | None:
+        return self.comms.get(comm_id)
+
+    def comm_msg(self, stream: Any, ident: Any, msg: dict[str, Any]) -> None:
+        comm_id = msg["content"].get("comm_id")
+        if comm_id not in self.comms:
+            self.kernel.log.warning(
+                "Tactus: ignored a message for widget %s, which this kernel does not know "
+                "(a widget from before a kernel restart?); re-run its cell to get a live one",
+                comm_id,
+            )
+            return
+        super().comm_msg(stream, ident, msg)
+
+
 class TactusKernel(Kernel):
     implementation = "tactus"
     implementation_version = __version__
@@ -56,7 +81,7 @@ class TactusKernel(Kernel):
         super().__init__(**kwargs)
         # What IPythonKernel would set up for us: a comm manager routed to
         # the shell handlers, and comm creation for ipywidgets.
-        self.comm_manager = CommManager(kernel=self)
+        self.comm_manager = TactusCommManager(kernel=self)
         comm.create_comm = _create_comm
         comm.get_comm_manager = lambda: self.comm_manager
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
