@@ -49,20 +49,24 @@ class MetadataError(ValueError):
     """The notebook's ``metadata.tactus`` block cannot be used."""
 
 
-_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+# the last second and millisecond formatted, and their texts
+_last: list[Any] = [None, "", None, ""]
 
 
 def now_iso() -> str:
     """ISO 8601 UTC with milliseconds, e.g. ``2026-11-22T10:42:07.123Z``.
 
-    Every checkpoint gets one, so the seconds part is formatted once per
-    second (datetime.isoformat costs more than the rest of a step)."""
-    t = time.time()
-    whole = int(t)
-    if whole != _second[0]:
-        _second[0] = whole
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{_second[1]}.{int((t - whole) * 1000):03d}Z"
+    Every checkpoint gets one, and quick steps come many to a millisecond,
+    so the text is made once per millisecond and its seconds part once per
+    second (formatting costs more than the rest of a recorded step)."""
+    ms = int(time.time() * 1000)
+    last = _last
+    if ms != last[2]:
+        second = ms // 1000
+        if second != last[0]:
+            last[0], last[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        last[2], last[3] = ms, f"{last[1]}.{ms % 1000:03d}Z"
+    return last[3]
 
 
 def parse_metadata(data: Any) -> dict[str, dict[str, Any]]:
@@ -231,15 +235,19 @@ class RunLog:
         return entry
 
     def append(self, kind: str, name: str, value: Any, **extra: Any) -> dict[str, Any]:
-        entry = {"kind": kind, "name": name, "value": value, "at": now_iso(), **extra}
-        rec = self.records.record(self.key)
-        if rec["checkpoints"] is not self.entries:
-            rec["checkpoints"] = self.entries
-        del self.entries[self.position :]
-        self.entries.append(entry)
+        entry = {"kind": kind, "name": name, "value": value, "at": now_iso()}
+        if extra:
+            entry.update(extra)
+        entries, records, key = self.entries, self.records, self.key
+        rec = records.record(key)  # again each time: a reset may have dropped it meanwhile
+        if rec["checkpoints"] is not entries:
+            rec["checkpoints"] = entries
+        if self.position < len(entries):
+            del entries[self.position :]
+        entries.append(entry)
         self.position += 1
         self.recorded += 1
-        self.records.touch(self.key)
+        records.touch(key)
         if self.trail is not None:
             self.trail.recorded(entry)
         return entry

@@ -38,8 +38,61 @@ def _describe(value: Any) -> str:
 _SCALARS = (str, int, bool, type(None))
 
 
-def to_json(value: Any, path: str = "value", depth: int = 0) -> JSON:
+class _Unusual(Exception):
+    """The fast conversion met something it leaves to the careful one."""
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _fast_json(value: Any, depth: int) -> JSON:
+    """The common case of :func:`to_json`, without building a path string for
+    every value (a recorded step converts its result on every call, so the
+    paths, needed only for an error message, cost more than the data)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is float:
+        if value - value != 0.0:  # NaN or infinity
+            raise _Unusual
+        return value
+    if depth >= MAX_DEPTH or lua_type(value) != "table":
+        raise _Unusual
+    items = list(value.items())
+    if not items:
+        return {}
+    if type(items[0][0]) is str:
+        items.sort(key=_first)
+        out = {}
+        for k, v in items:
+            if type(k) is not str:
+                raise _Unusual
+            out[k] = v if type(v) in _PLAIN else _fast_json(v, depth + 1)
+        return out
+    items.sort(key=_first)  # TypeError for mixed keys: the careful path names it
+    if type(items[0][0]) is not int or items[0][0] != 1 or items[-1][0] != len(items):
+        raise _Unusual
+    for k, _ in items:
+        if type(k) is not int:
+            raise _Unusual
+    return [v if type(v) in _PLAIN else _fast_json(v, depth + 1) for _, v in items]
+
+
+def _first(kv: tuple[Any, Any]) -> Any:
+    return kv[0]
+
+
+def to_json(value: Any, path: str = "value") -> JSON:
     """Convert a Lua value to JSON-shaped Python, or raise NotRecordable."""
+    try:
+        return _fast_json(value, 0)
+    except (_Unusual, TypeError, UnicodeDecodeError):
+        return _careful_json(value, path, 0)
+
+
+def _careful_json(value: Any, path: str, depth: int) -> JSON:
+    """:func:`to_json` with a path kept at every level, to say where a value
+    that cannot be recorded is."""
     kind = type(value)
     if kind in _SCALARS:
         return value
@@ -63,7 +116,7 @@ def to_json(value: Any, path: str = "value", depth: int = 0) -> JSON:
     if key_types == {int}:
         items.sort(key=lambda kv: kv[0])
         if items[0][0] == 1 and items[-1][0] == len(items):
-            return [to_json(v, f"{path}[{k}]", depth + 1) for k, v in items]
+            return [_careful_json(v, f"{path}[{k}]", depth + 1) for k, v in items]
         raise NotRecordable(path, "a table with integer keys that are not 1..n (a sparse array)")
     if key_types != {str}:
         for k, _ in items:
@@ -73,7 +126,7 @@ def to_json(value: Any, path: str = "value", depth: int = 0) -> JSON:
     # Lua's table order is arbitrary; sorted keys keep records (and their
     # diffs in a pull request) stable from one run to the next.
     items.sort(key=lambda kv: kv[0])
-    return {k: to_json(v, f"{path}.{k}", depth + 1) for k, v in items}
+    return {k: _careful_json(v, f"{path}.{k}", depth + 1) for k, v in items}
 
 
 def to_plain(value: Any, depth: int = 0) -> Any:

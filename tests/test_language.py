@@ -127,6 +127,52 @@ def test_step_value_that_cannot_be_recorded_names_the_step(cells):
     assert "Step 'fetch'" in err.evalue and "the result.cb is a Lua function" in err.evalue
 
 
+@pytest.mark.parametrize(
+    ("lua", "recorded"),
+    [
+        # small flat tables travel to Python as arguments and back as a list
+        # of values (K.step_record, _b_step_replay): the same JSON either way
+        ('{b = 1, a = "x", c = true, d = 2.0, e = 0.5}', {"a": "x", "b": 1, "c": True, "d": 2.0, "e": 0.5}),
+        ("{n = 1, t = {1, 2}}", {"n": 1, "t": [1, 2]}),
+        ("{1, 2, 3}", [1, 2, 3]),
+        ("{}", {}),
+        ('"plain"', "plain"),
+        ("(function() local t = {} for i = 1, 100 do t['k' .. i] = i end return t end)()",
+         {f"k{i}": i for i in range(1, 101)}),
+    ],
+)
+def test_step_values_record_and_replay_exactly(cells, lua, recorded):
+    code = f"""
+    local v = Step.run("v", function() return {lua} end)
+    if type(v) == "table" then v.mutated = true end  -- the caller's copy, not the record
+    return Step.run("v2", function() return {lua} end)
+    """
+    first = cells(code)
+    checkpoints = cells.runtime.records.procedures["cell-a"]["checkpoints"]
+    assert [c["value"] for c in checkpoints] == [recorded, recorded]
+    assert type(checkpoints[0]["value"]) is type(recorded)
+    assert "d" not in recorded or type(checkpoints[0]["value"]["d"]) is float
+    assert cells(code) == first  # replayed, from the record
+    assert [c["value"] for c in checkpoints] == [recorded, recorded]
+
+
+@pytest.mark.parametrize(
+    ("lua", "says"),
+    [
+        ("{x = 0/0}", "the result.x is nan"),
+        ('{x = "\\255"}', "not valid UTF-8"),
+        ("{[1] = 1, x = 2}", "mixing string keys"),
+        ("{[2] = 1}", "sparse array"),
+    ],
+)
+def test_a_flat_looking_value_that_cannot_be_recorded_says_why(cells, lua, says):
+    err = cells.error(f'Step.run("bad", function() return {lua} end)')
+    assert err.ename == "NotRecordableError", err.evalue
+    assert says in err.evalue
+    record = cells.runtime.records.procedures.get("cell-a")
+    assert record is None or not record["checkpoints"]
+
+
 def test_checkpoints_recorded_before_an_error_are_kept(cells):
     code = 'Step.run("one", function() return 1 end)\nStep.run("two", function() error("down") end)'
     cells.error(code)

@@ -219,14 +219,15 @@ end
 -- Durable steps and checkpoints
 ------------------------------------------------------------------------------
 Step = {}
+local step_replay, step_record = K.step_replay, K.step_record
 function Step.run(name, fn)
-  check_type("Step.run", 1, name, "string")
-  check_type("Step.run", 2, fn, "function")
+  if type(name) ~= "string" then check_type("Step.run", 1, name, "string") end
+  if type(fn) ~= "function" then check_type("Step.run", 2, fn, "function") end
   local run = current_ctx().run
-  local found, value = bcall(B.replay, run, "step", name)
+  local found, value = step_replay(run, name)
   if found then return value end
   local result = fn()
-  bcall(B.record, run, "step", name, result)
+  step_record(run, name, result)
   return result
 end
 

@@ -136,7 +136,7 @@ K.raise = raise
 -- numbers (record also a value, checked for size), return data made from
 -- JSON, and run no cell code in Python, so they skip the hook and
 -- Python-object checks below (a replayed step costs a few microseconds).
-local LIGHT = {replay = true, record = true, checkpoint = true}
+local LIGHT = {replay = true, record = true, record_flat = true, step_replay = true, checkpoint = true}
 
 -- A bridge call failed outside the Python function's own try/except (lupa
 -- converting an argument or result): raise its message, never the object.
@@ -190,6 +190,67 @@ local function guard_bridge(f)
     return unpack(r, 2, r.n)
   end
 end
+-- Step.run's two calls are the hottest in the kernel (every step of every
+-- run), so they skip the general guard: a replayed step costs one trip to
+-- Python and little else, and a small flat result (string keys, scalar
+-- values: most step results) travels as arguments, which Python reads
+-- without walking a Lua table entry by entry.
+local raw_step_replay, raw_record, raw_record_flat = B.step_replay, B.record, B.record_flat
+local huge = math.huge
+local MAX_FLAT = 64  -- entries; a bigger table takes the general path
+
+-- Python answers nil (not recorded), "value", v or "flat", k1, v1, k2, v2, ...
+local function step_found(called, ok, how, ...)
+  if not called then bridge_failed(ok) end
+  if not ok then raise(how) end
+  if how == "flat" then
+    local r, t = pack(...), {}
+    for i = 1, r.n, 2 do t[r[i]] = r[i + 1] end
+    return true, t
+  end
+  return how ~= nil, (...)
+end
+function K.step_replay(run, name)
+  return step_found(raw_pcall(raw_step_replay, run, name))
+end
+
+-- `value`'s entries as k1, v1, k2, v2, ..., or nil when it is not small and flat.
+local function flat_entries(value)
+  local args, n = {}, 0
+  for k, x in next, value do
+    local tx = type(x)
+    if type(k) ~= "string" or n >= 2 * MAX_FLAT then return nil end
+    if tx == "number" then
+      if x ~= x or x == huge or x == -huge then return nil end
+    elseif tx ~= "string" and tx ~= "boolean" then
+      return nil
+    end
+    args[n + 1], args[n + 2] = k, x
+    n = n + 2
+  end
+  if n == 0 then return nil end
+  return args, n
+end
+
+function K.step_record(run, name, value)
+  if type(value) == "table" then
+    local args, n = flat_entries(value)
+    if args ~= nil then
+      local called, ok, err = raw_pcall(raw_record_flat, run, "step", name, unpack(args, 1, n))
+      if called then
+        if not ok then raise(err) end
+        return
+      end
+      -- lupa could not hand an entry over (text that is not UTF-8): the
+      -- general path below says which
+    end
+    if too_big(value) then raise(TOO_BIG) end
+  end
+  local called, ok, err = raw_pcall(raw_record, run, "step", name, value)
+  if not called then bridge_failed(ok) end
+  if not ok then raise(err) end
+end
+
 for name, f in next, B do B[name] = (LIGHT[name] and light_bridge or guard_bridge)(f) end
 
 -- Yield `req` to the driver and return its answer, or raise its error.
