@@ -242,7 +242,7 @@ class TactusKernel(Kernel):
         except asyncio.CancelledError:
             if not task.cancelled():
                 raise
-            raise CellError.simple("KeyboardInterrupt", "interrupted by the user") from None
+            raise self.runtime.interrupted_error() from None
         finally:
             self._running = None
             signal.signal(signal.SIGINT, previous)

@@ -282,9 +282,22 @@ class Runtime:
         finally:
             for observer in self.run_observers:
                 observer.cell_closed(cell)
+            self._close_unfinished()
             self._cell = None
             self.runs = {}
             self._collectgarbage("step")
+
+    def _close_unfinished(self) -> None:
+        """A procedure still running when its cell ends was stopped (an
+        interrupt, an error Lua could not catch): its saved record must not
+        say "running" for ever."""
+        stopped = "interrupted" if self._interrupted or bool(self.K.was_interrupted()) else "failed"
+        for run in self.runs.values():
+            rec = self.records.lookup(run.key) if run.spec is not None else None
+            if rec is not None and rec.get("status") == "running":
+                rec["status"] = stopped
+                self.records.touch(run.key)
+                self.host.records_changed()
 
     async def _settle(self, cell: CellRun) -> None:
         """Let spawned procedures nobody waited for finish, then check that
@@ -377,7 +390,7 @@ class Runtime:
     def _lua_error(self, message: Any, traceback: Any, ename: Any = None) -> CellError:
         message = str(message)
         if self._interrupted or bool(self.K.was_interrupted()):
-            return CellError.simple("KeyboardInterrupt", "interrupted by the user")
+            return self.interrupted_error()
         if "not enough memory" in message:
             return self._memory_error()
         for prefix in ("[tactus primitives]", "[tactus sandbox]"):
@@ -385,6 +398,12 @@ class Runtime:
                 message = message.split(": ", 1)[-1]
         tb = None if traceback is None else str(traceback)
         return errors.from_lua(message, tb, None if ename is None else str(ename))
+
+    def interrupted_error(self) -> CellError:
+        """The error of an interrupted cell, naming the line of cell code
+        that was running when it came (if Lua code was running)."""
+        where = self.K.interrupted_at()
+        return CellError.simple("KeyboardInterrupt", "interrupted by the user" + (f" at {where}" if where else ""))
 
     def _memory_error(self) -> CellError:
         self._collectgarbage("collect")

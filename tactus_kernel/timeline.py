@@ -545,10 +545,11 @@ class Timeline:
 
     def cell_closed(self, cell: CellRun) -> None:
         view = self.views.pop(id(cell), None)
+        trails = [log.trail for log in cell.logs.values() if log.trail is not None]
+        for trail in [*(view.trails if view is not None else []), *trails]:
+            if trail.running:  # interrupted: nothing else will end it
+                trail.end("cancelled", "the cell stopped")
         if view is not None:
-            for trail in view.trails:
-                if trail.running:  # interrupted: nothing else will end it
-                    trail.end("cancelled", "the cell stopped")
             view.close()
         if self.forget_stages is not None:
             self.forget_stages()

@@ -15,6 +15,7 @@ not running), so the tests wait for those lines, not for printed output.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -343,9 +344,20 @@ def assert_interrupted(run: CellRun) -> None:
     assert run.status == "error"
     assert run.reply is not None and run.reply["content"]["ename"] == "KeyboardInterrupt"
     assert [e["ename"] for e in run.errors] == ["KeyboardInterrupt"]
+    # and says which line of the cell was running (the loop: `while spin do end`)
+    assert re.fullmatch(r"interrupted by the user at \[cell \d+\]:\d+", run.errors[0]["evalue"]), run.errors
     # the error belongs to the cell that ran the loop
     [error] = run.of_type("error")
     assert error["parent_header"]["msg_id"] == run.msg_id
+
+
+def assert_stopped_record(kernel: KernelDriver, key: str) -> None:
+    """The saved record says the run was interrupted, and its timeline has
+    nothing left "running" (a notebook saved now must not show a live run)."""
+    kernel.wait_until(lambda: kernel.recorded_procedures()[key].get("status") == "interrupted", TIMEOUT)
+    events = kernel.recorded_procedures()[key]["events"]
+    assert events[0]["state"] == "cancelled"
+    assert not [e for e in events if e["state"] in ("running", "waiting")], events
 
 
 def test_interrupt_stops_an_infinite_loop_inside_a_step_and_keeps_earlier_checkpoints(kernel, tmp_path):
@@ -363,6 +375,7 @@ def test_interrupt_stops_an_infinite_loop_inside_a_step_and_keeps_earlier_checkp
     assert time.monotonic() - t0 < 10
     assert_interrupted(run)
     kernel.wait_until(lambda: checkpoints(kernel, "spin") == [("step", "a"), ("step", "b")], TIMEOUT)
+    assert_stopped_record(kernel, "spin")
 
     assert kernel.execute("1 + 1").result == "2"
     assert kernel.execute("spin = false").status == "ok"
@@ -404,6 +417,7 @@ def test_interrupt_stops_an_infinite_loop_in_a_tool_during_an_agent_turn(kernel,
     assert time.monotonic() - t0 < 10
     assert_interrupted(run)
     kernel.wait_until(lambda: checkpoints(kernel, "agentic") == [("step", "before")], TIMEOUT)
+    assert_stopped_record(kernel, "agentic")
 
     assert kernel.execute("1 + 1").result == "2"
     assert kernel.execute("spin = false").status == "ok"

@@ -339,8 +339,9 @@ def test_interrupt_stops_a_tight_loop_even_inside_pcall(cells):
     import threading
 
     threading.Timer(0.2, cells.runtime.interrupt).start()
-    err = cells.error("while true do pcall(function() while true do end end) end")
+    err = cells.error("local n = 0\nwhile true do pcall(function() while true do end end) end")
     assert err.ename == "KeyboardInterrupt"
+    assert err.evalue.startswith("interrupted by the user at [") and err.evalue.endswith("]:2"), err.evalue
     assert cells("1 + 1") == [2]
 
 

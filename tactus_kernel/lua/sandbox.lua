@@ -84,8 +84,22 @@ local interrupted = false
 -- closing it could loop for ever with nothing to stop it.
 local KILLED = setmetatable({}, {__mode = "k"})
 
+-- Where cell code was when the interrupt came, e.g. "[cell 3]:5" (the hook
+-- is level 1, the code it stopped is level 2 or, under a kernel function, below).
+local interrupted_at = nil
+local function cell_line()
+  for level = 3, 50 do
+    local info = getinfo(level, "Sl")
+    if info == nil then return nil end
+    if info.what ~= "C" and info.currentline > 0 and not find(info.source, "^=%[tactus") then
+      return info.short_src .. ":" .. info.currentline
+    end
+  end
+end
+
 local function hook()
   if interrupted or check_interrupt() then
+    if not interrupted then interrupted_at = cell_line() end
     interrupted = true
     KILLED[co_running()] = true
     error(INTERRUPT_MSG, 0)
@@ -102,7 +116,8 @@ local function after_protected(...)
   return ...
 end
 
-function K.reset_interrupt() interrupted = false end
+function K.reset_interrupt() interrupted, interrupted_at = false, nil end
+function K.interrupted_at() return interrupted_at end
 function K.was_interrupted() return interrupted end
 K.INTERRUPT_MSG = INTERRUPT_MSG
 
