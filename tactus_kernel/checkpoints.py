@@ -10,6 +10,7 @@ is the one place where a person may have edited the JSON by hand.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -30,12 +31,14 @@ def _metadata_model() -> Any:
         model_config = ConfigDict(extra="allow")
         kind: str
         name: str
-        value: Any = None
+        value: Any  # required (null is a value): a missing one would replay as nil without a word
         at: str
 
     class ProcedureRecord(BaseModel):
         model_config = ConfigDict(extra="allow")
         checkpoints: list[CheckpointEntry] = Field(default_factory=list)
+        # child procedures' records (docs/metadata.md), checked like the top ones: replay reads them too
+        children: dict[str, ProcedureRecord] | None = Field(default=None, exclude_if=lambda v: v is None)
 
     class TactusMetadata(BaseModel):
         model_config = ConfigDict(extra="allow")
@@ -69,6 +72,15 @@ def now_iso() -> str:
     return last[3]
 
 
+def field_path(loc: Iterable[str | int]) -> str:
+    """Where a bad field is, as ``metadata.tactus.procedures.x.checkpoints.0.kind``.
+    A key that is not printable (a newline, say) is quoted as JSON, so the
+    message stays one line."""
+    parts = [p if isinstance(p, str) and p.isprintable() else json.dumps(p) if isinstance(p, str) else str(p)
+             for p in loc]
+    return ".".join(["metadata.tactus", *parts])
+
+
 def parse_metadata(data: Any) -> dict[str, dict[str, Any]]:
     """Validate a ``metadata.tactus`` block and return its procedure records.
 
@@ -83,9 +95,16 @@ def parse_metadata(data: Any) -> dict[str, dict[str, Any]]:
         parsed = _metadata_model().model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = "metadata.tactus." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "metadata.tactus"
-        raise MetadataError(f"{where}: {first['msg']} (found {first.get('input')!r:.80})") from None
+        # not "a valid dictionary or instance of ProcedureRecord": the user never saw that class
+        msg = "Input should be an object" if first["type"] == "model_type" else first["msg"]
+        raise MetadataError(f"{field_path(first['loc'])}: {msg} (found {first.get('input')!r:.80})") from None
     return {key: rec.model_dump() for key, rec in parsed.procedures.items()}
+
+
+def describe_entry(key: str, index: int, entry: dict[str, Any]) -> str:
+    """How an error names one recorded call so a person can find it in the
+    JSON: the procedure, the 1-based position, the kind and the name."""
+    return f"procedure {key!r}, checkpoint #{index + 1} ({entry.get('kind')} {entry.get('name')!r})"
 
 
 class DivergenceError(RuntimeError):

@@ -102,8 +102,8 @@ def validate_params(owner: str, fields: dict[str, FieldSpec], given: dict[str, A
     for name, spec in fields.items():
         if name in given and given[name] is not None:
             out[name] = check_field(owner, "param", name, spec, given[name])
-        elif spec.default is not None:
-            out[name] = spec.default
+        elif spec.default is not None:  # checked too: a default may come from a global (``-p``)
+            out[name] = check_field(owner, "default of param", name, spec, spec.default)
         elif spec.required:
             raise ParamError(f"{owner}: required param '{name}' is missing")
     return out

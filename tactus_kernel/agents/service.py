@@ -25,7 +25,7 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_ai import Agent, ModelSettings, RunContext, Tool
 from pydantic_ai.exceptions import (
     AgentRunError,
@@ -50,6 +50,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model, infer_model
 from pydantic_ai.toolsets import FunctionToolset
 
+from ..checkpoints import describe_entry
 from ..convert import NotRecordable, to_json, to_lua, to_plain
 from ..errors import CellError
 from ..runtime import BridgeError
@@ -375,18 +376,27 @@ class AgentService:
             raise BridgeError("DivergenceError: " + self._divergence(run, spec, entry, req))
         try:
             messages = hist.load(entry.get("messages"))
-        except ValueError as exc:
-            raise agent_error(spec.name, f"the recorded messages of this turn are unreadable: {exc}") from None
-        self._extend(history, messages, int(entry.get("replaces") or 0))
+            replaces, usage = entry.get("replaces") or 0, entry.get("usage") or {}
+            for field_name, found, kind in (("replaces", replaces, int), ("usage", usage, dict)):
+                if not isinstance(found, kind):
+                    raise TypeError(f"{field_name}: expected {'a number' if kind is int else 'an object'}, "
+                                    f"found {json.dumps(found)[:60]}")
+        except (ValueError, TypeError) as exc:
+            reason = str(exc)
+            if isinstance(exc, ValidationError):  # the first problem, not pydantic's multi-line report
+                first = exc.errors()[0]
+                reason = ".".join(["messages", *map(str, first["loc"])]) + f": {first['msg']}"
+            where = describe_entry(run.key, log.position - 1, entry)
+            raise agent_error(spec.name, f"{where}: the recorded turn is unreadable: {reason}") from None
+        self._extend(history, messages, replaces)
         cursor.position += sum(1 for m in messages if isinstance(m, ModelResponse))
         value = entry.get("value")
         if not spec.quiet:
             if isinstance(value, str) and value:
                 self.runtime.host.write("stdout", value if value.endswith("\n") else value + "\n")
-            self._show_usage(spec.name, entry.get("model", ""), entry.get("usage") or {}, entry.get("cost"),
-                             recorded=True)
+            self._show_usage(spec.name, entry.get("model", ""), usage, entry.get("cost"), recorded=True)
         turn_id = self._snapshot(history, messages)
-        result = self._result(spec.name, turn_id, value, entry.get("usage") or {}, entry.get("cost"),
+        result = self._result(spec.name, turn_id, value, usage, entry.get("cost"),
                               entry.get("model", ""), replayed=True)
         calls = entry.get("tool_calls") or []
         return to_lua(self.runtime.lua, result), to_lua(self.runtime.lua, calls)

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoints import now_iso
+from ..checkpoints import describe_entry, now_iso
 from ..convert import to_lua, to_plain
 
 if TYPE_CHECKING:
@@ -168,6 +168,14 @@ async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[A
     host = runtime.host
     entry = run.log.replay("human", req.name)
     if entry is not None:
+        recorded = entry.get("value")
+        if req.request == "approve" and not (recorded is None or isinstance(recorded, bool)):
+            # a hand-edited "false" must not approve (bool("false") is True)
+            raise BridgeError(
+                f"CheckpointError: {describe_entry(run.key, run.log.position - 1, entry)}: a recorded "
+                f"Human.approve answer must be true or false, found {json.dumps(recorded)[:60]}; fix it in "
+                f"the notebook's metadata.tactus, or run `%tactus reset {run.key}` to be asked again"
+            )
         show = getattr(host, "show_answered", None)
         if show is not None:
             show(req, entry, forget=lambda: forget_from(runtime, run.key, entry))
