@@ -581,3 +581,24 @@ def test_templates_cannot_read_secret_variables(cells, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-prompts")
     err = cells.error('agent("leak", {system_prompt = "{env.OPENAI_API_KEY}"})\nLeak.turn()')
     assert err.ename == "AgentError" and "secret-looking" in err.evalue and "sk-not" not in err.evalue
+
+
+def test_the_history_digest_grows_with_the_history_and_equals_hashing_it_whole():
+    """A turn's request hash covers the whole history; it is fed only the new
+    messages each turn, and must equal the hash of the list made at once (a
+    recorded hash must match whichever way it was computed)."""
+    from tactus_kernel.agents.service import RunScope, _digest
+
+    history: list[Any] = []
+    for i in range(6):
+        history.append(ModelRequest(parts=[UserPromptPart(f"question {i}")]))
+        history.append(ModelResponse(parts=[TextPart(f"answer {i}")]))
+
+    def whole(messages: list[Any]) -> str:
+        return _digest([_digest(hist.projection([m])) for m in messages])
+
+    scope = RunScope()
+    for k in [0, 1, 2, 5, 12, 3, 12]:  # growing, then shorter (a filter), then whole again
+        assert scope.history_digest(history[:k]) == whole(history[:k])
+    changed = [*history[:4], ModelResponse(parts=[TextPart("edited")]), *history[5:]]
+    assert scope.history_digest(changed) == whole(changed) != whole(history)

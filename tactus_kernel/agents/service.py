@@ -110,14 +110,29 @@ class RunScope:
     # is not reused while cached)
     digests: dict[int, tuple[ModelMessage, str]] = field(default_factory=dict)
 
+    # The history hashed last time and the hash state after it: a history
+    # usually grows by a turn's messages, so only the new ones are fed in.
+    hashed: list[ModelMessage] = field(default_factory=list)
+    hash_state: Any = None
+
     def history_digest(self, messages: list[ModelMessage]) -> str:
-        parts: list[str] = []
-        for m in messages:
+        """``_digest`` of the list of the messages' projection digests (the
+        same bytes as ``json.dumps`` of that list, fed in as it grows)."""
+        done = self.hashed
+        if self.hash_state is None or len(done) > len(messages) or any(
+                a is not b for a, b in zip(done, messages, strict=False)):
+            done, self.hash_state = [], hashlib.sha256(b"[")
+        h = self.hash_state
+        for i in range(len(done), len(messages)):
+            m = messages[i]
             cached = self.digests.get(id(m))
             if cached is None or cached[0] is not m:
                 cached = self.digests[id(m)] = (m, _digest(hist.projection([m])))
-            parts.append(cached[1])
-        return _digest(parts)
+            h.update(f'{"," if i else ""}"{cached[1]}"'.encode())
+        self.hashed = list(messages)
+        final = h.copy()
+        final.update(b"]")
+        return final.hexdigest()[:16]
 
 
 @dataclass
@@ -442,7 +457,8 @@ class AgentService:
                     history: list[ModelMessage], cursor: ScriptCursor, lua_ctx: Any) -> tuple[Any, ...]:
         model, label = self._model(spec, req.model, cursor)
         deps = TurnDeps(spec.name, lua_ctx)
-        toolset = FunctionToolset([self._tool(t) for t in req.tools])
+        # no toolset for a turn without tools: pydantic-ai's toolset set-up costs about 5% of a turn
+        toolsets = [FunctionToolset([self._tool(t) for t in req.tools])] if req.tools else []
         host = self.runtime.host
         streamed: list[str] = []
         flusher = _Flusher(host)
@@ -467,7 +483,8 @@ class AgentService:
             result = await spec.agent.run(
                 req.message, model=model, instructions=req.instructions, message_history=req.history,
                 deps=deps, model_settings=cast(ModelSettings, req.settings) if req.settings else None,
-                toolsets=[toolset], event_stream_handler=stream,
+                # a quiet agent shows nothing as it comes: pydantic-ai's plain path costs less
+                toolsets=toolsets, event_stream_handler=None if spec.quiet else stream,
             )
         except asyncio.CancelledError:
             raise
