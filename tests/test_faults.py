@@ -360,22 +360,29 @@ def assert_stopped_record(kernel: KernelDriver, key: str) -> None:
     assert not [e for e in events if e["state"] in ("running", "waiting")], events
 
 
-def test_interrupt_stops_an_infinite_loop_inside_a_step_and_keeps_earlier_checkpoints(kernel, tmp_path):
-    """A step callback that never returns must yield to Interrupt: the cell
-    ends with KeyboardInterrupt, the steps finished before it stay recorded
-    (and are sent to the notebook), and a re-run replays them instead of
-    running them again."""
+def spin_then_interrupt(kernel: KernelDriver, tmp_path: Path, code: str, cell_id: str, line: str, key: str,
+                        kept: list[tuple[str, str]]) -> None:
+    """Run `code` until it writes `line` and spins, interrupt it, and check
+    the interrupt's error, the checkpoints kept and the closed record."""
     kernel.open_tactus(None)
     assert kernel.execute("spin = true").status == "ok"
-    run = kernel.submit(SPIN_STEP, cell_id="s1")
-    wait_for_line(kernel, tmp_path, "looping")
+    run = kernel.submit(code, cell_id=cell_id)
+    wait_for_line(kernel, tmp_path, line)
     t0 = time.monotonic()
     kernel.interrupt()
     kernel.wait(run, TIMEOUT)
     assert time.monotonic() - t0 < 10
     assert_interrupted(run)
-    kernel.wait_until(lambda: checkpoints(kernel, "spin") == [("step", "a"), ("step", "b")], TIMEOUT)
-    assert_stopped_record(kernel, "spin")
+    kernel.wait_until(lambda: checkpoints(kernel, key) == kept, TIMEOUT)
+    assert_stopped_record(kernel, key)
+
+
+def test_interrupt_stops_an_infinite_loop_inside_a_step_and_keeps_earlier_checkpoints(kernel, tmp_path):
+    """A step callback that never returns must yield to Interrupt: the cell
+    ends with KeyboardInterrupt, the steps finished before it stay recorded
+    (and are sent to the notebook), and a re-run replays them instead of
+    running them again."""
+    spin_then_interrupt(kernel, tmp_path, SPIN_STEP, "s1", "looping", "spin", [("step", "a"), ("step", "b")])
 
     assert kernel.execute("1 + 1").result == "2"
     assert kernel.execute("spin = false").status == "ok"
@@ -407,17 +414,7 @@ def test_interrupt_stops_an_infinite_loop_in_a_tool_during_an_agent_turn(kernel,
     in Python: an interrupt must reach it there too, end the cell with
     KeyboardInterrupt, keep what was recorded before the turn, record no
     half-finished turn, and leave the kernel (and its agents) working."""
-    kernel.open_tactus(None)
-    assert kernel.execute("spin = true").status == "ok"
-    run = kernel.submit(SPIN_TOOL, cell_id="a1")
-    wait_for_line(kernel, tmp_path, "burning")
-    t0 = time.monotonic()
-    kernel.interrupt()
-    kernel.wait(run, TIMEOUT)
-    assert time.monotonic() - t0 < 10
-    assert_interrupted(run)
-    kernel.wait_until(lambda: checkpoints(kernel, "agentic") == [("step", "before")], TIMEOUT)
-    assert_stopped_record(kernel, "agentic")
+    spin_then_interrupt(kernel, tmp_path, SPIN_TOOL, "a1", "burning", "agentic", [("step", "before")])
 
     assert kernel.execute("1 + 1").result == "2"
     assert kernel.execute("spin = false").status == "ok"
