@@ -35,14 +35,12 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-_SCALARS = (str, int, bool, type(None))
+# values that are JSON as they are
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 class _Unusual(Exception):
     """The fast conversion met something it leaves to the careful one."""
-
-
-_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def _fast_json(value: Any, depth: int) -> JSON:
@@ -94,7 +92,7 @@ def _careful_json(value: Any, path: str, depth: int) -> JSON:
     """:func:`to_json` with a path kept at every level, to say where a value
     that cannot be recorded is."""
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in _PLAIN:
         return value
     if kind is float:
         if math.isnan(value) or math.isinf(value):
@@ -114,7 +112,7 @@ def _careful_json(value: Any, path: str, depth: int) -> JSON:
         return {}
     key_types = {type(k) for k, _ in items}
     if key_types == {int}:
-        items.sort(key=lambda kv: kv[0])
+        items.sort(key=_first)
         if items[0][0] == 1 and items[-1][0] == len(items):
             return [_careful_json(v, f"{path}[{k}]", depth + 1) for k, v in items]
         raise NotRecordable(path, "a table with integer keys that are not 1..n (a sparse array)")
@@ -125,7 +123,7 @@ def _careful_json(value: Any, path: str, depth: int) -> JSON:
         items = [(k.decode("utf-8", "replace") if isinstance(k, bytes) else k, v) for k, v in items]
     # Lua's table order is arbitrary; sorted keys keep records (and their
     # diffs in a pull request) stable from one run to the next.
-    items.sort(key=lambda kv: kv[0])
+    items.sort(key=_first)
     return {k: _careful_json(v, f"{path}.{k}", depth + 1) for k, v in items}
 
 

@@ -173,8 +173,8 @@ class Runtime:
         bridge = {
             name: getattr(self, "_b_" + name)
             for name in (
-                "write", "log", "declare", "begin_run", "end_run", "replay",
-                "record", "record_flat", "step_replay", "checkpoint", "json_encode", "json_decode", "file",
+                "write", "log", "declare", "begin_run", "end_run", "step_replay",
+                "record", "record_flat", "checkpoint", "json_encode", "json_decode", "file",
             )
         }
         bridge["interrupted"] = self._poll_interrupt
@@ -292,6 +292,7 @@ class Runtime:
         interrupt, an error Lua could not catch): its saved record must not
         say "running" for ever."""
         stopped = "interrupted" if self._interrupted or bool(self.K.was_interrupted()) else "failed"
+        closed = False
         for run in self.runs.values():
             if run.spec is None or "/" in run.key:
                 continue  # a cell's own code has no status; a child's call is closed by its caller's hub
@@ -299,7 +300,9 @@ class Runtime:
             if rec is not None and rec.get("status") == "running":
                 rec["status"] = stopped
                 self.records.touch(run.key)
-                self.host.records_changed()
+                closed = True
+        if closed:
+            self.host.records_changed()
 
     async def _settle(self, cell: CellRun) -> None:
         """Let spawned procedures nobody waited for finish, then check that
@@ -522,42 +525,29 @@ class Runtime:
             observer.run_ended(run, ok, error)
 
     def _b_step_replay(self, run_id: int, name: str) -> tuple[Any, ...]:
-        """:meth:`_b_replay` for Step.run, the hottest call of all: a small
-        flat table comes back as ``"flat", k1, v1, ...`` for Lua to rebuild
-        (cheaper than lupa building it), anything else as ``"value", v``.
-        Catches its own errors, as ``_bridge`` would."""
+        """Step.run's look-up, the hottest call of all: a small flat table
+        comes back as ``"flat", k1, v1, ...`` for Lua to rebuild (cheaper
+        than lupa building it), anything else as ``"value", v``, and no
+        record as nothing. Catches its own errors, as ``_bridge`` would,
+        without the cost of the general wrapper."""
         try:
-            run = self.runs.get(run_id)
-            if run is None:
-                raise BridgeError("CheckpointError: this call was made outside a running cell or procedure")
-            entry = run.log.replay("step", name)
+            entry = self._run(run_id).log.replay("step", name)
+            if entry is None:
+                return (True,)
+            value: Any = entry.get("value")
+            if type(value) is dict and len(value) <= _MAX_FLAT:
+                out: list[Any] = [True, "flat"]
+                for item in value.items():
+                    if type(item[1]) not in _FLAT_VALUES:
+                        break
+                    out += item
+                else:
+                    return tuple(out)
+            return True, "value", to_lua(self.lua, value)
         except LUA_ERRORS as exc:
             return False, lua_message(exc)
-        if entry is None:
-            return True, None
-        value: Any = entry.get("value")
-        kind = type(value)
-        if kind is dict and len(value) <= _MAX_FLAT:
-            out: list[Any] = [True, "flat"]
-            for item in value.items():
-                if type(item[1]) not in _FLAT_VALUES:
-                    break
-                out += item
-            else:
-                return tuple(out)
-        if kind is dict or kind is list:
-            try:
-                return True, "value", self.lua.table_from(value, recursive=True)
-            except lua54.LuaMemoryError:
-                return False, "not enough memory"
-        return True, "value", value
-
-    @_bridge
-    def _b_replay(self, run_id: int, kind: str, name: str) -> tuple[bool, Any]:
-        entry = self._run(run_id).log.replay(kind, name)
-        if entry is None:
-            return False, None
-        return True, to_lua(self.lua, entry.get("value"))
+        except lua54.LuaMemoryError:
+            return False, "not enough memory"
 
     @_bridge
     def _b_record(self, run_id: int, kind: str, name: str, value: Any) -> None:

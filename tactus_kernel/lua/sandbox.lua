@@ -147,11 +147,10 @@ local function raise(msg)
 end
 K.raise = raise
 
--- Hot bridge calls of Step.run and Checkpoint.*: they take strings and
--- numbers (record also a value, checked for size), return data made from
--- JSON, and run no cell code in Python, so they skip the hook and
--- Python-object checks below (a replayed step costs a few microseconds).
-local LIGHT = {replay = true, record = true, record_flat = true, step_replay = true, checkpoint = true}
+-- Checkpoint.*'s bridge call takes strings, returns data made from JSON and
+-- runs no cell code in Python, so it skips the hook and Python-object checks
+-- below. (Step.run's calls skip the guard altogether: see K.step_replay.)
+local LIGHT = {checkpoint = true}
 
 -- A bridge call failed outside the Python function's own try/except (lupa
 -- converting an argument or result): raise its message, never the object.
@@ -211,6 +210,7 @@ end
 -- values: most step results) travels as arguments, which Python reads
 -- without walking a Lua table entry by entry.
 local raw_step_replay, raw_record, raw_record_flat = B.step_replay, B.record, B.record_flat
+B.step_replay, B.record, B.record_flat = nil, nil, nil  -- only these callers use them
 local huge = math.huge
 local MAX_FLAT = 64  -- entries; a bigger table takes the general path
 
