@@ -531,7 +531,8 @@ class Runtime:
         record as nothing. Catches its own errors, as ``_bridge`` would,
         without the cost of the general wrapper."""
         try:
-            entry = self._run(run_id).log.replay("step", name)
+            run = self.runs.get(run_id) or self._run(run_id)  # _run, inlined but for its error
+            entry = run.log.replay("step", name)
             if entry is None:
                 return (True,)
             value: Any = entry.get("value")
