@@ -27,6 +27,7 @@ from pydantic_ai.messages import (
     RetryPromptPart,
     SystemPromptPart,
     TextPart,
+    ThinkingPart,
     ToolCallPart,
     ToolReturnPart,
     UserPromptPart,
@@ -43,14 +44,68 @@ class HistoryError(ConfigError):
 
 
 # ----------------------------------------------------------- serialisation
+# Parts whose ``content`` is required yet may be None (a tool that returns nothing).
+_CONTENT_REQUIRED = frozenset({"tool-return", "builtin-tool-return", "instruction-delta"})
+
+
 def dump(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:
     """JSON-mode dump, the form recorded in checkpoints."""
-    # exclude_none: the record lives in the notebook file; None is every such field's default
-    return ModelMessagesTypeAdapter.dump_python(list(messages), mode="json", exclude_none=True)
+    # exclude_none: the record lives in the notebook file, and None is the
+    # default of nearly every such field; the few required ones are put back
+    dumped: list[dict[str, Any]] = ModelMessagesTypeAdapter.dump_python(list(messages), mode="json",
+                                                                        exclude_none=True)
+    for message in dumped:
+        for part in message.get("parts", ()):
+            if "content" not in part and part.get("part_kind") in _CONTENT_REQUIRED:
+                part["content"] = None
+    return dumped
 
 
 def load(data: Any) -> list[ModelMessage]:
     return list(ModelMessagesTypeAdapter.validate_python(data or []))
+
+
+# Parts that load back from their dump as the same class with the same
+# content, tool name and args. Not so: RetryPromptPart (loaded as the parts
+# that replaced it), typed tool parts (``tool_kind``), multimodal content.
+_STABLE_PARTS = (TextPart, ThinkingPart, SystemPromptPart, UserPromptPart, ToolCallPart, ToolReturnPart)
+
+
+def _plain(value: Any) -> bool:
+    """JSON data that ``ToolReturnContent`` validation hands back unchanged
+    (a dict with a ``kind`` key might be taken for multimodal content)."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return "kind" not in value and all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def same_when_loaded(messages: Sequence[ModelMessage]) -> bool:
+    """Whether ``load(dump(messages))`` would project (and so hash) the same
+    as the messages themselves.
+
+    A live turn's history must hash like the history replay rebuilds from
+    the record. Loading the dump guarantees that, at the cost of a pydantic
+    validation per turn; for the usual parts (text, prompts, plain tool
+    calls and returns) this check is enough, and far cheaper.
+    """
+    for m in messages:
+        if type(m) is not ModelRequest and type(m) is not ModelResponse:
+            return False
+        for p in m.parts:
+            if type(p) not in _STABLE_PARTS or getattr(p, "tool_kind", None) is not None:
+                return False
+            # (exact classes from here on: isinstance only narrows the type)
+            if isinstance(p, UserPromptPart) and not isinstance(p.content, str):
+                return False
+            if isinstance(p, ToolCallPart) and not (p.args is None or isinstance(p.args, str) or _plain(p.args)):
+                return False
+            if isinstance(p, ToolReturnPart) and not _plain(p.content):
+                return False
+    return True
 
 
 def role_of(message: ModelMessage) -> str:

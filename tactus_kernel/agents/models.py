@@ -18,6 +18,7 @@ Three cases, decided per live turn (a replayed turn needs no model at all):
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -159,8 +160,18 @@ class MockScript:
         return FunctionModel(self.respond, stream_function=self.stream, model_name="mock")
 
 
+@functools.cache
+def _test_model() -> TestModel:
+    return TestModel()
+
+
 def offline_model(mock: MockScript | None) -> tuple[Model, str]:
-    """The deterministic model for an offline turn, and its label."""
+    """The deterministic model for an offline turn, and its label.
+
+    One ``TestModel`` serves every turn: it keeps no state between requests
+    that changes its answers, and building one per turn was a measurable
+    share of a turn's overhead.
+    """
     if mock is not None:
         return mock.model(), "mock"
-    return TestModel(), TEST_MODEL
+    return _test_model(), TEST_MODEL

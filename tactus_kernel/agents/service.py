@@ -72,6 +72,8 @@ SHARED = "\x00shared"  # history key of a run's shared history (not a valid agen
 PASS_THROUGH = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "HumanTimeout", "LuaMemoryError",
                 "NotRecordableError", "AgentError", "CheckpointError"}
 KEPT_SNAPSHOTS = 64
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "requests", "tool_calls")  # as in lua/agents.lua
+_UNPRICED: set[tuple[str | None, str | None]] = set()  # (provider, model) genai-prices does not know
 
 
 def agent_error(agent: str, message: str) -> BridgeError:
@@ -95,6 +97,7 @@ class AgentSpec:
     mock: list[dict[str, Any]] | None
     quiet: bool
     agent: Agent[TurnDeps, Any]
+    output_digest: str = ""
 
 
 @dataclass
@@ -119,8 +122,9 @@ class RunScope:
         """``_digest`` of the list of the messages' projection digests (the
         same bytes as ``json.dumps`` of that list, fed in as it grows)."""
         done = self.hashed
-        if self.hash_state is None or len(done) > len(messages) or any(
-                a is not b for a, b in zip(done, messages, strict=False)):
+        # a prefix compares element by element, identity first (in C); equal
+        # messages project, so hash, the same
+        if self.hash_state is None or messages[:len(done)] != done:
             done, self.hash_state = [], hashlib.sha256(b"[")
         h = self.hash_state
         for i in range(len(done), len(messages)):
@@ -155,7 +159,8 @@ class Request:
     tools: list[ToolSpec]
     history: list[ModelMessage]
     history_digest: str
-    output_schema: dict[str, Any] | None
+    tools_digest: str
+    output_digest: str
     _summary: dict[str, Any] | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -164,18 +169,19 @@ class Request:
             self._summary = {
                 "model": self.model, "settings": self.settings, "system_prompt": self.instructions,
                 "message": self.message, "tools": [t.name for t in self.tools], "history": len(self.history),
-                "digests": {"history": self.history_digest,
-                            "tools": _digest([t.for_hash() for t in self.tools]),
-                            "output": _digest(self.output_schema)}}
+                "digests": {"history": self.history_digest, "tools": self.tools_digest,
+                            "output": self.output_digest}}
         return self._summary
 
     def digest(self) -> str:
         return _digest(self.summary())
 
 
+_HASH_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
 def _digest(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(_HASH_JSON.encode(data).encode("utf-8")).hexdigest()[:16]
 
 
 # What a changed digest means, for divergence messages.
@@ -225,6 +231,8 @@ class AgentService:
         self.next_turn = 0
         self.models: dict[str, Model] = {}
         self.model_calls = 0  # live turns that reached a model (tests and benchmarks read it)
+        # ids of a turn's tools -> (the tools, held so the ids stay theirs; their digest)
+        self.tool_digests: dict[tuple[int, ...], tuple[list[ToolSpec], str]] = {}
 
     # ------------------------------------------------------------ declare
     def declare(self, name: str, raw: Any) -> None:
@@ -264,6 +272,7 @@ class AgentService:
                 description=_str_or_none(config.get("description"), f"{where}: description"),
             ),
         )
+        spec.output_digest = _digest(spec.output_schema)
         self.agents[name] = spec
 
     def set_default_model(self, decl: Any) -> None:
@@ -332,8 +341,8 @@ class AgentService:
             inject = json.dumps(inject, ensure_ascii=False)
         # State may be large: read it from Lua only when a template asks for it.
         templates = [t for t in (spec.system_prompt, inject, spec.initial_message, spec.continue_message) if t]
-        params = _plain_dict(lua_ctx["params"]) if uses(templates, "params", "context") else {}
-        state = _plain_dict(lua_ctx["state"]) if uses(templates, "state", "context") else {}
+        params = self._template_data(lua_ctx, "params") if uses(templates, "params", "context") else {}
+        state = self._template_data(lua_ctx, "state") if uses(templates, "state", "context") else {}
         if inject is not None:
             message: str | None = render(inject, params, state)
         elif first and spec.initial_message is not None:
@@ -364,7 +373,25 @@ class AgentService:
         return Request(model=model_name, settings=settings,
                        instructions=render(spec.system_prompt, params, state), message=message,
                        tools=tools, history=sent, history_digest=scope.history_digest(sent),
-                       output_schema=spec.output_schema)
+                       tools_digest=self._tools_digest(tools), output_digest=spec.output_digest)
+
+    def _tools_digest(self, tools: list[ToolSpec]) -> str:
+        """The digest of the tools' declarations, computed once per set of declarations."""
+        key = tuple(map(id, tools))
+        cached = self.tool_digests.get(key)
+        if cached is None:
+            if len(self.tool_digests) > 256:  # tools redeclared again and again
+                self.tool_digests.clear()
+            cached = self.tool_digests[key] = (tools, _digest([t.for_hash() for t in tools]))
+        return cached[1]
+
+    def _template_data(self, lua_ctx: Any, key: str) -> dict[str, Any]:
+        """``params`` or ``state`` for a template, checked for size first
+        (``perform`` hands the context over unwalked)."""
+        table = lua_ctx[key]
+        if self.runtime.K.too_big(table):
+            raise BridgeError(str(self.runtime.K.TOO_BIG))
+        return _plain_dict(table)
 
     @staticmethod
     def _env_default() -> str:
@@ -411,10 +438,10 @@ class AgentService:
                 self.runtime.host.write("stdout", value if value.endswith("\n") else value + "\n")
             self._show_usage(spec.name, entry.get("model", ""), usage, entry.get("cost"), recorded=True)
         turn_id = self._snapshot(history, messages)
-        result = self._result(spec.name, turn_id, value, usage, entry.get("cost"),
-                              entry.get("model", ""), replayed=True)
-        calls = entry.get("tool_calls") or []
-        return to_lua(self.runtime.lua, result), to_lua(self.runtime.lua, calls)
+        cost = entry.get("cost")
+        calls = to_lua(self.runtime.lua, entry.get("tool_calls") or [])
+        return self._result(calls, spec.name, turn_id, value, usage, cost if isinstance(cost, (int, float)) else None,
+                            str(entry.get("model", "")), replayed=True)
 
     def _divergence(self, run: RunState, spec: AgentSpec, entry: dict[str, Any], req: Request) -> str:
         position = run.log.position  # already advanced past the entry
@@ -505,7 +532,8 @@ class AgentService:
         if replaces and req.history[-replaces:] != history[-replaces:]:
             replaces = 0
         dumped = hist.dump(new)
-        messages = hist.load(dumped)  # the live history holds what replay will rebuild
+        # the live history must hash like the one replay rebuilds from the record
+        messages = new if hist.same_when_loaded(new) else hist.load(dumped)
         self._extend(history, messages, replaces)
         output = result.output
         value = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
@@ -528,7 +556,7 @@ class AgentService:
         if not spec.quiet:
             self._show_usage(spec.name, label, usage, cost, recorded=False)
         turn_id = self._snapshot(history, messages)
-        return to_lua(self.runtime.lua, self._result(spec.name, turn_id, value, usage, cost, label)), None
+        return self._result(None, spec.name, turn_id, value, usage, cost, label)
 
     def _mark_failed(self, run: RunState, agent: str, start: int) -> None:
         """Entries a failed turn recorded (a human's answer in a tool) stay,
@@ -624,20 +652,26 @@ class AgentService:
         total = 0.0
         for m in messages:
             if isinstance(m, ModelResponse):
+                model = (m.provider_name, m.model_name)
+                if model in _UNPRICED:  # looking it up again would fail again, slowly
+                    return None
                 try:
                     total += float(m.cost().total_price)
-                except Exception:  # noqa: BLE001 - unknown model or missing usage: no price
+                except LookupError:
+                    _UNPRICED.add(model)
+                    return None
+                except Exception:  # noqa: BLE001 - missing usage and the like: no price
                     return None
         return total
 
-    @staticmethod
-    def _result(agent: str, turn_id: int, value: Any, usage: dict[str, Any], cost: float | None, model: str,
-                replayed: bool = False) -> dict[str, Any]:
-        cost_info = {"prompt_tokens": usage.get("prompt_tokens", 0),
-                     "completion_tokens": usage.get("completion_tokens", 0),
-                     "total_tokens": usage.get("total_tokens", 0), "total_cost": cost, "currency": "USD"}
-        return {"data": value, "usage": usage, "cost": cost_info, "turn": turn_id, "agent": agent,
-                "model": model, "replayed": replayed}
+    def _result(self, calls: Any, agent: str, turn_id: int, value: Any, usage: dict[str, Any], cost: float | None,
+                model: str, replayed: bool = False) -> tuple[Any, ...]:
+        """The answer to ``Name.turn``'s effect, as flat values that
+        ``wrap_result`` in ``lua/agents.lua`` builds the result from (cheaper
+        than converting a nested table: this is on every turn's path)."""
+        counts = [usage.get(k) for k in USAGE_KEYS]
+        return (calls, to_lua(self.runtime.lua, value), turn_id, agent, model, replayed, cost,
+                *(n if isinstance(n, (int, float)) and not isinstance(n, bool) else 0 for n in counts))
 
     def _show_usage(self, agent: str, model: str, usage: dict[str, Any], cost: float | None, recorded: bool) -> None:
         parts = [f"{agent} ({model})" if model else agent,

@@ -59,11 +59,16 @@ local function apply_calls(calls)
   end
 end
 
-local function wrap_result(res)
-  local turn_id, cost = res.turn, res.cost
-  local result = {data = res.data, usage = res.usage, agent = res.agent, model = res.model,
-                  replayed = res.replayed}
-  function result.cost() return cost end
+-- The effect answers with flat values (service.py: AgentService._result).
+local function wrap_result(data, turn_id, agent_name, model, replayed, total_cost,
+                           prompt, completion, total, requests, tool_calls)
+  local usage = {prompt_tokens = prompt, completion_tokens = completion, total_tokens = total,
+                 requests = requests, tool_calls = tool_calls}
+  local result = {data = data, usage = usage, agent = agent_name, model = model, replayed = replayed}
+  function result.cost()
+    return {prompt_tokens = prompt, completion_tokens = completion, total_tokens = total,
+            total_cost = total_cost, currency = "USD"}
+  end
   function result.new_messages()
     return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = "new"})
   end
@@ -73,15 +78,18 @@ local function wrap_result(res)
   return result
 end
 
+local function answered(calls, ...)
+  if calls then apply_calls(calls) end  -- a replayed turn's tool calls
+  return wrap_result(...)
+end
+
 local function turn(name, opts)
   if opts ~= nil and type(opts) ~= "table" then
     raise(name .. ".turn: options must be a table such as {inject = \"...\"}, got " .. type(opts))
   end
   local ctx = current_ctx()
   K.count_iteration()
-  local res, replayed = perform({kind = "agent.turn", run = ctx.run, ctx = ctx, name = name, opts = opts or {}})
-  if replayed then apply_calls(replayed) end
-  return wrap_result(res)
+  return answered(perform({kind = "agent.turn", run = ctx.run, name = name, opts = opts or {}}, ctx))
 end
 
 local function global_name(name)

@@ -269,14 +269,20 @@ end
 for name, f in next, B do B[name] = (LIGHT[name] and light_bridge or guard_bridge)(f) end
 
 -- Yield `req` to the driver and return its answer, or raise its error.
-local function perform(req)
+-- `ctx` (a procedure context) goes along without the size walk: Python
+-- reads single fields of it and checks any it converts (K.too_big), and
+-- walking State and every tool call made so far on each request would
+-- make a long procedure's effects ever slower.
+local function perform(req, ctx)
   if too_big(req) then raise(TOO_BIG) end
   rawset(req, EFFECT, true)  -- raw: a __newindex of a cell's table must not see the private key
+  if ctx ~= nil then rawset(req, "ctx", ctx) end
   local r = pack(co_yield(req))
   if not r[1] then raise(r[2]) end
   return unpack(r, 2, r.n)
 end
 K.perform = perform
+K.too_big, K.TOO_BIG = too_big, TOO_BIG
 
 local function resume_passing(co, ...)
   local r = pack(co_resume(co, ...))

@@ -35,24 +35,32 @@ def _guarded(method: Callable[..., Awaitable[tuple[Any, ...]]]) -> Callable[...,
 
     @functools.wraps(method)
     async def wrapper(self: AgentHub, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
-        from ..agents.config import ConfigError
-        from ..checkpoints import DivergenceError
-        from ..convert import NotRecordable
-        from ..runtime import BridgeError
-
         try:
             return await method(self, runtime, run, request)
-        except (BridgeError, DivergenceError, NotRecordable):
-            raise
-        except (ConfigError, ParamError) as exc:
-            raise BridgeError(f"AgentError: {exc}") from None
-        except ImportError as exc:
-            raise BridgeError(f"AgentError: agents need pydantic-ai: pip install 'tactus-kernel[agents]' ({exc})") \
-                from None
-        except Exception as exc:  # noqa: BLE001 - reported to the cell, never raised past the driver
-            raise BridgeError(f"AgentError: internal error: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # every failure is reported to the cell, never raised past the driver
+            error = _as_lua_error(exc)
+            if error is exc:
+                raise
+            raise error from None
 
     return wrapper
+
+
+def _as_lua_error(exc: Exception) -> Exception:
+    """The error the driver reports for a failed agent effect (imports here:
+    the hot path of a turn should not pay for them)."""
+    from ..agents.config import ConfigError
+    from ..checkpoints import DivergenceError
+    from ..convert import NotRecordable
+    from ..runtime import BridgeError
+
+    if isinstance(exc, (BridgeError, DivergenceError, NotRecordable)):
+        return exc
+    if isinstance(exc, (ConfigError, ParamError)):
+        return BridgeError(f"AgentError: {exc}")
+    if isinstance(exc, ImportError):
+        return BridgeError(f"AgentError: agents need pydantic-ai: pip install 'tactus-kernel[agents]' ({exc})")
+    return BridgeError(f"AgentError: internal error: {type(exc).__name__}: {exc}")
 
 
 class AgentHub:
