@@ -303,8 +303,8 @@ class AgentService:
         spec = self.agents.get(name)
         if spec is None:
             raise agent_error(name, "is not declared (declare it with agent(...))")
-        lua_ctx = request["ctx"]
-        opts = to_plain(request["opts"]) if request["opts"] is not None else {}
+        lua_ctx, opts = request["ctx"], request["opts"]
+        opts = to_plain(opts) if opts is not None else {}
         if not isinstance(opts, dict):
             opts = {}
         unknown = sorted(set(opts) - {"inject", "tools", "temperature", "max_tokens", "top_p", "seed"})

@@ -57,8 +57,8 @@ def uses(templates: list[str], *spaces: str) -> bool:
 def render(template: str | None, params: Mapping[str, Any], state: Mapping[str, Any],
            env: Mapping[str, str] | None = None) -> str | None:
     """Fill a template's placeholders; ``context.x`` means state x, else param x."""
-    if template is None:
-        return None
+    if template is None or "{" not in template:
+        return template
     environ = os.environ if env is None else env
 
     def fill(match: re.Match[str]) -> str:
