@@ -47,6 +47,17 @@ procedure({name = "bench"}, function()
 end)
 """
 
+# The same agent offering one Lua tool (TestModel calls it on the first turn).
+TOOL_CELL = """
+tool("lookup", {description = "Look a word up.", params = {q = {type = "string", required = true}}},
+     function(a) return {q = a.q, hits = 2} end)
+""" + CELL.replace('quiet = %s}', 'quiet = %s, tools = {"lookup"}}')
+
+
+def lookup(q: str) -> dict[str, Any]:
+    """Look a word up."""
+    return {"q": q, "hits": 2}
+
 
 async def _drain(ctx: Any, events: AsyncIterable[Any]) -> None:
     async for _ in events:
@@ -62,9 +73,10 @@ class DirectTurns:
     agent runs.
     """
 
-    def __init__(self, streaming: bool) -> None:
+    def __init__(self, streaming: bool, tools: bool = False) -> None:
         # named, like the kernel's agents (an unnamed agent looks its name up in the caller's frame)
-        self.agent: Agent[None, str] = Agent(TestModel(), instructions="You are a benchmark.", name="bench")
+        self.agent: Agent[None, str] = Agent(TestModel(), instructions="You are a benchmark.", name="bench",
+                                             tools=[lookup] if tools else [])
         self.handler = _drain if streaming else None
         self.history: list[ModelMessage] = []
         self.turns = 0
@@ -79,14 +91,15 @@ class DirectTurns:
         self.seconds += time.process_time() - t0
 
 
-def interleaved(n: int, quiet: bool) -> tuple[float, float]:
+def interleaved(n: int, quiet: bool, tools: bool = False) -> tuple[float, float]:
     """CPU seconds of n kernel turns and of n direct turns, taken in turn.
 
     The kernel runs one cell of n turns in a fresh runtime (so every turn is
     live); a wrapper around the turn effect takes a direct turn after each.
-    The wrapper's own cost counts against the kernel.
+    The wrapper's own cost counts against the kernel. ``tools``: both agents
+    offer a lookup tool (a Lua function in the kernel, a Python one directly).
     """
-    direct = DirectTurns(streaming=not quiet)
+    direct = DirectTurns(streaming=not quiet, tools=tools)
     live_turn = AgentService.turn
 
     async def turn_then_direct(self: AgentService, run: Any, request: Any) -> tuple[Any, ...]:
@@ -102,7 +115,8 @@ def interleaved(n: int, quiet: bool) -> tuple[float, float]:
         try:
             gc.collect()  # garbage of earlier rounds is not this round's cost
             t0 = time.process_time()
-            [turns] = asyncio.run(rt.execute(CELL % ("true" if quiet else "false", n), "[bench]", "bench"))
+            cell = (TOOL_CELL if tools else CELL) % ("true" if quiet else "false", n)
+            [turns] = asyncio.run(rt.execute(cell, "[bench]", "bench"))
             total = time.process_time() - t0
         finally:
             AgentService.turn = live_turn  # type: ignore[method-assign]
@@ -116,13 +130,15 @@ def measure(n: int, rounds: int = 5) -> dict[str, Any]:
     Like is compared with like: a kernel turn that streams its text into the
     cell against pydantic-ai with an event stream handler, and a ``quiet``
     agent (nothing shown as it comes, so no streaming) against a plain
-    ``Agent.run``.
+    ``Agent.run``. A third pair offers a tool (quiet), for information.
     """
     streaming: list[tuple[float, float]] = []
     quiet: list[tuple[float, float]] = []
+    tool: list[tuple[float, float]] = []
     for _ in range(rounds):
         streaming.append(interleaved(n, quiet=False))
         quiet.append(interleaved(n, quiet=True))
+        tool.append(interleaved(n, quiet=True, tools=True))
 
     def summary(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
         ratio = statistics.median(k / d for k, d in pairs)
@@ -132,6 +148,7 @@ def measure(n: int, rounds: int = 5) -> dict[str, Any]:
 
     ratio, kernel_ms, direct_ms = summary(streaming)
     ratio_q, kernel_q_ms, direct_q_ms = summary(quiet)
+    ratio_t, kernel_t_ms, direct_t_ms = summary(tool)
     return {
         "turns": n,
         "rounds": rounds,
@@ -145,6 +162,8 @@ def measure(n: int, rounds: int = 5) -> dict[str, Any]:
         "ratio_quiet": round(ratio_q, 3),
         "round_ratios": " ".join(f"{k / d:.3f}" for k, d in streaming),
         "round_ratios_quiet": " ".join(f"{k / d:.3f}" for k, d in quiet),
+        "overhead_tool_ms_per_turn": round(kernel_t_ms - direct_t_ms, 3),
+        "ratio_with_a_tool": round(ratio_t, 3),
         "target": "< 1.10x",
     }
 

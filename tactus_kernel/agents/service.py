@@ -48,7 +48,6 @@ from pydantic_ai.messages import (
     TextPartDelta,
 )
 from pydantic_ai.models import Model, infer_model
-from pydantic_ai.toolsets import FunctionToolset
 
 from ..checkpoints import describe_entry
 from ..convert import NotRecordable, to_json, to_lua, to_plain
@@ -82,7 +81,8 @@ def agent_error(agent: str, message: str) -> BridgeError:
 
 @dataclass
 class AgentSpec:
-    """A declared agent, plus the pydantic-ai Agent built for it."""
+    """A declared agent, and the pydantic-ai Agents built for it (one per
+    set of tools its turns offer)."""
 
     name: str
     model: str | None
@@ -96,8 +96,10 @@ class AgentSpec:
     history: dict[str, Any]
     mock: list[dict[str, Any]] | None
     quiet: bool
-    agent: Agent[TurnDeps, Any]
+    agent_options: dict[str, Any]  # for pydantic-ai's Agent(...)
     output_digest: str = ""
+    # ids of a turn's tools -> (the tools, held so the ids stay theirs; the Agent offering them)
+    agents: dict[tuple[int, ...], tuple[list[ToolSpec], Agent[TurnDeps, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -263,14 +265,13 @@ class AgentService:
             history=history,
             mock=parse_mock(config.get("mock"), where),
             quiet=bool(config.get("quiet", False)),
-            agent=Agent(
-                None,
-                output_type=out_model if out_model is not None else str,
-                deps_type=TurnDeps,
-                name=name,
-                retries=retries if retries is not None else 2,
-                description=_str_or_none(config.get("description"), f"{where}: description"),
-            ),
+            agent_options={
+                "output_type": out_model if out_model is not None else str,
+                "deps_type": TurnDeps,
+                "name": name,
+                "retries": retries if retries is not None else 2,
+                "description": _str_or_none(config.get("description"), f"{where}: description"),
+            },
         )
         spec.output_digest = _digest(spec.output_schema)
         self.agents[name] = spec
@@ -484,8 +485,6 @@ class AgentService:
                     history: list[ModelMessage], cursor: ScriptCursor, lua_ctx: Any) -> tuple[Any, ...]:
         model, label = self._model(spec, req.model, cursor)
         deps = TurnDeps(spec.name, lua_ctx)
-        # no toolset for a turn without tools: pydantic-ai's toolset set-up costs about 5% of a turn
-        toolsets = [FunctionToolset([self._tool(t) for t in req.tools])] if req.tools else []
         host = self.runtime.host
         streamed: list[str] = []
         flusher = _Flusher(host)
@@ -507,11 +506,11 @@ class AgentService:
         start = log.position
         self.model_calls += 1
         try:
-            result = await spec.agent.run(
+            result = await self._agent(spec, req.tools).run(
                 req.message, model=model, instructions=req.instructions, message_history=req.history,
                 deps=deps, model_settings=cast(ModelSettings, req.settings) if req.settings else None,
                 # a quiet agent shows nothing as it comes: pydantic-ai's plain path costs less
-                toolsets=toolsets, event_stream_handler=None if spec.quiet else stream,
+                event_stream_handler=None if spec.quiet else stream,
             )
         except asyncio.CancelledError:
             raise
@@ -595,6 +594,23 @@ class AgentService:
         return agent_error(spec.name, f"model '{label}' failed: {type(exc).__name__}: {exc}")
 
     # --------------------------------------------------------------- tools
+    def _agent(self, spec: AgentSpec, tools: list[ToolSpec]) -> Agent[TurnDeps, Any]:
+        """The pydantic-ai Agent for a turn that offers these tools, built once.
+
+        Tools are given to the Agent itself, not to each run as a toolset:
+        pydantic-ai's per-run toolsets cost about 5% of a TestModel turn, and
+        a tool's call finds its way back to Lua through the run's deps, so
+        one Agent serves every turn with the same tools.
+        """
+        key = tuple(map(id, tools))
+        cached = spec.agents.get(key)
+        if cached is None:
+            if len(spec.agents) > 64:  # tools redeclared again and again
+                spec.agents.clear()
+            agent: Agent[TurnDeps, Any] = Agent(None, tools=[self._tool(t) for t in tools], **spec.agent_options)
+            cached = spec.agents[key] = (tools, agent)
+        return cached[1]
+
     def _tool(self, spec: ToolSpec) -> Tool[TurnDeps]:
         async def call(ctx: RunContext[TurnDeps], **kwargs: Any) -> Any:
             return await self._call_tool(ctx.deps, spec, kwargs)
