@@ -63,6 +63,16 @@ def test_events_in_order_with_durations_and_previews(cells):
     assert json.loads(json.dumps(evs)) == evs
 
 
+def test_a_preview_is_one_short_line_of_the_start_of_a_value():
+    assert timeline.preview("a\n  b\tc") == "a b c"
+    assert timeline.preview({"rows": 3}) == '{"rows":3}'
+    assert timeline.preview(None) == ""
+    long = timeline.preview("word " * 1_000_000)  # looks at the start only
+    assert len(long) == timeline.PREVIEW and long.endswith("…") and long.startswith("word word")
+    # spaces enough to fill the part looked at still say that more follows
+    assert timeline.preview(" " * 10_000 + "tail") == "…"
+
+
 def test_a_rerun_marks_rows_replayed(cells):
     cells.runtime.answers["Ship it?"] = True
     cells(WORK, key="c1")
