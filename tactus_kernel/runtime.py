@@ -377,6 +377,7 @@ class Runtime:
                     continue
                 send = await self._perform(request)
         finally:
+            self.K.close_thread(thread)  # __close handlers may loop: still interruptible here
             self._interrupter.remove(thread)
             self.K.drop(thread)
 

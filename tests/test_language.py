@@ -351,3 +351,32 @@ def test_is_complete_follows_the_lua_repl_rule(cells):
     assert rt.is_complete("function f()") == "incomplete"
     assert rt.is_complete("x = = 1") == "invalid"
     assert rt.is_complete("1 +") == "incomplete"
+
+
+def test_close_variables_are_closed_when_a_cell_fails(cells):
+    err = cells.error("""
+    local t <close> = setmetatable({}, {__close = function(_, e) print("closed after: " .. tostring(e)) end})
+    error("boom")
+    """)
+    assert err.evalue.endswith("boom")
+    assert "closed after: " in cells.host.stdout and "boom" in cells.host.stdout
+    cells.host.out.clear()
+    err = cells.error("""
+    procedure({name = "tidy"}, function()
+      local t <close> = setmetatable({}, {__close = function() print("procedure closed") end})
+      error("inside")
+    end)
+    """, key="tidy")
+    assert "procedure closed" in cells.host.stdout
+
+
+def test_a_close_handler_that_never_ends_can_be_interrupted(cells):
+    import threading
+
+    threading.Timer(0.3, cells.runtime.interrupt).start()
+    err = cells.error("""
+    local t <close> = setmetatable({}, {__close = function() while true do end end})
+    error("boom")
+    """)
+    assert err.evalue.endswith("boom")  # the cell's own error; the interrupt ended the handler
+    assert cells("1 + 1") == [2]  # and the kernel goes on

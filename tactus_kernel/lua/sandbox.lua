@@ -360,7 +360,8 @@ local function step(id, ...)
   end
   local r = pack(co_resume(co, unpack(answer, 1, answer.n)))
   if not r[1] then
-    THREADS[id] = nil
+    -- kept in THREADS: the driver closes it (K.close_thread), so the
+    -- <close> variables in scope when the error came are closed
     local msg, tb, ename = describe_error(co, r[2])
     return "error", msg, tb, ename
   end
@@ -404,10 +405,17 @@ function K.hook_probe(on)
   return tostring(probe)
 end
 
-function K.drop(id)
+-- Run a stopped thread's pending __close handlers (a cell failed, or its
+-- wait was cancelled, with <close> variables in scope). The driver calls
+-- this while the thread can still be interrupted, before K.drop; never for
+-- a thread the interrupt hook killed (see KILLED).
+function K.close_thread(id)
   local co = THREADS[id]
-  THREADS[id] = nil
   if co and not KILLED[co] then raw_pcall(co_close, co) end
+end
+
+function K.drop(id)
+  THREADS[id] = nil
 end
 
 -- Wrap an error raised inside a procedure body so its traceback survives the
