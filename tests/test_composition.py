@@ -427,3 +427,23 @@ def test_an_interrupt_cancels_waiting_children_and_a_rerun_asks_again(kernel):
     kernel.click(wait_for_card(kernel, "Approve eta?", "Reject"))
     kernel.wait(again)
     assert again.status == "ok" and again.stdout.strip().endswith("false")
+
+
+def test_a_cancelled_child_closes_its_close_variables(cells):
+    cells("""
+    procedure({name = "holder", params = {s = {type = "number", default = 0}}}, function()
+      local lock <close> = setmetatable({}, {__close = function() print("lock released") end})
+      Sleep(params.s)
+    end)
+    """, key="c1")
+    cells.host.out.clear()
+    [out] = cells("""
+    procedure({name = "boss"}, function()
+      local h = Procedure.spawn("holder", {s = 30})
+      Sleep(0.05)
+      Procedure.cancel(h)
+      return Procedure.status(h)
+    end)
+    """, key="boss")
+    assert out == "cancelled"
+    assert "lock released" in cells.host.stdout
