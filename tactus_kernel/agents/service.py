@@ -21,9 +21,9 @@ import asyncio
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 from pydantic_ai import Agent, ModelSettings, RunContext, Tool
@@ -73,6 +73,8 @@ PASS_THROUGH = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "Hum
 KEPT_SNAPSHOTS = 64
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "requests", "tool_calls")  # as in lua/agents.lua
 _UNPRICED: set[tuple[str | None, str | None]] = set()  # (provider, model) genai-prices does not know
+T = TypeVar("T")
+PerTools = dict[tuple[int, ...], tuple[list[ToolSpec], T]]  # what was made once per list of tool declarations
 
 
 def agent_error(agent: str, message: str) -> BridgeError:
@@ -98,8 +100,7 @@ class AgentSpec:
     quiet: bool
     agent_options: dict[str, Any]  # for pydantic-ai's Agent(...)
     output_digest: str = ""
-    # ids of a turn's tools -> (the tools, held so the ids stay theirs; the Agent offering them)
-    agents: dict[tuple[int, ...], tuple[list[ToolSpec], Agent[TurnDeps, Any]]] = field(default_factory=dict)
+    agents: PerTools[Agent[TurnDeps, Any]] = field(default_factory=dict)  # the Agent offering a turn's tools
 
 
 @dataclass
@@ -186,6 +187,22 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(_HASH_JSON.encode(data).encode("utf-8")).hexdigest()[:16]
 
 
+def _per_tools(cache: PerTools[T], tools: list[ToolSpec], build: Callable[[], T]) -> T:
+    """What ``build`` makes for this list of tool declarations, made once.
+
+    Keyed by the declarations' ids; each entry holds its list, so the ids
+    stay theirs. Tools redeclared again and again empty the cache past 64
+    entries rather than grow it.
+    """
+    key = tuple(map(id, tools))
+    cached = cache.get(key)
+    if cached is None:
+        if len(cache) >= 64:
+            cache.clear()
+        cached = cache[key] = (tools, build())
+    return cached[1]
+
+
 # What a changed digest means, for divergence messages.
 DIGEST_MEANING = {"history": "the message history sent differs",
                   "tools": "a tool's description or params differ",
@@ -233,8 +250,7 @@ class AgentService:
         self.next_turn = 0
         self.models: dict[str, Model] = {}
         self.model_calls = 0  # live turns that reached a model (tests and benchmarks read it)
-        # ids of a turn's tools -> (the tools, held so the ids stay theirs; their digest)
-        self.tool_digests: dict[tuple[int, ...], tuple[list[ToolSpec], str]] = {}
+        self.tool_digests: PerTools[str] = {}
 
     # ------------------------------------------------------------ declare
     def declare(self, name: str, raw: Any) -> None:
@@ -378,13 +394,7 @@ class AgentService:
 
     def _tools_digest(self, tools: list[ToolSpec]) -> str:
         """The digest of the tools' declarations, computed once per set of declarations."""
-        key = tuple(map(id, tools))
-        cached = self.tool_digests.get(key)
-        if cached is None:
-            if len(self.tool_digests) > 256:  # tools redeclared again and again
-                self.tool_digests.clear()
-            cached = self.tool_digests[key] = (tools, _digest([t.for_hash() for t in tools]))
-        return cached[1]
+        return _per_tools(self.tool_digests, tools, lambda: _digest([t.for_hash() for t in tools]))
 
     def _template_data(self, lua_ctx: Any, key: str) -> dict[str, Any]:
         """``params`` or ``state`` for a template, checked for size first
@@ -602,14 +612,8 @@ class AgentService:
         a tool's call finds its way back to Lua through the run's deps, so
         one Agent serves every turn with the same tools.
         """
-        key = tuple(map(id, tools))
-        cached = spec.agents.get(key)
-        if cached is None:
-            if len(spec.agents) > 64:  # tools redeclared again and again
-                spec.agents.clear()
-            agent: Agent[TurnDeps, Any] = Agent(None, tools=[self._tool(t) for t in tools], **spec.agent_options)
-            cached = spec.agents[key] = (tools, agent)
-        return cached[1]
+        return _per_tools(spec.agents, tools,
+                          lambda: Agent(None, tools=[self._tool(t) for t in tools], **spec.agent_options))
 
     def _tool(self, spec: ToolSpec) -> Tool[TurnDeps]:
         async def call(ctx: RunContext[TurnDeps], **kwargs: Any) -> Any:
