@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 SCHEMA_VERSION = 1
@@ -136,11 +136,32 @@ class Records:
         self.procedures: dict[str, dict[str, Any]] = {}
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
+        # Fields of recorded entries still to be filled in (see defer).
+        self.deferred: list[Callable[[], None]] = []
 
     def load(self, procedures: dict[str, dict[str, Any]]) -> None:
+        self.fill_deferred()
         self.procedures = procedures
         self.dirty.clear()
         self.deleted.clear()
+
+    def defer(self, fill: Callable[[], None]) -> None:
+        """Have ``fill`` complete an entry just recorded, before anyone reads it.
+
+        Why: right after a model call, serialising an agent turn's messages
+        and hashing its request meet cold caches and cost several times what
+        they cost done together, many turns at a time. Every way of reading
+        the records (the comm update, a snapshot, replay, the end of a cell)
+        calls :meth:`fill_deferred` first, so no reader ever sees a gap.
+        ``fill`` must not raise: it records its own failure in the entry.
+        """
+        self.deferred.append(fill)
+
+    def fill_deferred(self) -> None:
+        while self.deferred:
+            pending, self.deferred = self.deferred, []
+            for fill in pending:
+                fill()
 
     # A key with "/" names a child procedure's record nested in its caller's:
     # "deploy/build#1" is procedures["deploy"]["children"]["build#1"] (see
@@ -192,6 +213,8 @@ class Records:
 
     def take_changes(self) -> list[dict[str, Any]]:
         """The comm ops that bring a frontend up to date, and forget them."""
+        if self.deferred:
+            self.fill_deferred()
         ops: list[dict[str, Any]] = []
         if self.dirty:
             ops.append({"op": "update", "procedures": {k: self.procedures[k] for k in sorted(self.dirty)}})
@@ -202,6 +225,7 @@ class Records:
         return ops
 
     def snapshot(self) -> dict[str, Any]:
+        self.fill_deferred()
         return {"version": SCHEMA_VERSION, "procedures": self.procedures}
 
 
@@ -241,6 +265,8 @@ class RunLog:
             if self.trail is not None:
                 self.trail.started(kind, name)
             return None
+        if self.records.deferred:  # (an entry being recorded now is at the end)
+            self.records.fill_deferred()
         entry = self.entries[self.position]
         if entry["kind"] != kind or entry["name"] != name:
             self._diverge({"kind": kind, "name": name})

@@ -282,6 +282,7 @@ class Runtime:
         finally:
             for observer in self.run_observers:
                 observer.cell_closed(cell)
+            self.records.fill_deferred()
             self._close_unfinished()
             self._cell = None
             self.runs = {}

@@ -735,3 +735,66 @@ def test_a_tool_that_returns_nothing_is_recorded_and_replayed(cells, monkeypatch
     assert entry["tool_calls"] == [{"name": "noop", "args": {}, "result": None}]
     _forbid_models(monkeypatch)
     assert cells(code, key="nothing") == [["second", 0]]  # replayed: the tool does not run again
+
+
+# ------------------------------------------------------- deferred recording
+TWO_TURNS = """
+agent("writer", {model = "test", quiet = true})
+procedure({name = "two"}, function()
+  Writer.turn({inject = "one"})
+  Writer.turn({inject = "two"})
+  return "ok"
+end)
+"""
+
+
+def test_a_turn_read_while_the_cell_runs_is_complete(cells, monkeypatch):
+    """A turn's messages and request hash are filled in after the model call
+    (``Records.defer``); whoever reads the records first, such as the comm
+    sending an update in the middle of a cell, gets the whole entry."""
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(cells.host, "records_changed", lambda: sent.extend(cells.runtime.records.take_changes()))
+    cells(TWO_TURNS, key="two")
+    turns = [e for op in sent for e in op["procedures"]["two"]["checkpoints"] if e["kind"] == "agent"]
+    assert len(turns) >= 2
+    for entry in turns:
+        assert isinstance(entry["messages"], list) and entry["messages"]
+        assert isinstance(entry["request_hash"], str) and entry["request"]["message"] in ("one", "two")
+    json.dumps(sent)  # nothing left that the comm could not send
+
+
+def test_messages_that_cannot_be_recorded_make_a_clear_replay_error(cells, monkeypatch):
+    def broken(messages: Any) -> Any:
+        raise RuntimeError("no serializer")
+
+    monkeypatch.setattr(hist, "dump", broken)
+    assert cells(TWO_TURNS, key="two") == ["ok"]
+    [first, second] = entries(cells, "two")
+    assert first["messages"] == "not recordable: RuntimeError: no serializer"
+    assert isinstance(second["request_hash"], str)  # the rest of the entry is still filled in
+    monkeypatch.undo()
+    _forbid_models(monkeypatch)
+    err = cells.error(TWO_TURNS, key="two")
+    assert err.ename == "AgentError"
+    assert "the recorded turn is unreadable: messages: not recordable: RuntimeError: no serializer" in err.evalue
+
+
+def test_an_unchanged_declaration_keeps_its_pydantic_ai_agent(cells):
+    """A cell run again declares its agent and tools again; when nothing
+    changed, the Agent built for them is reused (building one costs about
+    half a millisecond); a change builds a new one."""
+    code = """
+    tool("lookup", {description = "Look up", params = {q = {type = "string"}}}, function(a) return 1 end)
+    agent("finder", {model = "test", quiet = true, tools = {"lookup"}, retries = %d})
+    procedure({name = "find%d"}, function() return Finder.turn().data end)
+    """
+    service = hub(cells).service
+    cells(code % (2, 1), key="k1")
+    [built] = [agent for _, agent in service.agents["finder"].agents.values()]
+    tool = service.tools["lookup"]
+    cells(code % (2, 2), key="k2")
+    assert service.tools["lookup"] is tool
+    assert [agent for _, agent in service.agents["finder"].agents.values()] == [built]
+    cells(code % (3, 3), key="k3")
+    [rebuilt] = [agent for _, agent in service.agents["finder"].agents.values()]
+    assert rebuilt is not built

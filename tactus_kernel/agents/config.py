@@ -74,6 +74,8 @@ def parse_model(decl: Any, where: str) -> tuple[str | None, dict[str, Any]]:
 def settings_from(opts: Mapping[str, Any], where: str) -> dict[str, Any]:
     """The model settings present in a table (declaration or turn options)."""
     out: dict[str, Any] = {}
+    if opts.keys().isdisjoint(SETTINGS):
+        return out
     for key in SETTINGS:
         value = opts.get(key)
         if value is None:

@@ -18,6 +18,7 @@ request that differs from the record is a divergence, never a silent reuse.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections import OrderedDict
@@ -71,6 +72,9 @@ SHARED = "\x00shared"  # history key of a run's shared history (not a valid agen
 PASS_THROUGH = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "HumanTimeout", "LuaMemoryError",
                 "NotRecordableError", "AgentError", "CheckpointError"}
 KEPT_SNAPSHOTS = 64
+NOT_RECORDABLE = "not recordable: "  # what a turn's messages say when they could not be recorded
+TURN_OPTIONS = frozenset({"inject", "tools", "temperature", "max_tokens", "top_p", "seed"})
+_SCALARS = frozenset({str, int, float, bool})
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "requests", "tool_calls")  # as in lua/agents.lua
 _UNPRICED: set[tuple[str | None, str | None]] = set()  # (provider, model) genai-prices does not know
 T = TypeVar("T")
@@ -161,10 +165,19 @@ class Request:
     message: str | None
     tools: list[ToolSpec]
     history: list[ModelMessage]
-    history_digest: str
+    scope: RunScope = field(repr=False)
     tools_digest: str
     output_digest: str
     _summary: dict[str, Any] | None = field(default=None, repr=False)
+    _history_digest: str | None = field(default=None, repr=False)
+
+    @property
+    def history_digest(self) -> str:
+        """Hashed when first needed: to compare with a record at once, to
+        record a live turn later (``Records.defer``)."""
+        if self._history_digest is None:
+            self._history_digest = self.scope.history_digest(self.history)
+        return self._history_digest
 
     def summary(self) -> dict[str, Any]:
         """The readable request, plus digests of its bulky parts, for the record."""
@@ -207,6 +220,28 @@ def _per_tools(cache: PerTools[T], tools: list[ToolSpec], build: Callable[[], T]
 DIGEST_MEANING = {"history": "the message history sent differs",
                   "tools": "a tool's description or params differ",
                   "output": "the output_type differs"}
+
+
+def _turn_options(table: Any) -> dict[str, Any]:
+    """``Name.turn(opts)`` as a dict. Usually a flat table such as
+    ``{inject = "..."}``: read as it is, skipping the general conversion."""
+    if table is None:
+        return {}
+    items = list(table.items())
+    if all(type(k) is str and type(v) in _SCALARS for k, v in items):
+        return dict(items)
+    opts = to_plain(table)
+    return opts if isinstance(opts, dict) else {}
+
+
+def _same_agent(old: AgentSpec, new: AgentSpec) -> bool:
+    """Whether the pydantic-ai Agents built for ``old`` serve ``new`` as
+    well. The output type is a class made at each declaration: compared by
+    its schema."""
+    if old.output_digest != new.output_digest:
+        return False
+    a, b = old.agent_options, new.agent_options
+    return a.keys() == b.keys() and all(a[k] == b[k] for k in a if k != "output_type")
 
 
 def _plain_dict(table: Any) -> dict[str, Any]:
@@ -290,6 +325,11 @@ class AgentService:
             },
         )
         spec.output_digest = _digest(spec.output_schema)
+        old = self.agents.get(name)
+        if old is not None and _same_agent(old, spec):
+            # a cell run again declares the same agent: keep the pydantic-ai
+            # Agents built for it (about half a millisecond each)
+            spec.agents = old.agents
         self.agents[name] = spec
 
     def set_default_model(self, decl: Any) -> None:
@@ -320,11 +360,8 @@ class AgentService:
         spec = self.agents.get(name)
         if spec is None:
             raise agent_error(name, "is not declared (declare it with agent(...))")
-        lua_ctx, opts = request["ctx"], request["opts"]
-        opts = to_plain(opts) if opts is not None else {}
-        if not isinstance(opts, dict):
-            opts = {}
-        unknown = sorted(set(opts) - {"inject", "tools", "temperature", "max_tokens", "top_p", "seed"})
+        lua_ctx, opts = request["ctx"], _turn_options(request["opts"])
+        unknown = sorted(set(opts) - TURN_OPTIONS)
         if unknown:
             raise agent_error(name, f"turn: unknown option '{unknown[0]}' "
                                     "(known: inject, tools, temperature, max_tokens, top_p, seed)")
@@ -342,13 +379,12 @@ class AgentService:
         key = SHARED if hconf.get("mode") == "shared" else name
         history = scope.histories.setdefault(key, [])
         req = self._request(spec, opts, scope, lua_ctx, history, hconf, first=taken == 0)
-        digest = req.digest()
         cursor = scope.scripts.setdefault(name, ScriptCursor())
 
-        replayed = self._replay(run, spec, req, digest, history, cursor)
+        replayed = self._replay(run, spec, req, history, cursor)
         if replayed is not None:
             return replayed
-        return await self._live(run, spec, req, digest, history, cursor, lua_ctx)
+        return await self._live(run, spec, req, history, cursor, lua_ctx)
 
     def _request(self, spec: AgentSpec, opts: dict[str, Any], scope: RunScope, lua_ctx: Any,
                  history: list[ModelMessage], hconf: dict[str, Any], first: bool) -> Request:
@@ -389,8 +425,8 @@ class AgentService:
             raise agent_error(spec.name, str(exc)) from None
         return Request(model=model_name, settings=settings,
                        instructions=render(spec.system_prompt, params, state), message=message,
-                       tools=tools, history=sent, history_digest=scope.history_digest(sent),
-                       tools_digest=self._tools_digest(tools), output_digest=spec.output_digest)
+                       tools=tools, history=sent, scope=scope, tools_digest=self._tools_digest(tools),
+                       output_digest=spec.output_digest)
 
     def _tools_digest(self, tools: list[ToolSpec]) -> str:
         """The digest of the tools' declarations, computed once per set of declarations."""
@@ -411,8 +447,8 @@ class AgentService:
         return os.environ.get(DEFAULT_MODEL_ENV) or TEST_MODEL
 
     # -------------------------------------------------------------- replay
-    def _replay(self, run: RunState, spec: AgentSpec, req: Request, digest: str,
-                history: list[ModelMessage], cursor: ScriptCursor) -> tuple[Any, ...] | None:
+    def _replay(self, run: RunState, spec: AgentSpec, req: Request, history: list[ModelMessage],
+                cursor: ScriptCursor) -> tuple[Any, ...] | None:
         log = run.log
         here = log.entries[log.position] if log.position < len(log.entries) else None
         if here is not None and here.get("kind") != "agent" and here.get("in_turn") == spec.name:
@@ -421,14 +457,17 @@ class AgentService:
         if entry is None:
             return None
         recorded_hash = entry.get("request_hash")
-        if recorded_hash is not None and recorded_hash != digest:
+        if recorded_hash is not None and recorded_hash != req.digest():
             if log.allow_divergence:
                 log.clear_from(log.position - 1)
                 self.runtime.host.records_changed()
                 return None
             raise BridgeError("DivergenceError: " + self._divergence(run, spec, entry, req))
         try:
-            messages = hist.load(entry.get("messages"))
+            recorded = entry.get("messages")
+            if isinstance(recorded, str) and recorded.startswith(NOT_RECORDABLE):  # see _fill_turn
+                raise ValueError(f"messages: {recorded}")
+            messages = hist.load(recorded)
             replaces, usage = entry.get("replaces") or 0, entry.get("usage") or {}
             for field_name, found, kind in (("replaces", replaces, int), ("usage", usage, dict)):
                 if not isinstance(found, kind):
@@ -491,8 +530,8 @@ class AgentService:
                 raise agent_error(spec.name, f"cannot use model '{name}': {exc}") from None
         return model, name
 
-    async def _live(self, run: RunState, spec: AgentSpec, req: Request, digest: str,
-                    history: list[ModelMessage], cursor: ScriptCursor, lua_ctx: Any) -> tuple[Any, ...]:
+    async def _live(self, run: RunState, spec: AgentSpec, req: Request, history: list[ModelMessage],
+                    cursor: ScriptCursor, lua_ctx: Any) -> tuple[Any, ...]:
         model, label = self._model(spec, req.model, cursor)
         deps = TurnDeps(spec.name, lua_ctx)
         host = self.runtime.host
@@ -508,9 +547,8 @@ class AgentService:
                     text = event.delta.content_delta
                 if text:
                     streamed.append(text)
-                    if not spec.quiet:
-                        host.write("stdout", text)
-                        flusher.soon()
+                    host.write("stdout", text)
+                    flusher.soon()
 
         log = run.log
         start = log.position
@@ -540,9 +578,10 @@ class AgentService:
         replaces = max(0, len(req.history) - prior)
         if replaces and req.history[-replaces:] != history[-replaces:]:
             replaces = 0
-        dumped = hist.dump(new)
-        # the live history must hash like the one replay rebuilds from the record
-        messages = new if hist.same_when_loaded(new) else hist.load(dumped)
+        # the live history must hash like the one replay rebuilds from the
+        # record: the usual parts do; others are taken from their dump
+        dumped = None if hist.same_when_loaded(new) else hist.dump(new)
+        messages = new if dumped is None else hist.load(dumped)
         self._extend(history, messages, replaces)
         output = result.output
         value = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
@@ -554,13 +593,15 @@ class AgentService:
         nested = log.entries[start:log.position]
         if nested:
             log.clear_from(start)
+        # messages, request_hash and request are filled in later (_fill_turn)
         extra: dict[str, Any] = {"messages": dumped, "usage": usage, "cost": cost, "tool_calls": deps.calls,
-                                 "request_hash": digest, "request": req.summary(), "model": label}
+                                 "request_hash": None, "request": None, "model": label}
         if replaces:
             extra["replaces"] = replaces
         if nested:
             extra["nested"] = nested
-        log.append("agent", spec.name, value, **extra)
+        entry = log.append("agent", spec.name, value, **extra)
+        log.records.defer(functools.partial(_fill_turn, entry, new, req))
         host.records_changed()
         if not spec.quiet:
             self._show_usage(spec.name, label, usage, cost, recorded=False)
@@ -749,6 +790,20 @@ class AgentService:
         if op == "get":
             return to_lua(self.runtime.lua, hist.simple(history))
         raise BridgeError(f"AgentError: unknown MessageHistory operation {op!r}")
+
+
+def _fill_turn(entry: dict[str, Any], new: list[ModelMessage], req: Request) -> None:
+    """Complete a live turn's entry (see ``Records.defer``): its messages
+    (pydantic-ai message objects are not changed once a turn has returned)
+    and its request hash. A failure is written where replay will report it,
+    in the messages, since the turn cannot be replayed without them."""
+    try:
+        entry["request_hash"] = req.digest()
+        entry["request"] = req.summary()
+        if entry["messages"] is None:
+            entry["messages"] = hist.dump(new)
+    except Exception as exc:  # noqa: BLE001 - a reader must find a complete entry
+        entry["messages"] = f"{NOT_RECORDABLE}{type(exc).__name__}: {exc}"
 
 
 class _Flusher:

@@ -51,7 +51,7 @@ def _text(value: Any) -> str:
 
 def uses(templates: list[str], *spaces: str) -> bool:
     """Does any template have a placeholder in one of these namespaces?"""
-    return any("{" + space + "." in t for t in templates for space in spaces)
+    return any("{" in t and any("{" + space + "." in t for space in spaces) for t in templates)
 
 
 def render(template: str | None, params: Mapping[str, Any], state: Mapping[str, Any],

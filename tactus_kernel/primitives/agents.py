@@ -89,7 +89,9 @@ class AgentHub:
 
         name = str(request["name"])
         spec = to_plain(request["spec"]) if request["spec"] is not None else {}
-        self.tools[name] = parse_tool(name, spec)
+        tool = parse_tool(name, spec)
+        if self.tools.get(name) != tool:  # the same declaration keeps its object: Agents built for it serve on
+            self.tools[name] = tool
         return ()
 
     @_guarded
