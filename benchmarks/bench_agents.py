@@ -156,7 +156,8 @@ def measure(n: int, rounds: int = 5) -> dict[str, Any]:
         streaming.append(interleaved(n, quiet=False))
         quiet.append(interleaved(n, quiet=True))
         tool.append(interleaved(n, quiet=True, tools=True))
-        short.append(interleaved(SHORT, quiet=True))
+        # a short round is quick and noisier: three of them per round
+        short.extend(interleaved(SHORT, quiet=True) for _ in range(3))
 
     def summary(pairs: list[tuple[float, float]], turns: int = n) -> tuple[float, float, float]:
         ratio = statistics.median(k / d for k, d in pairs)
@@ -184,6 +185,7 @@ def measure(n: int, rounds: int = 5) -> dict[str, Any]:
         "overhead_tool_ms_per_turn": round(kernel_t_ms - direct_t_ms, 3),
         "ratio_with_a_tool": round(ratio_t, 3),
         "short_turns": SHORT,
+        "round_ratios_short": " ".join(f"{k / d:.3f}" for k, d in short),
         "direct_short_ms_per_turn": round(direct_s_ms, 3),
         "overhead_short_ms_per_turn": round(kernel_s_ms - direct_s_ms, 3),
         "ratio_short": round(ratio_s, 3),
