@@ -217,11 +217,13 @@ class Runtime:
                 continue
             prefix = "\n".join(lines[:i])
             suffix = "\n".join(lines[i:])
-            if self.K.compile(prefix, chunk)[0] is None:
-                continue
+            # the suffix first: it is short, and most lines of a block fail
+            # to parse as an expression within a few tokens
             for ret in (f"return ({suffix}\n)", "return " + suffix):
                 if self.K.compile(ret, chunk)[0] is None:
                     continue
+                if self.K.compile(prefix, chunk)[0] is None:
+                    break
                 fn2, _ = self.K.compile(prefix + ("\n" if i else "") + ret, chunk)
                 if fn2 is not None:
                     return fn2

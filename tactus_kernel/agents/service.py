@@ -337,11 +337,11 @@ class AgentService:
 
     # -------------------------------------------------------------- scopes
     def scope(self, run: RunState) -> RunScope:
-        live = self.runtime.runs
-        for run_id in [r for r in self.scopes if r not in live]:
-            del self.scopes[run_id]
         scope = self.scopes.get(run.id)
         if scope is None:
+            live = self.runtime.runs  # the scopes of finished runs go when a new one comes
+            for run_id in [r for r in self.scopes if r not in live]:
+                del self.scopes[run_id]
             scope = self.scopes[run.id] = RunScope()
         return scope
 
