@@ -53,18 +53,19 @@ end
 local MAX_NODES = 1000000
 local TOO_BIG = "SandboxError: this table is too large to hand to the kernel (over " .. MAX_NODES ..
   " entries, a shared subtable counted each time it appears)"
+local walked = 0  -- entries counted by the walk under way
+local function walk(t, depth)
+  if depth >= 100 then return false end
+  for _, x in next, t do
+    walked = walked + 1
+    if walked > MAX_NODES then return true end
+    if type(x) == "table" and walk(x, depth + 1) then return true end
+  end
+  return false
+end
 local function too_big(v)
   if type(v) ~= "table" then return false end
-  local count = 0
-  local function walk(t, depth)
-    if depth >= 100 then return false end
-    for _, x in next, t do
-      count = count + 1
-      if count > MAX_NODES then return true end
-      if type(x) == "table" and walk(x, depth + 1) then return true end
-    end
-    return false
-  end
+  walked = 0
   return walk(v, 0)
 end
 

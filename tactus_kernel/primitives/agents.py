@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..convert import to_plain
 from ..errors import ParamError
+from .composition import apply_injection
 
 if TYPE_CHECKING:
     from ..agents.service import AgentService
@@ -114,8 +115,6 @@ class AgentHub:
 
     @_guarded
     async def turn(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
-        from .composition import apply_injection
-
         apply_injection(runtime, run, request)  # messages sent with Procedure.inject(handle, message)
         return await self.service.turn(run, request)
 
