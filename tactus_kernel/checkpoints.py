@@ -213,8 +213,7 @@ class Records:
 
     def take_changes(self) -> list[dict[str, Any]]:
         """The comm ops that bring a frontend up to date, and forget them."""
-        if self.deferred:
-            self.fill_deferred()
+        self.fill_deferred()
         ops: list[dict[str, Any]] = []
         if self.dirty:
             ops.append({"op": "update", "procedures": {k: self.procedures[k] for k in sorted(self.dirty)}})

@@ -127,12 +127,17 @@ def _careful_json(value: Any, path: str, depth: int) -> JSON:
     return {k: _careful_json(v, f"{path}.{k}", depth + 1) for k, v in items}
 
 
+_FLAT_PLAIN = frozenset({str, int, float, bool})  # what to_plain hands back unchanged
+
+
 def to_plain(value: Any, depth: int = 0) -> Any:
     """Lenient conversion for declarations: functions become the marker
     ``"<function>"`` instead of failing, so a config table with guards or
     filters can still be read for its data."""
     if lua_type(value) == "table" and depth < MAX_DEPTH:
         items = list(value.items())
+        if all(type(k) is str and type(v) in _FLAT_PLAIN for k, v in items):
+            return dict(sorted(items))  # a flat table, such as a turn's options: no walk
         keys = [k for k, _ in items]
         if items and all(isinstance(k, int) for k in keys) and sorted(keys) == list(range(1, len(keys) + 1)):
             return [to_plain(v, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]

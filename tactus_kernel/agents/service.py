@@ -74,7 +74,6 @@ PASS_THROUGH = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "Hum
 KEPT_SNAPSHOTS = 64
 NOT_RECORDABLE = "not recordable: "  # what a turn's messages say when they could not be recorded
 TURN_OPTIONS = frozenset({"inject", "tools", "temperature", "max_tokens", "top_p", "seed"})
-_SCALARS = frozenset({str, int, float, bool})
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "requests", "tool_calls")  # as in lua/agents.lua
 _UNPRICED: set[tuple[str | None, str | None]] = set()  # (provider, model) genai-prices does not know
 T = TypeVar("T")
@@ -222,18 +221,6 @@ DIGEST_MEANING = {"history": "the message history sent differs",
                   "output": "the output_type differs"}
 
 
-def _turn_options(table: Any) -> dict[str, Any]:
-    """``Name.turn(opts)`` as a dict. Usually a flat table such as
-    ``{inject = "..."}``: read as it is, skipping the general conversion."""
-    if table is None:
-        return {}
-    items = list(table.items())
-    if all(type(k) is str and type(v) in _SCALARS for k, v in items):
-        return dict(items)
-    opts = to_plain(table)
-    return opts if isinstance(opts, dict) else {}
-
-
 def _same_agent(old: AgentSpec, new: AgentSpec) -> bool:
     """Whether the pydantic-ai Agents built for ``old`` serve ``new`` as
     well. The output type is a class made at each declaration: compared by
@@ -360,7 +347,7 @@ class AgentService:
         spec = self.agents.get(name)
         if spec is None:
             raise agent_error(name, "is not declared (declare it with agent(...))")
-        lua_ctx, opts = request["ctx"], _turn_options(request["opts"])
+        lua_ctx, opts = request["ctx"], _plain_dict(request["opts"])
         unknown = sorted(set(opts) - TURN_OPTIONS)
         if unknown:
             raise agent_error(name, f"turn: unknown option '{unknown[0]}' "
