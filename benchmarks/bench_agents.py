@@ -8,13 +8,17 @@ what the kernel adds is the Lua side of a turn, the effect round trip,
 template rendering, the request hash, streaming to the host and recording
 each turn (messages as JSON) in the checkpoint log.
 
-The two are interleaved turn by turn: right after each kernel turn, inside
-the same cell run, the same agent takes one turn directly (its own history,
-its own timer). On this kind of machine the speed of a whole run drifts by
-10% or more from one second to the next, which swamped a comparison of
-separate runs; turn by turn, both sides see the same machine. The kernel's
-time is the cell's CPU time minus the direct turns'. Not a pass/fail test:
-``benchmarks/run.py`` reports it.
+The two are interleaved in blocks, inside the same cell run: after every
+``BLOCK`` kernel turns the same agent takes as many turns directly (its own
+history, its own timer). On this kind of machine the speed of a whole run
+drifts by 10% or more from one second to the next, which swamped a
+comparison of separate runs; a block lasts 30 to 100 ms, so both sides see
+the same machine. Blocks, not single turns: taken turn by turn, every model
+call of one side followed one of the other side, which no real program
+does, and the kernel came out 0.02 to 0.04 better than with its turns back
+to back (blocks of 1, 2, 5, 10 and 20 turns compared side by side; see
+NOTES.md). The kernel's time is the cell's CPU time minus the direct turns'.
+Not a pass/fail test: ``benchmarks/run.py`` reports it.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ tool("lookup", {description = "Look a word up.", params = {q = {type = "string",
 
 
 SHORT = 20  # turns of the short conversation
+BLOCK = 10  # turns each side takes back to back before the other side's
 
 
 def lookup(q: str) -> dict[str, Any]:
@@ -94,20 +99,26 @@ class DirectTurns:
         self.seconds += time.process_time() - t0
 
 
-def interleaved(n: int, quiet: bool, tools: bool = False) -> tuple[float, float]:
+def interleaved(n: int, quiet: bool, tools: bool = False, block: int = BLOCK) -> tuple[float, float]:
     """CPU seconds of n kernel turns and of n direct turns, taken in turn.
 
     The kernel runs one cell of n turns in a fresh runtime (so every turn is
-    live); a wrapper around the turn effect takes a direct turn after each.
-    The wrapper's own cost counts against the kernel. ``tools``: both agents
-    offer a lookup tool (a Lua function in the kernel, a Python one directly).
+    live); a wrapper around the turn effect takes the direct turns, ``block``
+    of them after every ``block`` kernel turns. The wrapper's own cost counts
+    against the kernel. ``tools``: both agents offer a lookup tool (a Lua
+    function in the kernel, a Python one directly).
     """
     direct = DirectTurns(streaming=not quiet, tools=tools)
     live_turn = AgentService.turn
+    kernel_turns = 0
 
     async def turn_then_direct(self: AgentService, run: Any, request: Any) -> tuple[Any, ...]:
+        nonlocal kernel_turns
         answer = await live_turn(self, run, request)
-        await direct.turn()
+        kernel_turns += 1
+        if kernel_turns % block == 0 or kernel_turns == n:
+            while direct.turns < kernel_turns:
+                await direct.turn()
         return answer
 
     cell = (TOOL_CELL if tools else CELL) % ("true" if quiet else "false", n)
@@ -124,9 +135,9 @@ def interleaved(n: int, quiet: bool, tools: bool = False) -> tuple[float, float]
         async def timed_cell() -> tuple[Any, float]:
             # The collection below empties the caches. Without this turn
             # (its own history, outside the clock) the kernel's first turn
-            # would pay pydantic-ai's cold start while the direct first turn
-            # runs warm right after it: about 0.8 ms a cell here (measured
-            # paired, with and without this turn).
+            # would pay pydantic-ai's cold start while the direct side's
+            # first turn comes after kernel turns, warm: about 0.8 ms a cell
+            # here (measured paired, with and without this turn).
             await direct.agent.run("warm up", event_stream_handler=direct.handler)
             # timed inside the event loop: a kernel's loop lives on, it is
             # not made and torn down for each cell as asyncio.run does
