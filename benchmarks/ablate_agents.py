@@ -9,8 +9,9 @@ printed ratio is the median over the rounds. A part's cost is its distance
 from ``base``. The kernel with a part removed is not a correct kernel (turns
 are not recorded, or cannot be replayed): this is a measuring tool only.
 
-Single parts move the 20-turn ratio by 0.01 or less, about the noise of 40
-rounds here, so compare a part with ``base`` from the same run only.
+Single parts move the 20-turn ratio by 0.01 to 0.03, not far above the
+noise of 30 to 40 rounds here, so compare a part with ``base`` from the
+same run only.
 """
 
 from __future__ import annotations
