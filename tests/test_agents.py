@@ -230,6 +230,47 @@ def test_per_turn_overrides(cells, seen):
     assert second["request"]["tools"] == [] and second["request"]["message"] == "short please"
 
 
+def test_declarations_changed_between_turns_of_one_run_apply_to_the_next_turn(cells, seen):
+    # a run works out what its turns share at the first turn; a tool, agent or
+    # default model declared again inside the run must reach the next turn
+    cells("""
+    tool("search", {description = "v1"}, function() return 1 end)
+    default_model({name = "test", temperature = 0.1})
+    agent("bot", {tools = {"search"}, system_prompt = "first", mock = {responses = {"a", "b", "c", "d"}}})
+    procedure({name = "p"}, function()
+      Bot.turn()
+      tool("search", {description = "v2", params = {q = {type = "string"}}}, function() return 2 end)
+      Bot.turn()
+      default_model({name = "test", temperature = 0.9})
+      Bot.turn()
+      agent("bot", {tools = {}, system_prompt = "second", mock = {responses = {"a", "b", "c", "d"}}})
+      Bot.turn()
+    end)
+    """)
+    assert [s["settings"] for s in seen] == [{"temperature": 0.1}, {"temperature": 0.1}, {"temperature": 0.9},
+                                               {"temperature": 0.9}]
+    assert [s["tools"] for s in seen] == [["search"], ["search"], ["search"], []]
+    assert [s["instructions"] for s in seen] == ["first", "first", "first", "second"]
+    digests = [e["request"]["digests"]["tools"] for e in entries(cells, "p")]
+    assert digests[0] != digests[1] == digests[2] != digests[3]
+
+
+def test_a_turns_inject_text_follows_an_injected_message(cells):
+    cells("""
+    agent("helper", {model = "test", mock = {responses = {"noted"}}})
+    procedure({name = "listener"}, function()
+      Sleep(0.1)
+      return {said = Helper.turn({inject = "And be brief."}).data}
+    end)""", key="c1")
+    cells("""
+    local h = Procedure.spawn("listener")
+    Procedure.inject(h, "Focus on the failing tests")
+    return Procedure.wait(h)
+    """, key="c2")
+    turn = cells.runtime.records.procedures["c2"]["children"]["listener#1"]["checkpoints"][-1]
+    assert turn["request"]["message"] == "Focus on the failing tests\n\nAnd be brief."
+
+
 def test_unknown_turn_option_and_tool_are_clear_errors(cells):
     cells('agent("bot", {mock = {responses = {"x"}}})')
     err = cells.error("Bot.turn({temprature = 1})", key="c2")

@@ -114,6 +114,7 @@ class RunScope:
     turns: dict[str, int] = field(default_factory=dict)
     total: int = 0
     scripts: dict[str, ScriptCursor] = field(default_factory=dict)
+    plans: dict[str, TurnPlan] = field(default_factory=dict)  # by agent name
     # id(message) -> (message, digest of its projection): a history is hashed
     # at every turn, each message only once (the message is held so its id
     # is not reused while cached)
@@ -152,6 +153,27 @@ class TurnDeps:
     agent: str
     lua_ctx: Any
     calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TurnPlan:
+    """What every turn of one agent in one run shares: the history it
+    extends, its tools and their digest, its model and settings. Worked out
+    at the agent's first turn of the run (``AgentService._plan``): a turn
+    then only reads its own options."""
+
+    spec: AgentSpec
+    default_model: tuple[str | None, dict[str, Any]]
+    hconf: dict[str, Any]
+    filtered: bool  # the history is filtered or capped before it is sent
+    history: list[ModelMessage]
+    cursor: ScriptCursor
+    tools: list[ToolSpec]
+    tools_digest: str
+    model: str
+    settings: dict[str, Any]
+    uses_params: bool  # the agent's own templates read params (or context)
+    uses_state: bool
 
 
 @dataclass
@@ -347,11 +369,16 @@ class AgentService:
         spec = self.agents.get(name)
         if spec is None:
             raise agent_error(name, "is not declared (declare it with agent(...))")
-        lua_ctx, opts = request["ctx"], _plain_dict(request["opts"])
-        unknown = sorted(set(opts) - TURN_OPTIONS)
-        if unknown:
-            raise agent_error(name, f"turn: unknown option '{unknown[0]}' "
-                                    "(known: inject, tools, temperature, max_tokens, top_p, seed)")
+        lua_ctx, raw_opts = request["ctx"], request["opts"]
+        if raw_opts is None:  # no options, or only a text to inject (lua/agents.lua)
+            inject = request["inject"]
+            opts: dict[str, Any] = {} if inject is None else {"inject": inject}
+        else:
+            opts = _plain_dict(raw_opts)
+            if not TURN_OPTIONS.issuperset(opts):
+                unknown = sorted(set(opts) - TURN_OPTIONS)
+                raise agent_error(name, f"turn: unknown option '{unknown[0]}' "
+                                        "(known: inject, tools, temperature, max_tokens, top_p, seed)")
         scope = self.scope(run)
         taken = scope.turns.get(name, 0)
         if spec.max_turns is not None and taken >= spec.max_turns:
@@ -362,39 +389,37 @@ class AgentService:
         scope.turns[name] = taken + 1
         scope.total += 1
 
-        hconf = self.history_config(spec, run)
-        key = SHARED if hconf.get("mode") == "shared" else name
-        history = scope.histories.setdefault(key, [])
-        req = self._request(spec, opts, scope, lua_ctx, history, hconf, first=taken == 0)
-        cursor = scope.scripts.setdefault(name, ScriptCursor())
-
-        replayed = self._replay(run, spec, req, history, cursor)
+        plan = self._plan(spec, run, scope)
+        req = self._request(plan, opts, scope, lua_ctx, first=taken == 0)
+        replayed = self._replay(run, spec, req, plan.history, plan.cursor)
         if replayed is not None:
             return replayed
-        return await self._live(run, spec, req, history, cursor, lua_ctx)
+        return await self._live(run, spec, req, plan.history, plan.cursor, lua_ctx)
 
-    def _request(self, spec: AgentSpec, opts: dict[str, Any], scope: RunScope, lua_ctx: Any,
-                 history: list[ModelMessage], hconf: dict[str, Any], first: bool) -> Request:
-        where = f"agent '{spec.name}'"
-        inject = opts.get("inject")
-        if inject is not None and not isinstance(inject, str):
-            inject = json.dumps(inject, ensure_ascii=False)
-        # State may be large: read it from Lua only when a template asks for it.
-        templates = [t for t in (spec.system_prompt, inject, spec.initial_message, spec.continue_message) if t]
-        params = self._template_data(lua_ctx, "params") if uses(templates, "params", "context") else {}
-        state = self._template_data(lua_ctx, "state") if uses(templates, "state", "context") else {}
-        if inject is not None:
-            message: str | None = render(inject, params, state)
-        elif first and spec.initial_message is not None:
-            message = render(spec.initial_message, params, state)
-        elif history and isinstance(history[-1], ModelRequest) and hist.role_of(history[-1]) == "user":
-            message = None  # MessageHistory.append(user message) already says what to do
-        else:
-            message = render(spec.continue_message, params, state)
-        if "tools" in opts:
-            names = _names(opts["tools"], f"{where}: turn tools")
-        else:
-            names = spec.tools
+    def _plan(self, spec: AgentSpec, run: RunState, scope: RunScope) -> TurnPlan:
+        """What this agent's turns in this run share, worked out at the first
+        and kept while the declarations it comes from stay the same objects."""
+        plan = scope.plans.get(spec.name)
+        if (plan is not None and plan.spec is spec and plan.default_model is self.default_model
+                and all(self.tools.get(t.name) is t for t in plan.tools if t is not DONE_TOOL)):
+            return plan
+        hconf = self.history_config(spec, run)
+        key = SHARED if hconf.get("mode") == "shared" else spec.name
+        tools = self._tools(spec, spec.tools)
+        static = [t for t in (spec.system_prompt, spec.initial_message, spec.continue_message) if t]
+        plan = scope.plans[spec.name] = TurnPlan(
+            spec=spec, default_model=self.default_model, hconf=hconf,
+            filtered=hconf.get("filter") is not None or hconf.get("max_tokens") is not None,
+            history=scope.histories.setdefault(key, []),
+            cursor=scope.scripts.setdefault(spec.name, ScriptCursor()),
+            tools=tools, tools_digest=self._tools_digest(tools),
+            model=spec.model or self.default_model[0] or self._env_default(),
+            settings={**self.default_model[1], **spec.settings},
+            uses_params=uses(static, "params", "context"), uses_state=uses(static, "state", "context"),
+        )
+        return plan
+
+    def _tools(self, spec: AgentSpec, names: list[str]) -> list[ToolSpec]:
         tools: list[ToolSpec] = []
         for tool_name in names:
             if tool_name == DONE:
@@ -404,15 +429,42 @@ class AgentService:
             else:
                 known = ", ".join(sorted({DONE, *self.tools}))
                 raise agent_error(spec.name, f"unknown tool '{tool_name}' (defined: {known})")
-        model_name = spec.model or self.default_model[0] or self._env_default()
-        settings = {**self.default_model[1], **spec.settings, **settings_from(opts, f"{where}: turn")}
-        try:
-            sent = hist.view(history, hconf)
-        except hist.HistoryError as exc:
-            raise agent_error(spec.name, str(exc)) from None
-        return Request(model=model_name, settings=settings,
+        return tools
+
+    def _request(self, plan: TurnPlan, opts: dict[str, Any], scope: RunScope, lua_ctx: Any, first: bool) -> Request:
+        spec, history = plan.spec, plan.history
+        inject = opts.get("inject")
+        if inject is not None and not isinstance(inject, str):
+            inject = json.dumps(inject, ensure_ascii=False)
+        # State may be large: read it from Lua only when a template asks for it.
+        own = [inject] if inject is not None and "{" in inject else []  # the turn's own template
+        params = self._template_data(lua_ctx, "params") if plan.uses_params or uses(own, "params", "context") else {}
+        state = self._template_data(lua_ctx, "state") if plan.uses_state or uses(own, "state", "context") else {}
+        if inject is not None:
+            message: str | None = render(inject, params, state)
+        elif first and spec.initial_message is not None:
+            message = render(spec.initial_message, params, state)
+        elif history and isinstance(history[-1], ModelRequest) and hist.role_of(history[-1]) == "user":
+            message = None  # MessageHistory.append(user message) already says what to do
+        else:
+            message = render(spec.continue_message, params, state)
+        tools, tools_digest, settings = plan.tools, plan.tools_digest, plan.settings
+        if len(opts) > (inject is not None):  # per-turn tools or settings
+            where = f"agent '{spec.name}'"
+            if "tools" in opts:
+                tools = self._tools(spec, _names(opts["tools"], f"{where}: turn tools"))
+                tools_digest = self._tools_digest(tools)
+            settings = {**settings, **settings_from(opts, f"{where}: turn")}
+        if plan.filtered:
+            try:
+                sent = hist.view(history, plan.hconf)
+            except hist.HistoryError as exc:
+                raise agent_error(spec.name, str(exc)) from None
+        else:
+            sent = list(history)  # a copy: the history grows after the turn, the request must not
+        return Request(model=plan.model, settings=settings,
                        instructions=render(spec.system_prompt, params, state), message=message,
-                       tools=tools, history=sent, scope=scope, tools_digest=self._tools_digest(tools),
+                       tools=tools, history=sent, scope=scope, tools_digest=tools_digest,
                        output_digest=spec.output_digest)
 
     def _tools_digest(self, tools: list[ToolSpec]) -> str:
@@ -522,21 +574,8 @@ class AgentService:
         model, label = self._model(spec, req.model, cursor)
         deps = TurnDeps(spec.name, lua_ctx)
         host = self.runtime.host
-        streamed: list[str] = []
-        flusher = _Flusher(host)
-
-        async def stream(ctx: RunContext[TurnDeps], events: AsyncIterable[AgentStreamEvent]) -> None:
-            async for event in events:
-                text = None
-                if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
-                    text = event.part.content
-                elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
-                    text = event.delta.content_delta
-                if text:
-                    streamed.append(text)
-                    host.write("stdout", text)
-                    flusher.soon()
-
+        # a quiet agent shows nothing as it comes: pydantic-ai's plain path costs less
+        streamer = None if spec.quiet else _Streamer(host)
         log = run.log
         start = log.position
         self.model_calls += 1
@@ -544,8 +583,7 @@ class AgentService:
             result = await self._agent(spec, req.tools).run(
                 req.message, model=model, instructions=req.instructions, message_history=req.history,
                 deps=deps, model_settings=cast(ModelSettings, req.settings) if req.settings else None,
-                # a quiet agent shows nothing as it comes: pydantic-ai's plain path costs less
-                event_stream_handler=None if spec.quiet else stream,
+                event_stream_handler=None if streamer is None else streamer.handle,
             )
         except asyncio.CancelledError:
             raise
@@ -556,9 +594,8 @@ class AgentService:
             self._mark_failed(run, spec.name, start)
             raise self._explain(spec, label, exc) from None
         finally:
-            flusher.cancel()
-            if streamed and not spec.quiet and not streamed[-1].endswith("\n"):
-                host.write("stdout", "\n")
+            if streamer is not None:
+                streamer.close()
 
         new = result.new_messages()
         prior = len(result.all_messages()) - len(new)
@@ -791,6 +828,33 @@ def _fill_turn(entry: dict[str, Any], new: list[ModelMessage], req: Request) -> 
             entry["messages"] = hist.dump(new)
     except Exception as exc:  # noqa: BLE001 - a reader must find a complete entry
         entry["messages"] = f"{NOT_RECORDABLE}{type(exc).__name__}: {exc}"
+
+
+class _Streamer:
+    """Writes a turn's text into the cell as the model streams it."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.flusher = _Flusher(host)
+        self.last = ""  # the last chunk written
+
+    async def handle(self, ctx: RunContext[TurnDeps], events: AsyncIterable[AgentStreamEvent]) -> None:
+        async for event in events:
+            text = None
+            if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                text = event.part.content
+            elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                text = event.delta.content_delta
+            if text:
+                self.last = text
+                self.host.write("stdout", text)
+                self.flusher.soon()
+
+    def close(self) -> None:
+        """Cancel the pending flush; end the streamed text with a newline."""
+        self.flusher.cancel()
+        if self.last and not self.last.endswith("\n"):
+            self.host.write("stdout", "\n")
 
 
 class _Flusher:

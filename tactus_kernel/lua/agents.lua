@@ -89,7 +89,17 @@ local function turn(name, opts)
   end
   local ctx = current_ctx()
   K.count_iteration()
-  return answered(perform({kind = "agent.turn", run = ctx.run, name = name, opts = opts or {}}, ctx))
+  local req = {kind = "agent.turn", run = ctx.run, name = name}
+  -- The usual options (none, or only a text to inject) go as a plain field:
+  -- Python reads one value instead of walking a table on every turn.
+  local key, value = nil, nil
+  if opts ~= nil then key, value = next(opts) end
+  if key == "inject" and type(value) == "string" and next(opts, key) == nil then
+    req.inject = value
+  elseif key ~= nil then
+    req.opts = opts
+  end
+  return answered(perform(req, ctx))
 end
 
 local function global_name(name)

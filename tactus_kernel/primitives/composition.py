@@ -521,11 +521,14 @@ def apply_injection(runtime: Runtime, run: RunState, request: Any) -> None:
         return
     text = "\n\n".join(child.inbox)
     child.inbox = []
-    opts = runtime.lua.table()
     given = request["opts"]
-    if given is not None:
-        for k, v in given.items():
-            opts[k] = v
+    if given is None:  # no options, or only an inject text (lua/agents.lua sends that as a field)
+        own = request["inject"]
+        request["inject"] = text if own is None else f"{text}\n\n{own}"
+        return
+    opts = runtime.lua.table()
+    for k, v in given.items():
+        opts[k] = v
     own = opts["inject"]
     opts["inject"] = text if own is None else f"{text}\n\n{own}"
     request["opts"] = opts
