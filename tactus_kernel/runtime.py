@@ -179,6 +179,7 @@ class Runtime:
         }
         bridge["interrupted"] = self._poll_interrupt
         self.K = load_prelude(self.lua, bridge, hook_count)
+        self._step = self.K.step  # looked up once: the driver calls it at every effect
         self._interrupter = Interrupter(self.K)
         register_effects(self)
         self._collectgarbage = self.lua.eval("collectgarbage")
@@ -362,7 +363,7 @@ class Runtime:
         try:
             while True:
                 try:
-                    status, *rest = self.K.step(thread, *send)
+                    status, *rest = self._step(thread, *send)
                 except lua54.LuaMemoryError:
                     raise self._memory_error() from None
                 if status == "done":
