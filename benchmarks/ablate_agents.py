@@ -70,15 +70,17 @@ def _no_dump() -> list[Undo]:
 def _bare() -> list[Undo]:
     """No bookkeeping at all: the turn effect only calls ``Agent.run`` on
     the same pydantic-ai Agent and keeps the history. What is left is the
-    effect round trip from Lua, the driver and the cell's own costs."""
-    histories: dict[tuple[int, str], list[Any]] = {}
+    effect round trip from Lua, the driver and the cell's own costs.
+    Each run has its own history, as in the kernel: shared with the warm-up
+    cell's run, the timed turns would send two more messages each."""
+    histories: dict[tuple[int, int, str], list[Any]] = {}
 
     async def turn(self: service.AgentService, run: Any, request: Any) -> tuple[Any, ...]:
         name = str(request["name"])
         spec = self.agents[name]
-        history = histories.setdefault((id(self), name), [])
+        history = histories.setdefault((id(self), run.id, name), [])
         result = await self._agent(spec, []).run(
-            request["opts"]["inject"], model=offline_model(None)[0], instructions=spec.system_prompt,
+            request["inject"], model=offline_model(None)[0], instructions=spec.system_prompt,
             message_history=history, deps=service.TurnDeps(name, None))
         history.extend(result.new_messages())
         return (None, result.output, 1, name, "test", False, None, 0, 0, 0, 1, 0)
