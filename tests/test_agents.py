@@ -820,6 +820,24 @@ def test_messages_that_cannot_be_recorded_make_a_clear_replay_error(cells, monke
     assert "the recorded turn is unreadable: messages: not recordable: RuntimeError: no serializer" in err.evalue
 
 
+def test_only_the_turn_whose_messages_cannot_be_recorded_is_marked(cells, monkeypatch):
+    # the turns of a cell are dumped together; one that fails must not take the others with it
+    dump = hist.dump
+
+    def picky(messages: Any) -> Any:
+        if any(getattr(p, "content", None) == "two" for m in messages for p in m.parts):
+            raise RuntimeError("no serializer for two")
+        return dump(messages)
+
+    monkeypatch.setattr(hist, "dump", picky)
+    assert cells(TWO_TURNS, key="two") == ["ok"]
+    first, second = entries(cells, "two")
+    assert [m["kind"] for m in first["messages"]] == ["request", "response"]
+    assert first["messages"][0]["parts"][0]["content"] == "one"
+    assert second["messages"] == "not recordable: RuntimeError: no serializer for two"
+    assert isinstance(second["request_hash"], str) and second["request"]["message"] == "two"
+
+
 def test_an_unchanged_declaration_keeps_its_pydantic_ai_agent(cells):
     """A cell run again declares its agent and tools again; when nothing
     changed, the Agent built for them is reused (building one costs about
