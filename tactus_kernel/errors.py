@@ -61,6 +61,12 @@ def tagged(ename: str, message: str) -> str:
     return f"{ename}: {message}"
 
 
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """What to say when Lua hands the kernel a string that is not UTF-8 text
+    (``"\\xff"`` in a message, a name or an option)."""
+    return f"a string given to the kernel is not valid UTF-8 text ({exc.reason} at byte {exc.start + 1})"
+
+
 def classify(message: str) -> str:
     """The error name for a Lua error message."""
     m = _NAMED.match(message)

@@ -28,7 +28,7 @@ from . import errors
 from .checkpoints import DivergenceError, Records, RunLog
 from .convert import NotRecordable, to_json, to_lua, to_plain
 from .display import displayable
-from .errors import CellError, ParamError, tagged
+from .errors import CellError, ParamError, not_utf8, tagged
 from .files import FileError, file_op
 from .host import ConsoleHost, Host
 from .interrupts import Interrupter
@@ -395,6 +395,8 @@ class Runtime:
             values = await handler(self, run, request)
         except LUA_ERRORS as exc:
             return False, lua_message(exc)
+        except UnicodeDecodeError as exc:  # lupa reading a string the effect was given
+            return False, tagged("SandboxError", not_utf8(exc))
         return (True, *values)
 
     def _lua_error(self, message: Any, traceback: Any, ename: Any = None) -> CellError:

@@ -271,6 +271,14 @@ def test_a_turns_inject_text_follows_an_injected_message(cells):
     assert turn["request"]["message"] == "Focus on the failing tests\n\nAnd be brief."
 
 
+def test_turn_options_that_are_not_utf8_are_a_clear_error(cells):
+    cells('agent("bot", {model = "test", quiet = true})')
+    for opts in ('{inject = "\\xff"}', '{inject = "\\xff", temperature = 1}'):
+        err = cells.error(f"Bot.turn({opts})", key="c2")
+        assert err.ename == "AgentError"
+        assert "a string given to the kernel is not valid UTF-8 text (invalid start byte at byte 1)" in err.evalue
+
+
 def test_unknown_turn_option_and_tool_are_clear_errors(cells):
     cells('agent("bot", {mock = {responses = {"x"}}})')
     err = cells.error("Bot.turn({temprature = 1})", key="c2")

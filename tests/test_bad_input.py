@@ -528,3 +528,35 @@ def test_a_string_bomb_in_a_step_fails_that_step_and_nothing_else(bomb: str, ena
     assert cells('procedure({name = "after"}, function() return Step.run("s", function() return 7 end) end)',
                  key="after") == [7]
     assert cells.runtime.records.procedures["after"]["checkpoints"][0]["value"] == 7
+
+
+# ------------------------------------------- 5. strings that are not UTF-8
+@pytest.mark.parametrize(
+    ("call", "ename"),
+    [
+        ('Human.approve({message = "ok\\xff?"})', "SandboxError"),
+        ('Human.input({message = "name\\xfe"})', "SandboxError"),
+        ('tool("t", {description = "\\xff"}, function() return 1 end)', "AgentError"),
+        ('agent("a", {model = "test", system_prompt = "\\xff"})', "AgentError"),
+    ],
+    ids=["Human.approve", "Human.input", "tool", "agent"],
+)
+def test_a_string_that_is_not_utf8_is_one_clear_catchable_error(call: str, ename: str, cells: Cells) -> None:
+    """Lua strings are bytes; the kernel reads them as UTF-8. A stray byte in
+    a message, a description or an option is the caller's error, named as
+    such at its line and catchable with pcall, and the steps recorded before
+    it stay."""
+    cells.runtime.batch = True  # a human request with no answer fails at once instead of waiting
+    code = f"""
+    procedure({{name = "bytes"}}, function()
+      Step.run("before", function() return "kept" end)
+      local ok, err = pcall(function() {call} end)
+      Step.run("caught", function() return tostring(err) end)
+      {call}
+    end)"""
+    err = cells.error(code)
+    assert err.ename == ename
+    assert "a string given to the kernel is not valid UTF-8 text (invalid start byte at byte " in err.evalue
+    rec = cells.runtime.records.procedures["bytes"]
+    assert [e["name"] for e in rec["checkpoints"]] == ["before", "caught"]
+    assert "not valid UTF-8 text" in rec["checkpoints"][1]["value"]

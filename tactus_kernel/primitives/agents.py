@@ -59,6 +59,10 @@ def _as_lua_error(exc: Exception) -> Exception:
         return exc
     if isinstance(exc, (ConfigError, ParamError)):
         return BridgeError(f"AgentError: {exc}")
+    if isinstance(exc, UnicodeDecodeError):
+        from ..errors import not_utf8
+
+        return BridgeError(f"AgentError: {not_utf8(exc)}")
     if isinstance(exc, ImportError):
         return BridgeError(f"AgentError: agents need pydantic-ai: pip install 'tactus-kernel[agents]' ({exc})")
     return BridgeError(f"AgentError: internal error: {type(exc).__name__}: {exc}")
