@@ -95,6 +95,7 @@ class TactusKernel(Kernel):
             self.comm_manager.register_target(target, self._widget_target(target))
         self._said_no_extension = False
         self._running: asyncio.Task[Any] | None = None
+        self._shutting_down = False
         self._watch_sigint()
 
     @property
@@ -272,11 +273,22 @@ class TactusKernel(Kernel):
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.channel.flush()
-        # After this reply ipykernel flushes sys.stdout/stderr on the control
-        # thread while the main thread may already have stopped the IOPub
-        # thread; each flush then waits its full timeout for a thread that is
-        # gone (seen: 2.6 s exits). This kernel writes nothing there.
+        # After the reply, ipykernel's control thread flushes sys.stdout and
+        # sys.stderr and publishes an "idle" status, each through the IOPub
+        # thread, while the main thread is already stopping that thread. A
+        # flush then waits out its timeout (seen: 2.6 s exits) and a send
+        # that wakes the thread can block until the kernel is killed (seen,
+        # with py-spy: the main thread joining the control thread, that
+        # thread blocked in the send; SIGTERM after 1.5 s in one exit of
+        # three or four). So the streams are flushed now, while the thread
+        # runs, the later flushes go to the process's own streams, and no
+        # status is published after this (nobody waits for one).
         for stream in (sys.stdout, sys.stderr):
-            if hasattr(stream, "flush_timeout"):
-                stream.flush_timeout = 0.1
+            stream.flush()
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        self._shutting_down = True
         return {"status": "ok", "restart": restart}
+
+    def _publish_status(self, status: str, channel: str, parent: Any = None) -> None:
+        if not self._shutting_down:  # see do_shutdown
+            super()._publish_status(status, channel, parent)

@@ -87,6 +87,28 @@ def test_memory_bomb_is_survived(tmp_path):
         driver.shutdown()
 
 
+def test_a_shutdown_request_ends_the_kernel_promptly(tmp_path):
+    """A client's shutdown (nbclient's at the end of every replay) exits the
+    kernel by itself, with status 0, in a fraction of a second. After the
+    reply ipykernel's control thread flushes the output streams and
+    publishes a status through the IOPub thread while the main thread stops
+    it; in one exit of three or four the kernel hung there until the
+    manager sent SIGTERM 1.5 s later (exit status -15)."""
+    from kernel_driver import KernelDriver
+
+    times = []
+    for _ in range(4):
+        driver = KernelDriver(tmp_path)
+        assert driver.execute('print("out") return 1').result == "1"
+        process = driver.km.provisioner.process  # type: ignore[union-attr]
+        driver.kc.stop_channels()
+        t0 = time.perf_counter()
+        driver.km.shutdown_kernel(now=False)
+        times.append(time.perf_counter() - t0)
+        assert process.wait(timeout=5) == 0
+    assert max(times) < 1.2, times  # 0.1 to 0.3 s; the lost exits took 1.6 s
+
+
 def test_completion_of_primitives_and_globals(kernel):
     kernel.execute("my_table = {alpha = 1, beta = 2}")
     reply = kernel.kc.complete("Human.a", 7, reply=True)["content"]
