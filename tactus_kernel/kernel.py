@@ -10,6 +10,7 @@ pay for an IPython shell a Lua kernel never uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -284,7 +285,9 @@ class TactusKernel(Kernel):
         # runs, the later flushes go to the process's own streams, and no
         # status is published after this (nobody waits for one).
         for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+            if stream is not None:
+                with contextlib.suppress(Exception):  # the reply must go out all the same
+                    stream.flush()
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         self._shutting_down = True
         return {"status": "ok", "restart": restart}
