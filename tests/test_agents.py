@@ -255,18 +255,24 @@ def test_declarations_changed_between_turns_of_one_run_apply_to_the_next_turn(ce
     assert digests[0] != digests[1] == digests[2] != digests[3]
 
 
-def test_a_turns_inject_text_follows_an_injected_message(cells):
-    cells("""
-    agent("helper", {model = "test", mock = {responses = {"noted"}}})
-    procedure({name = "listener"}, function()
+@pytest.mark.parametrize("opts", ['{inject = "And be brief."}', '{inject = "And be brief.", temperature = 0}'],
+                         ids=["inject-only", "with-a-setting"])
+def test_a_turns_inject_text_follows_an_injected_message(cells, opts):
+    # an inject-only turn sends its text as a field, any other options as a table: both get the message
+    cells(f"""
+    agent("helper", {{model = "test", mock = {{responses = {{"noted"}}}}}})
+    procedure({{name = "listener"}}, function()
       Sleep(0.1)
-      return {said = Helper.turn({inject = "And be brief."}).data}
+      local opts = {opts}
+      local said = Helper.turn(opts).data
+      return {{said = said, own = opts.inject}}
     end)""", key="c1")
-    cells("""
+    out = cells("""
     local h = Procedure.spawn("listener")
     Procedure.inject(h, "Focus on the failing tests")
     return Procedure.wait(h)
-    """, key="c2")
+    """, key="c2")[0]
+    assert out == {"said": "noted", "own": "And be brief."}  # the procedure's own table is left alone
     turn = cells.runtime.records.procedures["c2"]["children"]["listener#1"]["checkpoints"][-1]
     assert turn["request"]["message"] == "Focus on the failing tests\n\nAnd be brief."
 

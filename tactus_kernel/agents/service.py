@@ -165,7 +165,6 @@ class TurnPlan:
     spec: AgentSpec
     default_model: tuple[str | None, dict[str, Any]]
     hconf: dict[str, Any]
-    filtered: bool  # the history is filtered or capped before it is sent
     history: list[ModelMessage]
     cursor: ScriptCursor
     tools: list[ToolSpec]
@@ -403,14 +402,11 @@ class AgentService:
         if (plan is not None and plan.spec is spec and plan.default_model is self.default_model
                 and all(self.tools.get(t.name) is t for t in plan.tools if t is not DONE_TOOL)):
             return plan
-        hconf = self.history_config(spec, run)
-        key = SHARED if hconf.get("mode") == "shared" else spec.name
         tools = self._tools(spec, spec.tools)
         static = [t for t in (spec.system_prompt, spec.initial_message, spec.continue_message) if t]
         plan = scope.plans[spec.name] = TurnPlan(
-            spec=spec, default_model=self.default_model, hconf=hconf,
-            filtered=hconf.get("filter") is not None or hconf.get("max_tokens") is not None,
-            history=scope.histories.setdefault(key, []),
+            spec=spec, default_model=self.default_model, hconf=self.history_config(spec, run),
+            history=scope.histories.setdefault(self.history_key(spec, run), []),
             cursor=scope.scripts.setdefault(spec.name, ScriptCursor()),
             tools=tools, tools_digest=self._tools_digest(tools),
             model=spec.model or self.default_model[0] or self._env_default(),
@@ -455,13 +451,10 @@ class AgentService:
                 tools = self._tools(spec, _names(opts["tools"], f"{where}: turn tools"))
                 tools_digest = self._tools_digest(tools)
             settings = {**settings, **settings_from(opts, f"{where}: turn")}
-        if plan.filtered:
-            try:
-                sent = hist.view(history, plan.hconf)
-            except hist.HistoryError as exc:
-                raise agent_error(spec.name, str(exc)) from None
-        else:
-            sent = list(history)  # a copy: the history grows after the turn, the request must not
+        try:
+            sent = hist.view(history, plan.hconf)
+        except hist.HistoryError as exc:
+            raise agent_error(spec.name, str(exc)) from None
         return Request(model=plan.model, settings=settings,
                        instructions=render(spec.system_prompt, params, state), message=message,
                        tools=tools, history=sent, scope=scope, tools_digest=tools_digest,

@@ -521,17 +521,14 @@ def apply_injection(runtime: Runtime, run: RunState, request: Any) -> None:
         return
     text = "\n\n".join(child.inbox)
     child.inbox = []
+    target = request  # no options, or only an inject text: lua/agents.lua sends that as a field
     given = request["opts"]
-    if given is None:  # no options, or only an inject text (lua/agents.lua sends that as a field)
-        own = request["inject"]
-        request["inject"] = text if own is None else f"{text}\n\n{own}"
-        return
-    opts = runtime.lua.table()
-    for k, v in given.items():
-        opts[k] = v
-    own = opts["inject"]
-    opts["inject"] = text if own is None else f"{text}\n\n{own}"
-    request["opts"] = opts
+    if given is not None:  # a copy: the table is the procedure's own
+        target = request["opts"] = runtime.lua.table()
+        for k, v in given.items():
+            target[k] = v
+    own = target["inject"]
+    target["inject"] = text if own is None else f"{text}\n\n{own}"
 
 
 def register(runtime: Runtime) -> None:
