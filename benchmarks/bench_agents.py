@@ -2,6 +2,9 @@
 
     python benchmarks/bench_agents.py [N]
 
+Taken in several fresh processes (``measure``): the ratio one process
+measures depends on the process by up to 0.15, far more than on its rounds.
+
 Both sides use pydantic-ai's ``TestModel`` (no network) and carry the
 conversation history from turn to turn, so the model work is the same;
 what the kernel adds is the Lua side of a turn, the effect round trip,
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -155,8 +160,12 @@ def interleaved(n: int, quiet: bool, tools: bool = False, block: int = BLOCK) ->
     return total - direct.seconds, direct.seconds
 
 
-def measure(n: int, rounds: int = 5) -> dict[str, Any]:
-    """n turns each way, ``rounds`` times; the median of the rounds' ratios.
+PROCESSES = 6  # fresh processes a measure is taken in (see measure)
+CASES = ("streaming", "quiet", "tool", "short")
+
+
+def worker(n: int, rounds: int, short_rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """The paired rounds one process takes: (kernel, direct) CPU seconds.
 
     Like is compared with like: a kernel turn that streams its text into the
     cell against pydantic-ai with an event stream handler, and a ``quiet``
@@ -165,56 +174,71 @@ def measure(n: int, rounds: int = 5) -> dict[str, Any]:
     conversation (``SHORT`` quiet turns), where a turn costs pydantic-ai
     less, so the kernel's fixed share is larger.
     """
-    streaming: list[tuple[float, float]] = []
-    quiet: list[tuple[float, float]] = []
-    tool: list[tuple[float, float]] = []
-    short: list[tuple[float, float]] = []
+    pairs: dict[str, list[tuple[float, float]]] = {case: [] for case in CASES}
     for _ in range(rounds):
-        streaming.append(interleaved(n, quiet=False))
-        quiet.append(interleaved(n, quiet=True))
-        tool.append(interleaved(n, quiet=True, tools=True))
-        # a short round is quick and noisier: three of them per round
-        short.extend(interleaved(SHORT, quiet=True) for _ in range(3))
+        pairs["streaming"].append(interleaved(n, quiet=False))
+        pairs["quiet"].append(interleaved(n, quiet=True))
+        pairs["tool"].append(interleaved(n, quiet=True, tools=True))
+    for _ in range(short_rounds):  # a short round is quick and noisier: more of them
+        pairs["short"].append(interleaved(SHORT, quiet=True))
+    return pairs
 
-    def summary(pairs: list[tuple[float, float]], turns: int = n) -> tuple[float, float, float, float]:
-        """Median ratio, median kernel and direct ms a turn, and the overhead:
-        the median of each round's own difference (the difference of the two
-        medians mixes rounds taken when the machine ran at other speeds)."""
-        ratio = statistics.median(k / d for k, d in pairs)
-        kernel = statistics.median(k for k, _ in pairs) / turns * 1000
-        direct = statistics.median(d for _, d in pairs) / turns * 1000
-        overhead = statistics.median(k - d for k, d in pairs) / turns * 1000
-        return ratio, kernel, direct, overhead
 
-    ratio, kernel_ms, direct_ms, overhead_ms = summary(streaming)
-    ratio_q, kernel_q_ms, direct_q_ms, overhead_q_ms = summary(quiet)
-    ratio_t, _, _, overhead_t_ms = summary(tool)
-    ratio_s, _, direct_s_ms, overhead_s_ms = summary(short, SHORT)
-    return {
-        "turns": n,
-        "rounds": rounds,
-        "kernel_ms_per_turn": round(kernel_ms, 3),
-        "direct_streaming_ms_per_turn": round(direct_ms, 3),
-        "kernel_quiet_ms_per_turn": round(kernel_q_ms, 3),
-        "direct_ms_per_turn": round(direct_q_ms, 3),
-        "overhead_ms_per_turn": round(overhead_ms, 3),
-        "overhead_quiet_ms_per_turn": round(overhead_q_ms, 3),
-        "ratio": round(ratio, 3),
-        "ratio_quiet": round(ratio_q, 3),
-        "round_ratios": " ".join(f"{k / d:.3f}" for k, d in streaming),
-        "round_ratios_quiet": " ".join(f"{k / d:.3f}" for k, d in quiet),
-        "overhead_tool_ms_per_turn": round(overhead_t_ms, 3),
-        "ratio_with_a_tool": round(ratio_t, 3),
-        "short_turns": SHORT,
-        "round_ratios_short": " ".join(f"{k / d:.3f}" for k, d in short),
-        "direct_short_ms_per_turn": round(direct_s_ms, 3),
-        "overhead_short_ms_per_turn": round(overhead_s_ms, 3),
-        "ratio_short": round(ratio_s, 3),
-        "target": "< 1.10x",
-    }
+def _in_processes(n: int, rounds: int, short_rounds: int, processes: int) -> list[dict[str, list[list[float]]]]:
+    """``worker`` in fresh Python processes, one after the other."""
+    out = []
+    for _ in range(processes):
+        done = subprocess.run([sys.executable, __file__, "--worker", str(n), str(rounds), str(short_rounds)],
+                              capture_output=True, text=True, check=True)
+        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def measure(n: int, rounds: int = 2, short_rounds: int = 20, processes: int = PROCESSES) -> dict[str, Any]:
+    """n turns each way, in ``processes`` fresh processes of ``rounds`` paired
+    rounds each (``short_rounds`` for the short conversation).
+
+    Why several processes: the ratio a process measures depends on the
+    process. Six processes of 30 short rounds each gave medians of 1.043,
+    1.065, 1.067, 1.146, 1.149 and 1.196, the same code on the same machine
+    (with PYTHONHASHSEED=0: 1.058 to 1.116), while the rounds within one
+    process agree to about 0.02: where the interpreter and the allocator
+    happened to put code and data decides how the caches treat the
+    kernel's share. One process (as this benchmark used to run) is one
+    draw of that lottery. So each case is reported as the median and the
+    mean of the processes' own medians, with the lowest and highest; the
+    mean is what a user of a kernel process can expect.
+    """
+    per_process = _in_processes(n, rounds, short_rounds, processes)
+    result: dict[str, Any] = {"turns": n, "short_turns": SHORT, "processes": processes,
+                              "rounds_per_process": rounds, "short_rounds_per_process": short_rounds}
+    for case in CASES:
+        turns = SHORT if case == "short" else n
+        medians, kernel, direct, overhead = [], [], [], []
+        for proc in per_process:
+            pairs = proc[case]
+            medians.append(statistics.median(k / d for k, d in pairs))
+            kernel.append(statistics.median(k for k, _ in pairs) / turns * 1000)
+            direct.append(statistics.median(d for _, d in pairs) / turns * 1000)
+            # the median of each round's own difference: the difference of two
+            # medians mixes rounds taken when the machine ran at other speeds
+            overhead.append(statistics.median(k - d for k, d in pairs) / turns * 1000)
+        result[f"{case}_ratio"] = round(statistics.median(medians), 3)
+        result[f"{case}_ratio_mean"] = round(statistics.fmean(medians), 3)
+        result[f"{case}_ratio_range"] = f"{min(medians):.3f} to {max(medians):.3f}"
+        result[f"{case}_process_ratios"] = " ".join(f"{m:.3f}" for m in medians)
+        result[f"{case}_kernel_ms_per_turn"] = round(statistics.median(kernel), 3)
+        result[f"{case}_direct_ms_per_turn"] = round(statistics.median(direct), 3)
+        result[f"{case}_overhead_ms_per_turn"] = round(statistics.median(overhead), 3)
+    result["target"] = "< 1.10x"
+    return result
 
 
 if __name__ == "__main__":
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-    for key, value in measure(count).items():
-        print(f"{key:>28}: {value}")
+    if sys.argv[1:2] == ["--worker"]:
+        count, rounds, short = map(int, sys.argv[2:5])
+        print(json.dumps(worker(count, rounds, short)))
+    else:
+        count = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+        for key, value in measure(count).items():
+            print(f"{key:>32}: {value}")
