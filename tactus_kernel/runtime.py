@@ -17,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,9 @@ class ProcedureSpec:
 
 # a dict of at most this many scalars is handed between Lua and Python as
 # plain arguments (see _b_step_replay and K.step_record in lua/sandbox.lua)
+# A line that begins so cannot begin an expression: the search for a
+# cell's trailing expression skips it instead of compiling twice to learn that.
+_NOT_AN_EXPRESSION = re.compile(r"(?:end|until|else|elseif|return|local|for|while|if|repeat|do|goto|break)\b|::|[)\]}]")
 _MAX_FLAT = 64
 _FLAT_VALUES = frozenset({str, int, float, bool})
 
@@ -214,7 +218,8 @@ class Runtime:
         while last >= 0 and (not lines[last].strip() or lines[last].strip().startswith("--")):
             last -= 1
         for i in range(last, max(-1, last - 30), -1):
-            if not lines[i].strip():
+            line = lines[i].lstrip()
+            if not line or _NOT_AN_EXPRESSION.match(line):
                 continue
             prefix = "\n".join(lines[:i])
             suffix = "\n".join(lines[i:])
@@ -279,9 +284,11 @@ class Runtime:
         """The frame of one cell execution: its top-level run and Lua context,
         and the clean-up every way it ends."""
         self._cell = cell
+        failed = True
         try:
             top = self._new_run(cell.key, None, cell)
             yield cell, self.K.cell_ctx(top.id, cell.key)
+            failed = False
         finally:
             for observer in self.run_observers:
                 observer.cell_closed(cell)
@@ -289,7 +296,12 @@ class Runtime:
             self._close_unfinished()
             self._cell = None
             self.runs = {}
-            self._collectgarbage("step")
+            # After a cell that worked, no collection: Lua's incremental
+            # collector keeps pace with allocation on its own, and even a
+            # step cost 15 us warm, 110 us after a pause. A failed cell (a
+            # memory bomb, say) may leave much garbage: give it back now.
+            if failed:
+                self._collectgarbage("collect")
 
     def _close_unfinished(self) -> None:
         """A procedure still running when its cell ends was stopped (an

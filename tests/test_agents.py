@@ -100,6 +100,25 @@ def test_text_turn_result(cells):
     assert new[1]["parts"][0]["content"] == "Hello there, friend"
 
 
+def test_a_turn_result_is_plain_data_that_a_procedure_can_return(cells):
+    # cost, new_messages and all_messages are looked up, not stored: the
+    # result shows, iterates, returns and records as the data it holds
+    [out] = cells("""
+    agent("bot", {mock = {responses = {"one"}}})
+    procedure({name = "p"}, function()
+      local r = Bot.turn()
+      local keys = {}
+      for k in pairs(r) do keys[#keys + 1] = k end
+      table.sort(keys)
+      assert(type(r.cost) == "function" and #r.new_messages() == 2 and r.nothing == nil)
+      return {result = r, keys = table.concat(keys, ",")}
+    end)
+    """)
+    assert out["keys"] == "agent,data,model,replayed,usage"
+    assert out["result"]["data"] == "one" and out["result"]["usage"]["requests"] == 1
+    assert cells.runtime.records.procedures["p"]["output"]["result"]["agent"] == "bot"
+
+
 def test_each_turn_counts_one_iteration_and_all_messages_grows(cells):
     [out] = cells("""
     agent("bot", {mock = {responses = {"one", "two"}}})
@@ -865,9 +884,12 @@ def test_an_unchanged_declaration_keeps_its_pydantic_ai_agent(cells):
     cells(code % (2, 1), key="k1")
     [built] = [agent for _, agent in service.agents["finder"].agents.values()]
     tool = service.tools["lookup"]
+    spec = service.agents["finder"]
     cells(code % (2, 2), key="k2")
     assert service.tools["lookup"] is tool
+    assert service.agents["finder"] is spec  # the same declaration: nothing is parsed again
     assert [agent for _, agent in service.agents["finder"].agents.values()] == [built]
     cells(code % (3, 3), key="k3")
     [rebuilt] = [agent for _, agent in service.agents["finder"].agents.values()]
     assert rebuilt is not built
+    assert service.agents["finder"] is not spec and service.agents["finder"].agent_options["retries"] == 3

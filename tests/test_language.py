@@ -27,6 +27,17 @@ def test_trailing_expression_is_the_result(cells):
     assert cells("return 1, 'a'") == [1, "a"]
 
 
+def test_the_trailing_expression_is_found_past_block_ends_and_keywords(cells):
+    # lines that begin with end, return, local, ... cannot begin an
+    # expression and are skipped; one that begins an expression is still
+    # found above them, and words that merely start so are not keywords
+    assert cells("t = {}\nfunction t.f()\n  return 5\nend\nt.f()") == [5]
+    assert cells("endpoint, returned = 2, 3\nendpoint * returned") == [6]
+    assert cells("local y = 1\nnot (y == 2)") == [True]
+    assert cells("show = function(v) return v end\nshow(\n  {1, 2}\n)") == [[1, 2]]
+    assert cells("do\n  z = 1\nend") == []
+
+
 def test_a_line_inside_a_block_is_not_turned_into_a_return(cells):
     cells("n = 0\nfor i = 1, 3 do\n  n = n + i\nend")
     assert cells("n") == [6]

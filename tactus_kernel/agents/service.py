@@ -103,6 +103,7 @@ class AgentSpec:
     quiet: bool
     agent_options: dict[str, Any]  # for pydantic-ai's Agent(...)
     output_digest: str = ""
+    declared: Any = None  # the plain config this spec was made from
     agents: PerTools[Agent[TurnDeps, Any]] = field(default_factory=dict)  # the Agent offering a turn's tools
 
 
@@ -146,7 +147,7 @@ class RunScope:
         return final.hexdigest()[:16]
 
 
-@dataclass
+@dataclass(slots=True)
 class TurnDeps:
     """pydantic-ai deps of a turn: how a tool call finds its way back to Lua."""
 
@@ -175,7 +176,7 @@ class TurnPlan:
     uses_state: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """What a turn asks the model: hashed for replay, summarised on divergence."""
 
@@ -297,6 +298,9 @@ class AgentService:
 
     # ------------------------------------------------------------ declare
     def declare(self, name: str, raw: Any) -> None:
+        old = self.agents.get(name)
+        if old is not None and old.declared == raw:
+            return  # a cell run again: the same declaration makes the same spec (nothing else goes in)
         where = f"agent '{name}'"
         config = raw if isinstance(raw, dict) else {}
         unknown = sorted(set(config) - set(AGENT_KEYS))
@@ -333,7 +337,7 @@ class AgentService:
             },
         )
         spec.output_digest = _digest(spec.output_schema)
-        old = self.agents.get(name)
+        spec.declared = raw
         if old is not None and _same_agent(old, spec):
             # a cell run again declares the same agent: keep the pydantic-ai
             # Agents built for it (about half a millisecond each)

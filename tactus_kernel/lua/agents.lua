@@ -9,6 +9,10 @@ local B, K = ...
 local type, tostring, ipairs, select = type, tostring, ipairs, select
 local perform, current_ctx, raise = K.perform, K.current_ctx, K.raise
 local upper, sub, match = string.upper, string.sub, string.match
+local setmetatable = setmetatable
+-- a turn result's id and cost, beside it: the result itself holds only its
+-- data, so it can be shown, returned and stored like any table
+local TURN_ID, TURN_COST = setmetatable({}, {__mode = "k"}), setmetatable({}, {__mode = "k"})
 
 local TOOLS = {}   -- tool name -> Lua function
 
@@ -59,22 +63,47 @@ local function apply_calls(calls)
   end
 end
 
+-- A turn result's methods, made when looked up: most results are never
+-- asked for their cost or messages, and three closures made for every turn
+-- were a measurable share of the Lua side of a turn.
+local RESULT_METHODS = {
+  cost = function(r)
+    local usage = r.usage
+    return function()
+      return {prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens,
+              total_tokens = usage.total_tokens, total_cost = TURN_COST[r], currency = "USD"}
+    end
+  end,
+  new_messages = function(r)
+    local turn_id = TURN_ID[r]
+    return function()
+      return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = "new"})
+    end
+  end,
+  all_messages = function(r)
+    local turn_id = TURN_ID[r]
+    return function()
+      return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = "all"})
+    end
+  end,
+}
+local RESULT_MT = {
+  __metatable = false,  -- shared by every result: not for cell code to change
+  -- not stored in the result: it stays plain data (shown, returned, recorded as is)
+  __index = function(r, key)
+    local make = RESULT_METHODS[key]
+    if make ~= nil then return make(r) end
+  end,
+}
+
 -- The effect answers with flat values (service.py: AgentService._result).
 local function wrap_result(data, turn_id, agent_name, model, replayed, total_cost,
                            prompt, completion, total, requests, tool_calls)
   local usage = {prompt_tokens = prompt, completion_tokens = completion, total_tokens = total,
                  requests = requests, tool_calls = tool_calls}
-  local result = {data = data, usage = usage, agent = agent_name, model = model, replayed = replayed}
-  function result.cost()
-    return {prompt_tokens = prompt, completion_tokens = completion, total_tokens = total,
-            total_cost = total_cost, currency = "USD"}
-  end
-  function result.new_messages()
-    return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = "new"})
-  end
-  function result.all_messages()
-    return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = "all"})
-  end
+  local result = setmetatable({data = data, usage = usage, agent = agent_name, model = model, replayed = replayed},
+                              RESULT_MT)
+  TURN_ID[result], TURN_COST[result] = turn_id, total_cost
   return result
 end
 
