@@ -391,16 +391,16 @@ class Runtime:
                 if request is None:
                     send = ()
                     continue
-                send = await self._perform(request)
+                send = await self._perform(request, rest[1], rest[2])
         finally:
             self.K.close_thread(thread)  # __close handlers may loop: still interruptible here
             self._interrupter.remove(thread)
             self.K.drop(thread)
 
-    async def _perform(self, request: Any) -> tuple[Any, ...]:
-        kind = request["kind"]
+    async def _perform(self, request: Any, kind: Any, run_id: Any) -> tuple[Any, ...]:
+        """Answer one effect (its kind and run come read by Lua: K.step)."""
         handler = self.effects.get(kind)
-        run = self.runs.get(request["run"])
+        run = self.runs.get(run_id)
         if handler is None or run is None:
             return False, f"internal error: no handler for effect {kind!r}"
         try:

@@ -274,13 +274,16 @@ for name, f in next, B do B[name] = (LIGHT[name] and light_bridge or guard_bridg
 -- reads single fields of it and checks any it converts (K.too_big), and
 -- walking State and every tool call made so far on each request would
 -- make a long procedure's effects ever slower.
+local function answered(ok, ...)
+  if not ok then raise((...)) end
+  return ...
+end
+
 local function perform(req, ctx)
   if too_big(req) then raise(TOO_BIG) end
   rawset(req, EFFECT, true)  -- raw: a __newindex of a cell's table must not see the private key
   if ctx ~= nil then rawset(req, "ctx", ctx) end
-  local r = pack(co_yield(req))
-  if not r[1] then raise(r[2]) end
-  return unpack(r, 2, r.n)
+  return answered(co_yield(req))
 end
 K.perform = perform
 K.too_big, K.TOO_BIG = too_big, TOO_BIG
@@ -333,53 +336,62 @@ function K.start(fn, ctx)
   return next_thread
 end
 
+-- A string for Python (or nil). Strings go as they are: a tostring in
+-- pcall could itself fail for memory, when the error is "not enough memory".
+local function error_text(v)
+  if v == nil or type(v) == "string" then return v end
+  local ok, s = raw_pcall(tostring, v)
+  return ok and type(s) == "string" and s or "(error object without a message)"
+end
+
 local function describe_error(co, err)
   if type(err) == "table" and rawget(err, "__tactus_error") then
     -- a cell can forge this table: hand Python strings only (or nil)
-    local function str(v)
-      if v == nil or type(v) == "string" then return v end
-      local ok, s = raw_pcall(tostring, v)
-      return ok and type(s) == "string" and s or "(error object without a message)"
-    end
-    return str(rawget(err, "message")) or "(error object without a message)",
-      str(rawget(err, "traceback")), str(rawget(err, "ename"))
+    return error_text(rawget(err, "message")) or "(error object without a message)",
+      error_text(rawget(err, "traceback")), error_text(rawget(err, "ename"))
   end
-  local ok, msg = raw_pcall(tostring, err)
-  if not ok or type(msg) ~= "string" then msg = "(error object without a message)" end
+  local msg = err == nil and "nil" or error_text(err)
   local tb_ok, tb = raw_pcall(traceback, co, msg)
   return msg, tb_ok and tb or msg, nil
 end
 
 local WITHHELD = "SandboxError: internal error: an effect answered with a Python object; it was withheld"
 
+-- What a resumed driver thread did: failed, finished, or yielded an effect
+-- (whose kind and run go along, so Python need not read them from the table).
+local function resumed(co, id, ok, ...)
+  if not ok then
+    -- kept in THREADS: the driver closes it (K.close_thread), so the
+    -- <close> variables in scope when the error came are closed
+    local msg, tb, ename = describe_error(co, (...))
+    return "error", msg, tb, ename
+  end
+  if co_status(co) == "dead" then
+    THREADS[id] = nil
+    local r = pack(...)
+    for i = 1, r.n do  -- Python shows them: see too_big
+      if too_big(r[i]) then return "error", TOO_BIG, nil, nil end
+    end
+    return "done", r
+  end
+  local req = ...
+  if not is_effect(req) then
+    -- a bare coroutine.yield() at the top of a cell: nothing to wait for
+    return "yield", nil
+  end
+  return "yield", req, rawget(req, "kind"), rawget(req, "run")
+end
+
 local function step(id, ...)
   local co = THREADS[id]
   local answer = pack(...)
   -- answers come from Python effect handlers: a Python object never goes on
   for i = 1, answer.n do
-    if holds_python(answer[i]) then answer = pack(false, WITHHELD); break end
+    local v = answer[i]
+    local t = type(v)
+    if t == "userdata" or (t == "table" and holds_python(v)) then answer = pack(false, WITHHELD); break end
   end
-  local r = pack(co_resume(co, unpack(answer, 1, answer.n)))
-  if not r[1] then
-    -- kept in THREADS: the driver closes it (K.close_thread), so the
-    -- <close> variables in scope when the error came are closed
-    local msg, tb, ename = describe_error(co, r[2])
-    return "error", msg, tb, ename
-  end
-  if co_status(co) == "dead" then
-    THREADS[id] = nil
-    for i = 2, r.n do  -- Python shows them: see too_big
-      if too_big(r[i]) then return "error", TOO_BIG, nil, nil end
-    end
-    r[1] = r.n - 1
-    return "done", pack(unpack(r, 2, r.n))
-  end
-  local req = r[2]
-  if not is_effect(req) then
-    -- a bare coroutine.yield() at the top of a cell: nothing to wait for
-    return "yield", nil
-  end
-  return "yield", req
+  return resumed(co, id, co_resume(co, unpack(answer, 1, answer.n)))
 end
 
 -- Out of memory right after the thread stopped (a deep recursion's stack
@@ -423,7 +435,10 @@ end
 -- unwinding done by the run wrapper (xpcall keeps it, pcall would not).
 function K.capture_error(err)
   if type(err) == "table" and rawget(err, "__tactus_error") then return err end
-  local ok, msg = raw_pcall(tostring, err)
+  -- a string needs no tostring, whose pcall could itself fail for memory
+  -- (the error may be "not enough memory")
+  local ok, msg = true, err
+  if type(err) ~= "string" then ok, msg = raw_pcall(tostring, err) end
   if not ok then msg = "(error object without a message)" end
   local tb_ok, tb = raw_pcall(traceback, msg, 2)
   return {__tactus_error = true, message = msg, traceback = tb_ok and tb or msg, value = err}
