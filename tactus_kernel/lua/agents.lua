@@ -66,6 +66,15 @@ end
 -- A turn result's methods, made when looked up: most results are never
 -- asked for their cost or messages, and three closures made for every turn
 -- were a measurable share of the Lua side of a turn.
+local function messages_method(which)
+  return function(r)
+    local turn_id = TURN_ID[r]
+    return function()
+      return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = which})
+    end
+  end
+end
+
 local RESULT_METHODS = {
   cost = function(r)
     local usage = r.usage
@@ -74,18 +83,8 @@ local RESULT_METHODS = {
               total_tokens = usage.total_tokens, total_cost = TURN_COST[r], currency = "USD"}
     end
   end,
-  new_messages = function(r)
-    local turn_id = TURN_ID[r]
-    return function()
-      return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = "new"})
-    end
-  end,
-  all_messages = function(r)
-    local turn_id = TURN_ID[r]
-    return function()
-      return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id, which = "all"})
-    end
-  end,
+  new_messages = messages_method("new"),
+  all_messages = messages_method("all"),
 }
 local RESULT_MT = {
   __metatable = false,  -- shared by every result: not for cell code to change
