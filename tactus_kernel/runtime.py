@@ -58,11 +58,11 @@ class ProcedureSpec:
     cell: str
 
 
-# a dict of at most this many scalars is handed between Lua and Python as
-# plain arguments (see _b_step_replay and K.step_record in lua/sandbox.lua)
 # A line that begins so cannot begin an expression: the search for a
 # cell's trailing expression skips it instead of compiling twice to learn that.
 _NOT_AN_EXPRESSION = re.compile(r"(?:end|until|else|elseif|return|local|for|while|if|repeat|do|goto|break)\b|::|[)\]}]")
+# a dict of at most this many scalars is handed between Lua and Python as
+# plain arguments (see _b_step_replay and K.step_record in lua/sandbox.lua)
 _MAX_FLAT = 64
 _FLAT_VALUES = frozenset({str, int, float, bool})
 
@@ -398,7 +398,7 @@ class Runtime:
             self.K.drop(thread)
 
     async def _perform(self, request: Any, kind: Any, run_id: Any) -> tuple[Any, ...]:
-        """Answer one effect (its kind and run come read by Lua: K.step)."""
+        """Answer one effect (K.step reads its kind and run in Lua and hands them over with it)."""
         handler = self.effects.get(kind)
         run = self.runs.get(run_id)
         if handler is None or run is None:

@@ -46,6 +46,20 @@ local function holds_python(v, seen)
   return false
 end
 
+-- A string for Python (or nil). Strings go as they are: a tostring in
+-- pcall could itself fail for memory, when the error is "not enough memory".
+local function error_text(v)
+  if v == nil or type(v) == "string" then return v end
+  local ok, s = raw_pcall(tostring, v)
+  return ok and type(s) == "string" and s or "(error object without a message)"
+end
+
+-- An error value as its message (nil is "nil", as tostring says).
+local function error_message(err)
+  if err == nil then return "nil" end
+  return error_text(err)
+end
+
 -- Python converts a table by walking it as a tree, 100 levels deep: a table
 -- whose subtables are shared (t = {t, t}, sixty times over) is a tree of 2^60
 -- nodes, a walk that never ends and that no interrupt reaches. So a table
@@ -336,13 +350,6 @@ function K.start(fn, ctx)
   return next_thread
 end
 
--- A string for Python (or nil). Strings go as they are: a tostring in
--- pcall could itself fail for memory, when the error is "not enough memory".
-local function error_text(v)
-  if v == nil or type(v) == "string" then return v end
-  local ok, s = raw_pcall(tostring, v)
-  return ok and type(s) == "string" and s or "(error object without a message)"
-end
 
 local function describe_error(co, err)
   if type(err) == "table" and rawget(err, "__tactus_error") then
@@ -350,7 +357,7 @@ local function describe_error(co, err)
     return error_text(rawget(err, "message")) or "(error object without a message)",
       error_text(rawget(err, "traceback")), error_text(rawget(err, "ename"))
   end
-  local msg = err == nil and "nil" or error_text(err)
+  local msg = error_message(err)
   local tb_ok, tb = raw_pcall(traceback, co, msg)
   return msg, tb_ok and tb or msg, nil
 end
@@ -387,9 +394,7 @@ local function step(id, ...)
   local answer = pack(...)
   -- answers come from Python effect handlers: a Python object never goes on
   for i = 1, answer.n do
-    local v = answer[i]
-    local t = type(v)
-    if t == "userdata" or (t == "table" and holds_python(v)) then answer = pack(false, WITHHELD); break end
+    if holds_python(answer[i]) then answer = pack(false, WITHHELD); break end
   end
   return resumed(co, id, co_resume(co, unpack(answer, 1, answer.n)))
 end
@@ -435,11 +440,7 @@ end
 -- unwinding done by the run wrapper (xpcall keeps it, pcall would not).
 function K.capture_error(err)
   if type(err) == "table" and rawget(err, "__tactus_error") then return err end
-  -- a string needs no tostring, whose pcall could itself fail for memory
-  -- (the error may be "not enough memory")
-  local ok, msg = true, err
-  if type(err) ~= "string" then ok, msg = raw_pcall(tostring, err) end
-  if not ok then msg = "(error object without a message)" end
+  local msg = error_message(err)
   local tb_ok, tb = raw_pcall(traceback, msg, 2)
   return {__tactus_error = true, message = msg, traceback = tb_ok and tb or msg, value = err}
 end
