@@ -212,7 +212,6 @@ class Runtime:
             fn, err = self.K.compile(expr, chunk)
             if fn is not None:
                 return fn
-        fn, err = self.K.compile(code, chunk)
         lines = code.split("\n")
         last = len(lines) - 1
         while last >= 0 and (not lines[last].strip() or lines[last].strip().startswith("--")):
@@ -233,6 +232,9 @@ class Runtime:
                 fn2, _ = self.K.compile(prefix + ("\n" if i else "") + ret, chunk)
                 if fn2 is not None:
                     return fn2
+        # compiled as it is only now: with a trailing expression found, that
+        # whole-cell parse would be wasted (the cell's cost, at every run)
+        fn, err = self.K.compile(code, chunk)
         if fn is None:
             raise CellError.simple("LuaSyntaxError", str(err))
         return fn
