@@ -4,7 +4,9 @@
 
 Each PART switches one piece of a turn's bookkeeping off (see ``PARTS``);
 ``base`` is the kernel as it is. Every round runs each part once, in turn,
-through ``bench_agents.interleaved``, so the parts see the same machine; the
+as a pair of separate runs (``bench_agents.paired``, the way
+``bench_agents.measure`` takes the short case), so the parts see the same
+machine; the
 printed ratio is the median over the rounds. A part's cost is its distance
 from ``base``. The kernel with a part removed is not a correct kernel (turns
 are not recorded, or cannot be replayed): this is a measuring tool only.
@@ -96,13 +98,14 @@ PARTS: dict[str, Callable[[], list[Undo]]] = {
 def ablate(parts: list[str], turns: int, rounds: int) -> dict[str, tuple[float, float]]:
     """Median ratio and kernel overhead (us a turn) of each part, paired by round."""
     pairs: dict[str, list[tuple[float, float]]] = {p: [] for p in parts}
-    for _ in range(rounds):
+    for r in range(rounds):
         for part in parts:
             undo: list[Undo] = []
             for piece in part.split("+"):
                 undo += PARTS[piece]()
             try:
-                pairs[part].append(bench_agents.interleaved(turns, quiet=True))
+                # as bench_agents.measure takes the short case: separate runs, order alternating
+                pairs[part].append(bench_agents.paired(turns, quiet=True, kernel_first=r % 2 == 0))
             finally:
                 for u in reversed(undo):
                     u()
