@@ -46,6 +46,7 @@ Not a pass/fail test: ``benchmarks/run.py`` reports it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -54,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,9 @@ def interleaved(n: int, quiet: bool, tools: bool = False, block: int = BLOCK,
     live); a wrapper around the turn effect takes the direct turns, ``block``
     of them after every ``block`` kernel turns. The wrapper's own cost counts
     against the kernel. ``tools``: both agents offer a lookup tool (a Lua
-    function in the kernel, a Python one directly).
+    function in the kernel, a Python one directly). ``direct_first``: each
+    direct block comes before the kernel's (how the order effect in the
+    module's docstring was measured).
     """
     direct = DirectTurns(streaming=not quiet, tools=tools)
     live_turn = AgentService.turn
@@ -150,34 +153,12 @@ def interleaved(n: int, quiet: bool, tools: bool = False, block: int = BLOCK,
                 await direct.turn()
         return answer
 
-    cell = (TOOL_CELL if tools else CELL) % ("true" if quiet else "false", n)
-    with tempfile.TemporaryDirectory() as tmp:
-        rt = Runtime(root=tmp, host=NullHost())
-        # Both agents are made and take a turn before the clock starts. The
-        # warm-up cell declares the kernel's agent as the timed cell does
-        # again (a cell run a second time: the kernel keeps the pydantic-ai
-        # Agent of an unchanged declaration), under another procedure name.
-        warm = cell.replace('name = "bench"', 'name = "warm"').replace(f"for i = 1, {n} do", "for i = 1, 1 do")
-        asyncio.run(rt.execute(warm, "[warm]", "warm"))
-        asyncio.run(direct.agent.run("warm up", event_stream_handler=direct.handler))
-
-        async def timed_cell() -> tuple[Any, float]:
-            # The collection below empties the caches. Without this turn
-            # (its own history, outside the clock) the kernel's first turn
-            # would pay pydantic-ai's cold start while the direct side's
-            # first turn comes after kernel turns, warm: about 0.8 ms a cell
-            # here (measured paired, with and without this turn).
-            await direct.agent.run("warm up", event_stream_handler=direct.handler)
-            # timed inside the event loop: a kernel's loop lives on, it is
-            # not made and torn down for each cell as asyncio.run does
-            t0 = time.process_time()
-            values = await rt.execute(cell, "[bench]", "bench")
-            return values, time.process_time() - t0
-
+    cell = kernel_cell(n, quiet, tools)
+    with _warmed_runtime(cell, n, direct) as rt:
         AgentService.turn = turn_then_direct  # type: ignore[method-assign]
         try:
             gc.collect()  # garbage of earlier rounds is not this round's cost
-            [turns], total = asyncio.run(timed_cell())
+            [turns], total = asyncio.run(_timed_cell(rt, cell, direct))
         finally:
             AgentService.turn = live_turn  # type: ignore[method-assign]
     assert turns == n == direct.turns, (turns, direct.turns)
@@ -185,31 +166,12 @@ def interleaved(n: int, quiet: bool, tools: bool = False, block: int = BLOCK,
 
 
 def kernel_alone(n: int, quiet: bool, tools: bool = False) -> float:
-    """CPU seconds of one kernel cell of n turns, in a fresh runtime.
-
-    The warm-up cell declares the agent as the timed cell does again (a
-    cell run a second time: the kernel keeps the pydantic-ai Agent of an
-    unchanged declaration) and takes one turn, under another procedure
-    name, so every timed turn is live.
-    """
-    warm_agent = DirectTurns(streaming=not quiet, tools=tools)
-    cell = (TOOL_CELL if tools else CELL) % ("true" if quiet else "false", n)
-    with tempfile.TemporaryDirectory() as tmp:
-        rt = Runtime(root=tmp, host=NullHost())
-        warm = cell.replace('name = "bench"', 'name = "warm"').replace(f"for i = 1, {n} do", "for i = 1, 1 do")
-        asyncio.run(rt.execute(warm, "[warm]", "warm"))
-        asyncio.run(warm_agent.agent.run("warm up", event_stream_handler=warm_agent.handler))  # as direct_alone
-
-        async def timed() -> tuple[Any, float]:
-            await _after_collection(warm_agent)
-            # timed inside the event loop: a kernel's loop lives on, it is
-            # not made and torn down for each cell as asyncio.run does
-            t0 = time.process_time()
-            values = await rt.execute(cell, "[bench]", "bench")
-            return values, time.process_time() - t0
-
+    """CPU seconds of one kernel cell of n turns, in a fresh runtime."""
+    warm_agent = DirectTurns(streaming=not quiet, tools=tools)  # as direct_alone warms its agent
+    cell = kernel_cell(n, quiet, tools)
+    with _warmed_runtime(cell, n, warm_agent) as rt:
         gc.collect()  # garbage of earlier runs is not this run's cost
-        [turns], seconds = asyncio.run(timed())
+        [turns], seconds = asyncio.run(_timed_cell(rt, cell, warm_agent))
     assert turns == n, turns
     return seconds
 
@@ -230,10 +192,47 @@ def direct_alone(n: int, quiet: bool, tools: bool = False) -> float:
     return direct.seconds
 
 
+def kernel_cell(n: int, quiet: bool, tools: bool = False) -> str:
+    """The kernel's cell of n turns (``CELL``, or ``TOOL_CELL`` with a tool)."""
+    return (TOOL_CELL if tools else CELL) % ("true" if quiet else "false", n)
+
+
+def warm_cell(cell: str, n: int) -> str:
+    """The warm-up cell: it declares the agent as the timed cell does again
+    (a cell run a second time: the kernel keeps the pydantic-ai Agent of an
+    unchanged declaration) and takes one turn, under another procedure
+    name, so every timed turn is live."""
+    return cell.replace('name = "bench"', 'name = "warm"').replace(f"for i = 1, {n} do", "for i = 1, 1 do")
+
+
+@contextlib.contextmanager
+def _warmed_runtime(cell: str, n: int, direct: DirectTurns) -> Iterator[Runtime]:
+    """A fresh runtime that has run the warm-up cell, with ``direct``'s
+    agent made and warmed too: both take a turn before any clock starts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rt = Runtime(root=tmp, host=NullHost())
+        asyncio.run(rt.execute(warm_cell(cell, n), "[warm]", "warm"))
+        asyncio.run(direct.agent.run("warm up", event_stream_handler=direct.handler))
+        yield rt
+
+
+async def _timed_cell(rt: Runtime, cell: str, direct: DirectTurns) -> tuple[Any, float]:
+    """The cell's values and CPU seconds, after ``_after_collection``."""
+    await _after_collection(direct)
+    # timed inside the event loop: a kernel's loop lives on, it is not made
+    # and torn down for each cell as asyncio.run does
+    t0 = time.process_time()
+    values = await rt.execute(cell, "[bench]", "bench")
+    return values, time.process_time() - t0
+
+
 async def _after_collection(direct: DirectTurns) -> None:
     """One untimed pydantic-ai turn (its own history) after the collection,
     which empties the caches: both sides then start their clock warm for
-    pydantic-ai, and the kernel's cell still pays for its own start."""
+    pydantic-ai, and the kernel's cell still pays for its own start.
+    Without it the kernel's first turn paid pydantic-ai's cold start, while
+    an interleaved direct side's first turn came after kernel turns, warm
+    (about 0.8 ms a cell, measured paired with and without this turn)."""
     await direct.agent.run("warm up", event_stream_handler=direct.handler)
 
 
@@ -244,13 +243,13 @@ def paired(n: int, quiet: bool, tools: bool = False, kernel_first: bool = True,
     ``control``: the "kernel" run is a second direct run of its own agent,
     so the ratio of a control pair is the harness's, with nothing to find.
     """
-    first = functools.partial(direct_alone if control else kernel_alone, n, quiet, tools)
-    second = functools.partial(direct_alone, n, quiet, tools)
+    kernel = functools.partial(direct_alone if control else kernel_alone, n, quiet, tools)
+    direct = functools.partial(direct_alone, n, quiet, tools)
     if kernel_first:
-        k = first()
-        return k, second()
-    d = second()
-    return first(), d
+        k = kernel()
+        return k, direct()
+    d = direct()
+    return kernel(), d
 
 
 PROCESSES = 6  # fresh processes a measure is taken in (see measure)

@@ -60,11 +60,10 @@ def region(side: str, n: int) -> None:
     from tactus_kernel.runtime import Runtime
 
     direct = bench_agents.DirectTurns(streaming=False)
-    cell = bench_agents.CELL % ("true", n)
+    cell = bench_agents.kernel_cell(n, quiet=True)
     rt = Runtime(root=tempfile.mkdtemp(), host=NullHost())
     loop = asyncio.new_event_loop()
-    warm = cell.replace('name = "bench"', 'name = "warm"').replace(f"for i = 1, {n} do", "for i = 1, 1 do")
-    loop.run_until_complete(rt.execute(warm, "[warm]", "warm"))
+    loop.run_until_complete(rt.execute(bench_agents.warm_cell(cell, n), "[warm]", "warm"))
     loop.run_until_complete(direct.agent.run("warm up"))
 
     async def counted() -> None:

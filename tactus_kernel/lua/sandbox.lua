@@ -350,7 +350,6 @@ function K.start(fn, ctx)
   return next_thread
 end
 
-
 local function describe_error(co, err)
   if type(err) == "table" and rawget(err, "__tactus_error") then
     -- a cell can forge this table: hand Python strings only (or nil)
