@@ -23,6 +23,7 @@ import contextlib
 import copy
 import inspect
 import json
+import os
 import re
 import shlex
 import tempfile
@@ -331,9 +332,15 @@ async def replay(
     started = time.monotonic()
     original = copy.deepcopy(nb.metadata.get("tactus"))
     result = ReplayResult(notebook=nb, recorded=original)
+    # Local sockets in a directory of this replay's own, not TCP ports: a
+    # port is picked free and bound by the kernel a moment later, and two
+    # replays started side by side (as CI runs notebooks) could pick the
+    # same one; the kernel then died with "Address already in use".
+    sockets = None if os.name == "nt" else tempfile.TemporaryDirectory(prefix="tactus-replay-")
     km = AsyncKernelManager(
         kernel_name=options.kernel_name,
         client_class=f"{CellIdKernelClient.__module__}.{CellIdKernelClient.__name__}",
+        **({} if sockets is None else {"transport": "ipc", "ip": os.path.join(sockets.name, "kernel")}),
     )
     km.shutdown_wait_time = 3.0
     timeout = options.timeout
@@ -403,6 +410,8 @@ async def replay(
             kernel_log.seek(0)
             result.kernel_log = kernel_log.read()[-4000:].decode("utf-8", "replace")
         kernel_log.close()
+        if sockets is not None:
+            sockets.cleanup()
         result.elapsed = time.monotonic() - started
     return result
 
