@@ -332,15 +332,11 @@ async def replay(
     started = time.monotonic()
     original = copy.deepcopy(nb.metadata.get("tactus"))
     result = ReplayResult(notebook=nb, recorded=original)
-    # Local sockets in a directory of this replay's own, not TCP ports: a
-    # port is picked free and bound by the kernel a moment later, and two
-    # replays started side by side (as CI runs notebooks) could pick the
-    # same one; the kernel then died with "Address already in use".
-    sockets = None if os.name == "nt" else tempfile.TemporaryDirectory(prefix="tactus-replay-")
+    sockets, transport = local_sockets()
     km = AsyncKernelManager(
         kernel_name=options.kernel_name,
         client_class=f"{CellIdKernelClient.__module__}.{CellIdKernelClient.__name__}",
-        **({} if sockets is None else {"transport": "ipc", "ip": os.path.join(sockets.name, "kernel")}),
+        **transport,
     )
     km.shutdown_wait_time = 3.0
     timeout = options.timeout
@@ -414,6 +410,23 @@ async def replay(
             sockets.cleanup()
         result.elapsed = time.monotonic() - started
     return result
+
+
+def local_sockets() -> tuple[tempfile.TemporaryDirectory[str] | None, dict[str, Any]]:
+    """A new directory, and the kernel manager arguments that make its
+    kernel talk over local sockets in it (no directory, no arguments on
+    Windows: TCP there). The caller removes the directory after shutdown.
+
+    Why not TCP ports: a port is picked free and bound by the kernel a
+    moment later, so two kernels started side by side (replays run in
+    parallel in CI, tests under pytest-xdist) could pick the same one, and
+    one died with "Address already in use". Socket names in a directory of
+    the kernel's own cannot collide.
+    """
+    if os.name == "nt":
+        return None, {}
+    sockets = tempfile.TemporaryDirectory(prefix="tactus-kernel-")
+    return sockets, {"transport": "ipc", "ip": os.path.join(sockets.name, "kernel")}
 
 
 async def _run_cells(

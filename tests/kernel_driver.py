@@ -16,6 +16,8 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
+from tactus_kernel.replay_client import local_sockets
+
 
 @dataclass
 class CellRun:
@@ -54,7 +56,9 @@ class KernelDriver:
     """A started kernel plus a blocking client, with browser-like helpers."""
 
     def __init__(self, cwd: Path | str, kernel_name: str = "tactus", env: dict[str, str] | None = None) -> None:
-        self.km = KernelManager(kernel_name=kernel_name)
+        # local sockets, as replays use: xdist workers start kernels side by side
+        self.sockets, transport = local_sockets()
+        self.km = KernelManager(kernel_name=kernel_name, **transport)
         kwargs: dict[str, Any] = {"cwd": str(cwd)}
         if env is not None:
             kwargs["env"] = env
@@ -186,3 +190,5 @@ class KernelDriver:
     def shutdown(self) -> None:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
+        if self.sockets is not None:
+            self.sockets.cleanup()
