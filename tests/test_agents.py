@@ -724,22 +724,19 @@ def test_a_recorded_history_replays_with_the_same_request_hashes(cells, tmp_path
     assert [e["request_hash"] for e in entries(fresh, "kinds")] == hashes
 
 
-def test_the_shortcut_past_loading_holds_only_when_loading_changes_nothing():
-    """``same_when_loaded`` lets a live turn skip loading its own dump; where
-    it says yes, the projection (what the request hash covers) must be the
-    same as the loaded copy's."""
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-    from pydantic_ai.messages import SystemPromptPart
-
+def _retry_prompt(content: str, tool_name: str | None) -> Any:
     with warnings.catch_warnings():  # deprecated, yet older records and code paths still make it
         warnings.simplefilter("ignore")
         from pydantic_ai.messages import RetryPromptPart
 
-    def retry_prompt(content: str, tool_name: str | None) -> Any:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return RetryPromptPart(content, tool_name=tool_name, tool_call_id="c1")
+        return RetryPromptPart(content, tool_name=tool_name, tool_call_id="c1")
+
+
+def _message_lists() -> Any:
+    """Hypothesis strategy: short lists of requests and responses with the
+    usual parts, JSON-like tool args and returns among them."""
+    from hypothesis import strategies as st
+    from pydantic_ai.messages import BinaryContent, SystemPromptPart
 
     json_values = st.recursive(
         st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False, allow_infinity=False)
@@ -749,23 +746,31 @@ def test_the_shortcut_past_loading_holds_only_when_loading_changes_nothing():
         max_leaves=8)
     request_parts = st.one_of(
         st.builds(UserPromptPart, st.text(max_size=10)),
+        st.builds(lambda b: UserPromptPart(["see", BinaryContent(data=b, media_type="image/png")]),
+                  st.binary(max_size=6)),
         st.builds(SystemPromptPart, st.text(max_size=10)),
         st.builds(lambda c: ToolReturnPart("t", c, tool_call_id="c1"), json_values),
         st.builds(lambda c: ToolReturnPart("t", c, tool_call_id="c1", outcome="retried"), st.text(max_size=5)),
-        st.builds(retry_prompt, st.text(max_size=5), st.none() | st.just("t")),
+        st.builds(_retry_prompt, st.text(max_size=5), st.none() | st.just("t")),
     )
     response_parts = st.one_of(
         st.builds(TextPart, st.text(max_size=10)),
         st.builds(lambda a: ToolCallPart("t", a, tool_call_id="c1"),
                   st.none() | st.text(max_size=6) | st.dictionaries(st.sampled_from(["q", "kind"]), json_values)),
     )
-    messages = st.lists(st.builds(lambda p: ModelRequest(parts=p), st.lists(request_parts, min_size=1, max_size=3))
-                        | st.builds(lambda p: ModelResponse(parts=p), st.lists(response_parts, min_size=1,
-                                                                                max_size=3)),
-                        min_size=1, max_size=3)
+    return st.lists(st.builds(lambda p: ModelRequest(parts=p), st.lists(request_parts, min_size=1, max_size=3))
+                    | st.builds(lambda p: ModelResponse(parts=p), st.lists(response_parts, min_size=1, max_size=3)),
+                    min_size=0, max_size=4)
+
+
+def test_the_shortcut_past_loading_holds_only_when_loading_changes_nothing():
+    """``same_when_loaded`` lets a live turn skip loading its own dump; where
+    it says yes, the projection (what the request hash covers) must be the
+    same as the loaded copy's."""
+    from hypothesis import given, settings
 
     @settings(max_examples=300, deadline=None)
-    @given(messages)
+    @given(_message_lists())
     def check(ms: list[Any]) -> None:
         if hist.same_when_loaded(ms):
             assert hist.projection(ms) == hist.projection(hist.load(hist.dump(ms)))
@@ -773,7 +778,43 @@ def test_the_shortcut_past_loading_holds_only_when_loading_changes_nothing():
     check()
     # the usual turn takes the shortcut; a retry part never does
     assert hist.same_when_loaded([ModelRequest(parts=[UserPromptPart("hi")]), ModelResponse(parts=[TextPart("yo")])])
-    assert not hist.same_when_loaded([ModelRequest(parts=[retry_prompt("bad", "t")])])
+    assert not hist.same_when_loaded([ModelRequest(parts=[_retry_prompt("bad", "t")])])
+
+
+def test_the_recorded_messages_are_what_pydantic_ais_own_adapter_makes():
+    """``hist.dump`` serializes requests and responses each with their own
+    adapter (quicker than the union): the result must be the dicts
+    ``ModelMessagesTypeAdapter`` makes, in the same order, so records made
+    before and after read the same, and a pydantic-ai upgrade that changes
+    either shows here."""
+    import asyncio
+
+    from hypothesis import given, settings
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelMessagesTypeAdapter
+
+    def by_pydantic_ai(ms: list[Any]) -> list[Any]:
+        dumped = ModelMessagesTypeAdapter.dump_python(ms, mode="json", exclude_none=True)
+        for part in (p for m in dumped for p in m["parts"]):
+            if part.get("part_kind") == "tool-return":
+                part.setdefault("content", None)
+        return dumped
+
+    @settings(max_examples=300, deadline=None)
+    @given(_message_lists())
+    def check(ms: list[Any]) -> None:
+        assert hist.dump(ms) == by_pydantic_ai(ms)
+
+    check()
+
+    def lookup(q: str) -> dict[str, Any]:
+        """Look a word up."""
+        return {"q": q}
+
+    real = asyncio.run(Agent(TestModel(), instructions="Be brief.", tools=[lookup]).run("hi")).all_messages()
+    assert [m.kind for m in real] == ["request", "response", "request", "response"]
+    assert hist.dump(real) == by_pydantic_ai(real)
+    assert json.dumps(hist.dump(real[2:3])) == json.dumps(by_pydantic_ai(real[2:3]))  # the key order too
 
 
 def test_a_large_state_does_not_slow_or_stop_a_turn(cells):
