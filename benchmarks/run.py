@@ -276,7 +276,8 @@ def extra_measures() -> dict[str, tuple[str, Callable[[bool], dict[str, Any]]]]:
         import bench_agents  # type: ignore[import-not-found]
 
         extra["agents"] = ("7. Agent turn overhead vs pydantic-ai + TestModel",
-                           lambda q: bench_agents.measure(20, rounds=1, short_rounds=5, processes=2) if q
+                           lambda q: bench_agents.measure(20, rounds=1, short_rounds=5, processes=2,
+                                                          short_processes=2) if q
                            else bench_agents.measure(100))
     except ImportError:
         pass
