@@ -53,8 +53,8 @@ _CONTENT_REQUIRED = frozenset({"tool-return", "builtin-tool-return", "instructio
 @functools.cache
 def _dumpers() -> dict[type, Callable[..., list[dict[str, Any]]]]:
     """A serializer per message class, with the config of
-    ``ModelMessagesTypeAdapter`` (built at the first dump, not at import:
-    a kernel that runs no agent never pays for them)."""
+    ``ModelMessagesTypeAdapter`` (built at the first dump, about 20 ms once,
+    not at import: a kernel that runs no agent never pays for them)."""
     config = pydantic.ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
     return {cls: pydantic.TypeAdapter(list[cls], config=config).dump_python  # type: ignore[valid-type]
             for cls in (ModelRequest, ModelResponse)}
