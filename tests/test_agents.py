@@ -815,6 +815,11 @@ def test_the_recorded_messages_are_what_pydantic_ais_own_adapter_makes():
     assert [m.kind for m in real] == ["request", "response", "request", "response"]
     assert hist.dump(real) == by_pydantic_ai(real)
     assert json.dumps(hist.dump(real[2:3])) == json.dumps(by_pydantic_ai(real[2:3]))  # the key order too
+    # bytes where the adapter's config decides how they are written (base64)
+    raw = [ModelRequest(parts=[ToolReturnPart("t", b"\x00ab", tool_call_id="c1")]),
+           ModelResponse(parts=[TextPart("x")], provider_details={"signature": b"\x01z"})]
+    assert hist.dump(raw) == by_pydantic_ai(raw)
+    assert hist.dump(raw)[1]["provider_details"] == {"signature": "AXo="}
 
 
 def test_a_large_state_does_not_slow_or_stop_a_turn(cells):

@@ -54,7 +54,9 @@ _CONTENT_REQUIRED = frozenset({"tool-return", "builtin-tool-return", "instructio
 def _dumpers() -> dict[type, Callable[..., list[dict[str, Any]]]]:
     """A serializer per message class, with the config of
     ``ModelMessagesTypeAdapter`` (built at the first dump, about 20 ms once,
-    not at import: a kernel that runs no agent never pays for them)."""
+    not at import: a kernel that runs no agent never pays for them). The
+    config decides how bytes inside a tool's return or a response's
+    provider details are written; the test of ``dump`` has both."""
     config = pydantic.ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
     return {cls: pydantic.TypeAdapter(list[cls], config=config).dump_python  # type: ignore[valid-type]
             for cls in (ModelRequest, ModelResponse)}
@@ -72,18 +74,16 @@ def dump(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:
     # exclude_none: the record lives in the notebook file, and None is the
     # default of nearly every such field; the few required ones are put back
     messages = list(messages)
-    dumpers = _dumpers()
     requests = [m for m in messages if type(m) is ModelRequest]
     responses = [m for m in messages if type(m) is ModelResponse]
     dumped: list[dict[str, Any]]
     if len(requests) + len(responses) != len(messages):  # a subclass: the union adapter knows it
         dumped = ModelMessagesTypeAdapter.dump_python(messages, mode="json", exclude_none=True)
-    elif not responses or not requests:
-        dumped = dumpers[ModelRequest if requests else ModelResponse](messages, mode="json", exclude_none=True)
     else:
-        by_kind = {ModelRequest: iter(dumpers[ModelRequest](requests, mode="json", exclude_none=True)),
-                   ModelResponse: iter(dumpers[ModelResponse](responses, mode="json", exclude_none=True))}
-        dumped = [next(by_kind[type(m)]) for m in messages]
+        dumpers = _dumpers()
+        of_requests = iter(dumpers[ModelRequest](requests, mode="json", exclude_none=True))
+        of_responses = iter(dumpers[ModelResponse](responses, mode="json", exclude_none=True))
+        dumped = [next(of_requests) if type(m) is ModelRequest else next(of_responses) for m in messages]
     for message in dumped:
         for part in message.get("parts", ()):
             if "content" not in part and part.get("part_kind") in _CONTENT_REQUIRED:
