@@ -6,8 +6,7 @@ Each PART switches one piece of a turn's bookkeeping off (see ``PARTS``);
 ``base`` is the kernel as it is. Every round runs each part once, in turn,
 as a pair of separate runs (``bench_agents.paired``, the way
 ``bench_agents.measure`` takes the short case), so the parts see the same
-machine; the
-printed ratio is the median over the rounds. A part's cost is its distance
+machine; the printed ratio is the median over the rounds. A part's cost is its distance
 from ``base``. The kernel with a part removed is not a correct kernel (turns
 are not recorded, or cannot be replayed): this is a measuring tool only.
 
