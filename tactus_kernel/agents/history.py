@@ -68,8 +68,9 @@ def dump(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:
     The same dicts as ``ModelMessagesTypeAdapter`` gives (a test holds them
     to it), made by a serializer per message class: the requests, then the
     responses, put back in order. pydantic-core picks a class of the
-    ``ModelMessage`` union for each message at some cost; this takes a
-    third less on a turn's two messages, and every live turn is dumped.
+    ``ModelMessage`` union for each message at some cost; this takes
+    about a sixth less on a turn's two messages (10.1 against 12.1 us
+    hot), and every live turn is dumped.
     """
     # exclude_none: the record lives in the notebook file, and None is the
     # default of nearly every such field; the few required ones are put back
