@@ -81,20 +81,35 @@ def plain_text(req: HumanRequest) -> str:
     lines = [f"[Tactus] {TITLES.get(req.request, 'Request')} (procedure {req.procedure!r}): {req.message}"]
     if req.context not in (None, {}, []):
         lines.append("  context: " + json.dumps(req.context, ensure_ascii=False))
-    if req.request == "approve":
-        hint = "true"
-    elif req.request == "review":
-        hint = json.dumps((req.review_options() or ["Approve"])[0])
-    elif req.request == "escalate":
-        hint = "resolved"
-    else:
-        hint = '"your answer"'
     lines.append(
         "  This frontend cannot show widgets. To answer: interrupt the kernel, run a cell with\n"
-        f"  %tactus answer {json.dumps(req.name, ensure_ascii=False)} {hint}\n"
+        f"  %tactus answer {json.dumps(req.name, ensure_ascii=False)} {_answer_hint(req)}\n"
         "  and run this cell again."
     )
     return "\n".join(lines)
+
+
+def no_widgets_message(req: HumanRequest) -> str:
+    """The error of a request nobody can answer: no frontend here shows widgets."""
+    answer = f"{json.dumps(req.name, ensure_ascii=False)} {_answer_hint(req)}"
+    return (
+        f"NoRecordedAnswer: procedure {json.dumps(req.procedure, ensure_ascii=False)}: {req.describe()} has no "
+        "recorded answer, and no frontend that shows cards is connected (nbconvert, papermill and nbclient "
+        "cannot show widgets). Answer it in JupyterLab and save the notebook, or replay with "
+        f"`tactus-kernel replay NOTEBOOK --answer {json.dumps(req.name + '=VALUE', ensure_ascii=False)}`; "
+        f"in a terminal frontend, run `%tactus answer {answer}` and run this cell again"
+    )
+
+
+def _answer_hint(req: HumanRequest) -> str:
+    """An example answer for ``%tactus answer`` of this kind of request."""
+    if req.request == "approve":
+        return "true"
+    if req.request == "review":
+        return json.dumps((req.review_options() or ["Approve"])[0])
+    if req.request == "escalate":
+        return "resolved"
+    return '"your answer"'
 
 
 class Card:

@@ -94,6 +94,11 @@ class TactusKernel(Kernel):
         self.comm_manager.register_target(RecordsChannel.TARGET, self.channel.open)
         for target in ("jupyter.widget", "jupyter.widget.control"):
             self.comm_manager.register_target(target, self._widget_target(target))
+        # Whether a frontend that can show widgets (a widget manager) has
+        # connected: without one nobody can ever click a card, so a request
+        # with no recorded answer fails at once (nbconvert, papermill, nbclient).
+        self.widget_frontend = False
+        self.shell_handlers["comm_info_request"] = self._comm_info_request
         self._said_no_extension = False
         self._running: asyncio.Task[Any] | None = None
         self._shutting_down = False
@@ -119,10 +124,20 @@ class TactusKernel(Kernel):
         def opened(comm_: Any, msg: dict[str, Any]) -> None:
             import ipywidgets
 
+            self.widget_frontend = True
             ipywidgets.register_comm_target()
             self.comm_manager.targets[target](comm_, msg)
 
         return opened
+
+    async def _comm_info_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        """ipywidgets' widget manager asks which widget comms exist when it
+        connects (its fallback to the ``jupyter.widget.control`` comm, which
+        :meth:`_widget_target` sees): either says a widget manager is there."""
+        content = parent.get("content")
+        if isinstance(content, dict) and content.get("target_name") in ("jupyter.widget", "jupyter.widget.control"):
+            self.widget_frontend = True
+        await super().comm_info_request(stream, ident, parent)
 
     def _apply_client_options(self, options: dict[str, Any]) -> None:
         """Options a client may send next to the metadata when it opens the

@@ -188,9 +188,18 @@ class NotebookHost:
 
     # ------------------------------------------------------ human requests
     async def ask_human(self, req: Any) -> Any:
-        """Show a card and wait for its click (the event loop stays free)."""
+        """Show a card and wait for its click (the event loop stays free).
+
+        With no widget manager connected (nbconvert, papermill, nbclient, a
+        terminal frontend) nobody can ever click, so the request fails at
+        once with how to answer it instead of waiting out a cell timeout.
+        """
         from . import cards
 
+        if not self.kernel.widget_frontend:
+            from .runtime import BridgeError
+
+            raise BridgeError(cards.no_widgets_message(req))
         self.flush()
         return await cards.ask(req, self.display)
 

@@ -55,7 +55,13 @@ class CellRun:
 class KernelDriver:
     """A started kernel plus a blocking client, with browser-like helpers."""
 
-    def __init__(self, cwd: Path | str, kernel_name: str = "tactus", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cwd: Path | str,
+        kernel_name: str = "tactus",
+        env: dict[str, str] | None = None,
+        widgets: bool = True,
+    ) -> None:
         # local sockets, as replays use: xdist workers start kernels side by side
         self.sockets, transport = local_sockets()
         self.km = KernelManager(kernel_name=kernel_name, **transport)
@@ -69,6 +75,10 @@ class KernelDriver:
         self.comm_msgs: list[dict[str, Any]] = []  # comm traffic seen on IOPub
         self.widgets: dict[str, dict[str, Any]] = {}  # comm_id -> widget model state
         self.pending: dict[str, CellRun] = {}
+        if widgets:
+            # what ipywidgets' widget manager does when it connects to a kernel
+            self.send_comm("comm_open", {"comm_id": uuid.uuid4().hex, "target_name": "jupyter.widget.control",
+                                         "data": {}}, metadata={"version": "1.0.0"})
 
     # ----------------------------------------------------------- messages
     def _route(self, msg: dict[str, Any]) -> None:
