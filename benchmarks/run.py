@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
-from kernel_driver import KernelDriver  # noqa: E402
+from tactus_kernel.testing import KernelDriver  # noqa: E402
 
 
 def median_ms(samples: list[float]) -> float:

@@ -25,8 +25,7 @@ from typing import Any
 import nbformat
 from nbformat.v4 import output_from_msg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from kernel_driver import KernelDriver
+from tactus_kernel.testing import KernelDriver
 
 
 def answer_card(driver: KernelDriver, message: str, action: Any) -> None:

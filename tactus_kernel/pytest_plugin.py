@@ -77,6 +77,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_OPTIONS_KEY] = options
 
 
+@pytest.fixture
+def tactus_kernel(tmp_path: Path) -> Any:
+    """A fresh Tactus kernel in `tmp_path`, connected as a notebook in
+    JupyterLab would be (records arrive, cards can be answered): a
+    :class:`tactus_kernel.testing.KernelDriver`. See docs/testing.md."""
+    from .testing import KernelDriver
+
+    driver = KernelDriver(tmp_path)
+    driver.open_tactus(None)
+    try:
+        yield driver
+    finally:
+        driver.shutdown()
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     config = parent.config
     if file_path.suffix == ".ipynb" and (config.getoption("tactus_replay", False)

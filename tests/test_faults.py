@@ -24,11 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kernel_driver
 import pytest
 from jupyter_client.manager import KernelManager
-from kernel_driver import CellRun, KernelDriver
 from replay_helpers import GREET, RELEASE, Cell, click, load, record_notebook, steps, type_answer
+
+from tactus_kernel import testing as kernel_driver
+from tactus_kernel.testing import CellRun, KernelDriver
 
 TIMEOUT = 60  # generous: two cores shared with other test runs
 
@@ -234,8 +235,7 @@ def test_double_click_and_clicks_on_widgets_from_before_a_restart_are_ignored(lo
     saved = kernel.recorded_procedures()
     assert [c["value"] for c in saved["ship"]["checkpoints"]] == [True]  # one answer for two clicks
 
-    kernel.km.restart_kernel(now=True)
-    kernel.kc.wait_for_ready(timeout=TIMEOUT)
+    kernel.restart(timeout=TIMEOUT)
     kernel.open_tactus({"version": 1, "procedures": saved})
     # a new, unrecorded question is waiting when the stale click arrives
     waiting = kernel.submit(SHIP.replace("ship", "ship2").replace("v2", "v3"), cell_id="c2")
