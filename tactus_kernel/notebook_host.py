@@ -177,6 +177,13 @@ class NotebookHost:
         self._truncated = False
 
     def _send(self, msg_type: str, content: dict[str, Any]) -> None:
+        display_id = (content.get("transient") or {}).get("display_id")
+        if msg_type == "display_data" and display_id:
+            # Kept in the output's own metadata, which the notebook saves: a
+            # page reopened while a card waits learns the display id from the
+            # saved output, so the card's later update_display_data finds it
+            # (labextension/src/orphans.ts). Transient data is never saved.
+            content = {**content, "metadata": {**(content.get("metadata") or {}), "tactus": {"display_id": display_id}}}
         self.kernel.session.send(
             self.kernel.iopub_socket,
             msg_type,

@@ -253,3 +253,41 @@ def test_every_message_of_a_cell_names_the_cell_and_its_idle_follows_its_own_req
     assert kernel.execute("1 + 2", cell_id="c9").of_type("execute_result")[0]["metadata"]["cellId"] == "c9"
     plain = kernel.execute("print(1)")
     assert [m["metadata"] for m in plain.of_type("stream")] == [{}]
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+    def send(self, socket: Any, msg_type: str, content: dict[str, Any], **kw: Any) -> None:
+        self.sent.append((msg_type, content, kw["metadata"]))
+
+
+class _Kernel:
+    execution_count = 5
+    iopub_socket = None
+
+    def __init__(self) -> None:
+        self.session = _Session()
+
+    def _topic(self, msg_type: str) -> bytes:
+        return msg_type.encode()
+
+
+def test_a_display_with_an_id_keeps_the_id_in_the_saved_output_metadata():
+    """A page reopened while a card waits finds the card to update by this (labextension/src/orphans.ts)."""
+    from tactus_kernel.checkpoints import Records
+    from tactus_kernel.notebook_host import NotebookHost, RecordsChannel
+
+    kernel = _Kernel()
+    host = NotebookHost(kernel, {"header": {}, "metadata": {"cellId": "c7"}}, RecordsChannel(Records()))
+    host._send(
+        "display_data",
+        {"data": {"text/plain": "card"}, "metadata": {"a": 1}, "transient": {"display_id": "tactus-card-1"}},
+    )
+    host._send("display_data", {"data": {"text/plain": "plain"}, "metadata": {}, "transient": {}})
+    [(_, card, meta), (_, plain, _)] = kernel.session.sent
+    assert card["metadata"] == {"a": 1, "tactus": {"display_id": "tactus-card-1"}}
+    assert card["transient"] == {"display_id": "tactus-card-1"}
+    assert meta == {"cellId": "c7", "executionCount": 5}
+    assert plain["metadata"] == {}

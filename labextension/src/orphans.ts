@@ -96,9 +96,10 @@ export class OrphanOutputs implements IDisposable {
         return;
       case 'update_display_data': {
         const id = content.transient?.display_id;
-        const at = id ? this._displays.get(id) : undefined;
-        if (at && at.cell === cell && at.index < outputs.length) {
-          outputs.set(at.index, { output_type: 'display_data', data: content.data, metadata: content.metadata ?? {} });
+        const index = id ? this._displayIndex(cell, id) : -1;
+        if (index >= 0) {
+          outputs.set(index, { output_type: 'display_data', data: content.data, metadata: content.metadata ?? {} });
+          this._displays.set(id, { cell, index });
         }
         return;
       }
@@ -135,6 +136,25 @@ export class OrphanOutputs implements IDisposable {
         }
       }
     }
+  }
+
+  /**
+   * Where a display id is shown in a cell: one this page saw displayed, or
+   * one displayed before the notebook was reopened, which the kernel also
+   * wrote into the saved output's metadata (`metadata.tactus.display_id`).
+   */
+  private _displayIndex(cell: ICodeCellModel, id: string): number {
+    const seen = this._displays.get(id);
+    if (seen && seen.cell === cell && seen.index < cell.outputs.length) {
+      return seen.index;
+    }
+    for (let i = 0; i < cell.outputs.length; i++) {
+      const tactus = cell.outputs.get(i).metadata?.tactus as { display_id?: unknown } | undefined;
+      if (tactus && tactus.display_id === id) {
+        return i;
+      }
+    }
+    return -1;
   }
 
   private _finish(cell: ICodeCellModel, count: number | null): void {
