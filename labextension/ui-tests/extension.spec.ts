@@ -17,6 +17,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 const ARTIFACTS = path.join(__dirname, 'artifacts');
+// JupyterLab's own themes; every colour of the extension must read in each.
+const SLUGS: { [theme: string]: string } = {
+  'JupyterLab Light': 'light',
+  'JupyterLab Dark': 'dark',
+  'JupyterLab Dark High Contrast': 'high-contrast'
+};
+const THEMES = Object.keys(SLUGS);
 const CARD_MIME = 'application/vnd.tactus.card+json';
 
 const SHIP = `procedure({name = "ship"}, function()
@@ -214,14 +221,13 @@ test('an answered card is drawn by the renderer, and Ask again asks again', asyn
   await expect(drawn.locator('.jp-TactusCard-context tr')).toHaveText(['envprod', 'imageapp:1.4']);
   await expect(drawn.locator('.jp-TactusCard-answer')).toHaveText('Approved');
   await expect(drawn.locator('.jp-TactusCard-time')).toHaveText('at 03:13:26 UTC');
-  await drawn.screenshot({ path: path.join(ARTIFACTS, 'card-recorded-light.png') });
-  for (const theme of ['JupyterLab Light', 'JupyterLab Dark']) {
+  for (const theme of THEMES) {
     await setTheme(page, theme);
     for (const part of ['.jp-TactusCard-title', '.jp-TactusCard-message', '.jp-TactusCard-answer', '.jp-TactusCard-time']) {
       expect(await contrast(drawn.locator(part)), `${theme}: ${part}`).toBeGreaterThanOrEqual(4.5);
     }
+    await drawn.screenshot({ path: path.join(ARTIFACTS, `card-recorded-${SLUGS[theme]}.png`) });
   }
-  await drawn.screenshot({ path: path.join(ARTIFACTS, 'card-recorded-dark.png') });
   await setTheme(page, 'JupyterLab Light');
 
   // Ask again: the kernel forgets the answer, the cell runs and asks anew.
@@ -296,7 +302,7 @@ const LOOP = `procedure({name = "loop"}, function()
   return {total = total}
 end)`;
 
-test('dialog and badge: UTC times, cells named, three digits, readable in the dark theme', async ({ page }) => {
+test('dialog and badge: UTC times, cells named, three digits, readable in the dark and high-contrast themes', async ({ page }) => {
   const root = process.env.TACTUS_E2E_ROOT!;
   const name = 'dialog.ipynb';
   fs.writeFileSync(path.join(root, name), notebook([{ source: COLOUR, id: CELL_ID }, LOOP]));
@@ -319,9 +325,9 @@ test('dialog and badge: UTC times, cells named, three digits, readable in the da
   const label = `cell [${prompt}] · ${COLOUR}`;
   await expect(badge(page)).toHaveAttribute('title', new RegExp(`\\(${escape(label)}, loop\\)`));
 
-  for (const theme of ['JupyterLab Light', 'JupyterLab Dark']) {
+  for (const theme of THEMES) {
     await setTheme(page, theme);
-    const slug = theme.endsWith('Dark') ? 'dark' : 'light';
+    const slug = SLUGS[theme];
     // the count fits its pill, and the pill its button
     const [pill, button] = [await count.boundingBox(), await badge(page).boundingBox()];
     const inner = await count.evaluate(n => ({ scroll: n.scrollWidth, client: n.clientWidth }));
