@@ -18,6 +18,7 @@
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICodeCellModel } from '@jupyterlab/cells';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { INotebookModel, INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
@@ -92,6 +93,11 @@ function cardHost(tracker: INotebookTracker, connectors: Connectors): ICardHost 
       const connector = connectors.get(found.panel.context);
       if (!connector.connected) {
         return 'Start a Tactus kernel to ask again.';
+      }
+      // Forgetting under a run still going would leave its later records misplaced.
+      const model = found.panel.content.widgets[found.index].model as ICodeCellModel;
+      if (model.executionState === 'running') {
+        return 'The cell is still running: stop it first, then Ask again.';
       }
       // A stopped request recorded no answer: running the cell asks again.
       if (!(card.state === 'stopped' && card.index === null)) {
