@@ -366,3 +366,68 @@ test('dialog and badge: UTC times, cells named, three digits, readable in the da
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+test('every state and kind of answered card is drawn, marked and readable', async ({ page }) => {
+  const base = { version: 1, context: null, at: '2026-12-05T09:05:07Z', cell_id: null };
+  const cards: { [slug: string]: object } = {
+    'approve-rejected': {
+      ...base, state: 'answered', request: 'approve', procedure: 'ship', name: 'Ship it?', message: 'Ship it?',
+      context: { env: 'prod' }, answer: false, answer_text: 'Rejected', index: 0
+    },
+    'input-answered': {
+      ...base, state: 'answered', request: 'input', procedure: 'survey', name: 'Favourite colour?',
+      message: 'Favourite colour?', answer: 'Blue sky', answer_text: 'Answered "Blue sky"', index: 1
+    },
+    'review-recorded': {
+      ...base, state: 'recorded', request: 'review', procedure: 'doc', name: 'Review the draft',
+      message: 'Review the draft', answer: { decision: 'Approve', feedback: 'Looks good' },
+      answer_text: 'Reviewed: Approve', index: 2
+    },
+    'escalate-answered': {
+      ...base, state: 'answered', request: 'escalate', procedure: 'ops', name: 'Disk full',
+      message: 'Disk full', context: { host: 'db-1', severity: 'high' }, answer: true, answer_text: 'Resolved', index: 0
+    },
+    'approve-timed-out': {
+      ...base, state: 'timed_out', request: 'approve', procedure: 'ship', name: 'Quick?', message: 'Quick?',
+      answer: false, answer_text: 'Timed out; used the default (false)', index: 3
+    },
+    'input-stopped': {
+      ...base, state: 'stopped', request: 'input', procedure: 'survey', name: 'Name?', message: 'Name?',
+      answer: null, answer_text: 'No longer waiting (stopped)', index: null
+    }
+  };
+  const slugs = Object.keys(cards);
+  const name = 'states.ipynb';
+  fs.writeFileSync(
+    path.join(process.env.TACTUS_E2E_ROOT!, name),
+    notebook(slugs.map(slug => ({ source: `-- ${slug}`, outputs: [answeredCard(cards[slug])] })))
+  );
+  await open(page, name);
+  const drawn = (i: number) => cell(page, i).locator('.jp-TactusCard');
+  await expect(page.locator('.jp-TactusCard')).toHaveCount(slugs.length);
+  await expect(page.locator('.tactus-html-fallback')).toHaveCount(0);
+  const marks = ['jp-mod-rejected', 'jp-mod-approved', 'jp-mod-approved', 'jp-mod-approved', 'jp-mod-timed-out', 'jp-mod-stopped'];
+  const titles = ['Approval', 'Input', 'Review', 'Escalation', 'Approval', 'Input'];
+  const tags = [null, null, 'recorded', null, 'timed out', 'stopped'];
+  for (let i = 0; i < slugs.length; i++) {
+    await expect(drawn(i).locator('.jp-TactusCard-title')).toHaveText(titles[i]);
+    await expect(drawn(i).locator('.jp-TactusCard-answer')).toHaveClass(new RegExp(marks[i]));
+    await expect(drawn(i).locator('.jp-TactusCard-time')).toHaveText('at 09:05:07 UTC');
+    await expect(drawn(i).locator('.jp-TactusCard-tag')).toHaveCount(tags[i] ? 1 : 0);
+    if (tags[i]) {
+      await expect(drawn(i).locator('.jp-TactusCard-tag')).toHaveText(tags[i]!);
+    }
+  }
+  await expect(drawn(0).locator('.jp-TactusCard-answer')).toHaveText('Rejected');
+  await expect(drawn(3).locator('.jp-TactusCard-context tr')).toHaveText(['hostdb-1', 'severityhigh']);
+  for (const theme of THEMES) {
+    await setTheme(page, theme);
+    for (let i = 0; i < slugs.length; i++) {
+      for (const part of ['.jp-TactusCard-message', '.jp-TactusCard-answer', '.jp-TactusCard-time']) {
+        expect(await contrast(drawn(i).locator(part)), `${theme}: ${slugs[i]} ${part}`).toBeGreaterThanOrEqual(4.5);
+      }
+      await drawn(i).screenshot({ path: path.join(ARTIFACTS, `card-${slugs[i]}-${SLUGS[theme]}.png`) });
+    }
+  }
+  await setTheme(page, 'JupyterLab Light');
+});
