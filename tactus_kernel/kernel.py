@@ -101,6 +101,9 @@ class TactusKernel(Kernel):
         self.shell_handlers["comm_info_request"] = self._comm_info_request
         self._said_no_extension = False
         self._running: asyncio.Task[Any] | None = None
+        # The request whose cell just ended and that cell's message metadata,
+        # for the "idle" status that follows its reply (see _publish_status).
+        self._ending: tuple[dict[str, Any], dict[str, Any]] | None = None
         self._shutting_down = False
         self._watch_sigint()
 
@@ -189,8 +192,9 @@ class TactusKernel(Kernel):
         except CellError as err:
             host.flush()
             self.channel.flush()
+            self._ending = (parent, host.metadata)
             if not silent:
-                self._send_error(parent, err)
+                self._send_error(parent, err, host.metadata)
             return {
                 "status": "error",
                 "execution_count": self.execution_count,
@@ -200,6 +204,7 @@ class TactusKernel(Kernel):
             }
         host.flush()
         self.channel.flush()
+        self._ending = (parent, host.metadata)
         if result and not silent:
             assert self.session is not None
             self.session.send(
@@ -208,6 +213,7 @@ class TactusKernel(Kernel):
                 {"execution_count": self.execution_count, "data": bundle(result), "metadata": {}},
                 parent=parent,
                 ident=self._topic("execute_result"),
+                metadata=host.metadata,
             )
         return {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
 
@@ -264,10 +270,12 @@ class TactusKernel(Kernel):
             self._running = None
             signal.signal(signal.SIGINT, previous)
 
-    def _send_error(self, parent: dict[str, Any], err: CellError) -> None:
+    def _send_error(self, parent: dict[str, Any], err: CellError, metadata: dict[str, Any] | None = None) -> None:
         content = {"ename": err.ename, "evalue": err.evalue, "traceback": err.traceback}
         assert self.session is not None
-        self.session.send(self.iopub_socket, "error", content, parent=parent, ident=self._topic("error"))
+        self.session.send(
+            self.iopub_socket, "error", content, parent=parent, ident=self._topic("error"), metadata=metadata
+        )
 
     # ----------------------------------------------------- completion & co
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
@@ -308,5 +316,23 @@ class TactusKernel(Kernel):
         return {"status": "ok", "restart": restart}
 
     def _publish_status(self, status: str, channel: str, parent: Any = None) -> None:
-        if not self._shutting_down:  # see do_shutdown
+        if self._shutting_down:  # see do_shutdown
+            return
+        ending = self._ending
+        if ending is None or status != "idle" or channel != "shell" or parent is not None or self.session is None:
             super()._publish_status(status, channel, parent)
+            return
+        self._ending = None
+        # The "idle" that ends a cell: under the cell's own request (comm
+        # messages handled while it waited changed the current parent) and
+        # with its cell id and execution count, so a reopened page that did
+        # not send the request can number the cell (labextension/src/orphans.ts).
+        request, metadata = ending
+        self.session.send(
+            self.iopub_socket,
+            "status",
+            {"execution_state": status},
+            parent=request,
+            ident=self._topic("status"),
+            metadata=metadata,
+        )

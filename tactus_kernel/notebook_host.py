@@ -8,6 +8,7 @@ clicks) and its "current parent" changes under our feet.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,10 @@ FLUSH_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.05
 UPDATE_DELAY = 0.25
 MAX_CELL_OUTPUT = 2 * 1024 * 1024
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class RecordsChannel:
@@ -81,6 +86,12 @@ class RecordsChannel:
         ``delete`` op naming every key asked for, known here or not, so the
         frontend drops it from the notebook too. A reset of everything always
         gets a ``delete`` answer, even an empty one.
+
+        With ``"from": {KEY: index}`` (a card's **Ask again**), each named
+        procedure known here forgets only its checkpoint at ``index`` and
+        every later one, and is answered with an ``update`` op carrying what
+        is left; a procedure without an index (or unknown here) is forgotten
+        whole, as without ``from``.
         """
         data = msg["content"].get("data") or {}
         if not isinstance(data, dict) or data.get("op") != "reset" or self.comm is None:
@@ -92,11 +103,33 @@ class RecordsChannel:
         elif not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
             self.comm.send({"op": "warning", "message": "Tactus: reset needs a list of procedure names"})
             return
+        start = data.get("from") or {}
+        if not (isinstance(start, dict) and all(_is_index(i) for i in start.values())):
+            self.comm.send(
+                {
+                    "op": "warning",
+                    "message": 'Tactus: reset\'s "from" must map procedure names to checkpoint indexes (0 or more), '
+                    f"got {json.dumps(start)[:80]}",
+                }
+            )
+            return
+        truncated = [k for k in keys if k in start and self._forget_from(k, start[k])]
+        keys = [k for k in keys if k not in truncated]
         self.records.delete(keys)
         self.records.deleted.update(keys)
         self.flush()
         if every and not keys:
             self.comm.send({"op": "delete", "procedures": []})
+
+    def _forget_from(self, key: str, index: int) -> bool:
+        """Drop the checkpoint at `index` and every later one of a known
+        procedure (a nested key names a child's record); False if unknown."""
+        rec = self.records.lookup(key)
+        if rec is None:
+            return False
+        del rec["checkpoints"][index:]
+        self.records.touch(key)
+        return True
 
     def changed(self) -> None:
         """Coalesce updates: one message per UPDATE_DELAY at most."""
@@ -128,6 +161,14 @@ class NotebookHost:
         self.kernel = kernel
         self.parent = parent
         self.channel = channel
+        # Every message sent for the cell names it, so that a page which did
+        # not send the request (the notebook was closed and reopened while
+        # the cell waited) still puts the output in its cell; see
+        # labextension/src/orphans.ts. Message metadata, not output metadata:
+        # nothing of it is saved in the notebook.
+        cell_id = (parent.get("metadata") or {}).get("cellId")
+        named = isinstance(cell_id, str) and cell_id
+        self.metadata: dict[str, Any] = {"cellId": cell_id, "executionCount": kernel.execution_count} if named else {}
         self._buffers: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._buffered = 0
         self._last_flush = time.monotonic()
@@ -136,8 +177,20 @@ class NotebookHost:
         self._truncated = False
 
     def _send(self, msg_type: str, content: dict[str, Any]) -> None:
+        display_id = (content.get("transient") or {}).get("display_id")
+        if msg_type == "display_data" and display_id:
+            # Kept in the output's own metadata, which the notebook saves: a
+            # page reopened while a card waits learns the display id from the
+            # saved output, so the card's later update_display_data finds it
+            # (labextension/src/orphans.ts). Transient data is never saved.
+            content = {**content, "metadata": {**(content.get("metadata") or {}), "tactus": {"display_id": display_id}}}
         self.kernel.session.send(
-            self.kernel.iopub_socket, msg_type, content, parent=self.parent, ident=self.kernel._topic(msg_type)
+            self.kernel.iopub_socket,
+            msg_type,
+            content,
+            parent=self.parent,
+            ident=self.kernel._topic(msg_type),
+            metadata=self.metadata,
         )
 
     def write(self, stream: str, text: str) -> None:

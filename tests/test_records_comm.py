@@ -17,10 +17,13 @@ procedure({name = "other"}, function()
 end)
 """
 
-STORED = {"version": 1, "procedures": {
-    "demo": {"checkpoints": [{"kind": "step", "name": "pick", "value": 7, "at": "2026-01-01T00:00:00.000Z"}]},
-    "kept": {"checkpoints": [{"kind": "step", "name": "x", "value": 1, "at": "2026-01-01T00:00:00.000Z"}]},
-}}
+STORED = {
+    "version": 1,
+    "procedures": {
+        "demo": {"checkpoints": [{"kind": "step", "name": "pick", "value": 7, "at": "2026-01-01T00:00:00.000Z"}]},
+        "kept": {"checkpoints": [{"kind": "step", "name": "x", "value": 1, "at": "2026-01-01T00:00:00.000Z"}]},
+    },
+}
 
 
 def reset(kernel: Any, comm_id: str, procedures: Any = None, with_key: bool = True) -> None:
@@ -44,8 +47,9 @@ def test_a_run_sends_the_whole_record_as_an_update(kernel):
     kernel.open_tactus(None)
     run = kernel.execute(PROC, cell_id="c1")
     assert run.status == "ok"
-    kernel.wait_until(lambda: any("demo" in o.get("procedures", {}) for o in kernel.tactus_ops()
-                                  if o["op"] == "update"))
+    kernel.wait_until(
+        lambda: any("demo" in o.get("procedures", {}) for o in kernel.tactus_ops() if o["op"] == "update")
+    )
     update = next(o for o in reversed(kernel.tactus_ops()) if o["op"] == "update" and "demo" in o["procedures"])
     record = update["procedures"]["demo"]
     assert record["status"] == "completed"
@@ -116,8 +120,14 @@ def test_closing_an_old_comm_after_reopening_keeps_the_new_one(kernel):
     new = kernel.open_tactus(None)
     kernel.send_comm("comm_close", {"comm_id": old, "data": {}})
     kernel.execute(PROC, cell_id="c1")
-    kernel.wait_until(lambda: any(m["content"].get("comm_id") == new and m["msg_type"] == "comm_msg"
-                                  and m["content"]["data"].get("op") == "update" for m in kernel.comm_msgs))
+    kernel.wait_until(
+        lambda: any(
+            m["content"].get("comm_id") == new
+            and m["msg_type"] == "comm_msg"
+            and m["content"]["data"].get("op") == "update"
+            for m in kernel.comm_msgs
+        )
+    )
     before = n_ops(kernel, "delete")
     reset(kernel, new, ["demo"])
     assert ops_after(kernel, before, "delete") == [{"op": "delete", "procedures": ["demo"]}]
@@ -130,10 +140,14 @@ def test_a_reopened_comm_gets_the_records_the_notebook_has_older_or_lacks(kernel
     kernel.execute(OTHER, cell_id="c2")
     kernel.drain(0.3)
     new = kernel.open_tactus(STORED)  # demo: 7 (older than the kernel's 42), no "other"
-    kernel.wait_until(lambda: any(m["content"].get("comm_id") == new and m["msg_type"] == "comm_msg"
-                                  for m in kernel.comm_msgs))
-    [update] = [m["content"]["data"] for m in kernel.comm_msgs
-                if m["content"].get("comm_id") == new and m["msg_type"] == "comm_msg"]
+    kernel.wait_until(
+        lambda: any(m["content"].get("comm_id") == new and m["msg_type"] == "comm_msg" for m in kernel.comm_msgs)
+    )
+    [update] = [
+        m["content"]["data"]
+        for m in kernel.comm_msgs
+        if m["content"].get("comm_id") == new and m["msg_type"] == "comm_msg"
+    ]
     assert update["op"] == "update" and sorted(update["procedures"]) == ["demo", "other"]
     assert update["procedures"]["demo"]["checkpoints"][0]["value"] == 42
     # the kernel keeps what it ran: a re-run replays 42, and the stored-only record is adopted
@@ -154,3 +168,126 @@ def test_reopening_with_the_same_records_sends_nothing(kernel):
     kernel.execute("1 + 1")
     kernel.drain(0.3)
     assert not [m for m in kernel.comm_msgs if m["content"].get("comm_id") == again and m["msg_type"] == "comm_msg"]
+
+
+THREE = """
+procedure({name = "three"}, function()
+  local a = Step.run("a", function() print("ran a"); return 1 end)
+  local b = Step.run("b", function() print("ran b"); return 2 end)
+  local c = Step.run("c", function() print("ran c"); return 3 end)
+  return {sum = a + b + c}
+end)
+"""
+
+
+def test_reset_from_an_index_forgets_that_checkpoint_and_the_later_ones(kernel):
+    """A card's Ask again: `from` keeps the checkpoints before the index, and the re-run asks from there."""
+    comm_id = kernel.open_tactus(None)
+    assert kernel.execute(THREE, cell_id="c3").stdout == "ran a\nran b\nran c\n"
+    kernel.drain(0.3)
+    before = n_ops(kernel, "update")
+    kernel.send_comm(
+        "comm_msg", {"comm_id": comm_id, "data": {"op": "reset", "procedures": ["three"], "from": {"three": 1}}}
+    )
+    [update] = ops_after(kernel, before, "update")
+    assert [c["name"] for c in update["procedures"]["three"]["checkpoints"]] == ["a"]
+    assert n_ops(kernel, "delete") == 0
+    rerun = kernel.execute(THREE, cell_id="c3")
+    assert rerun.stdout == "ran b\nran c\n" and rerun.result == "{sum = 6}"
+
+
+def test_reset_from_for_an_unknown_procedure_deletes_it_and_a_plain_key_is_forgotten_whole(kernel):
+    comm_id = kernel.open_tactus(STORED)
+    before = n_ops(kernel, "delete")
+    kernel.send_comm(
+        "comm_msg", {"comm_id": comm_id, "data": {"op": "reset", "procedures": ["ghost", "kept"], "from": {"ghost": 0}}}
+    )
+    [delete] = ops_after(kernel, before, "delete")
+    assert delete == {"op": "delete", "procedures": ["ghost", "kept"]}
+
+
+def test_a_reset_from_that_is_not_an_index_warns_and_forgets_nothing(kernel):
+    comm_id = kernel.open_tactus(STORED)
+    kernel.send_comm(
+        "comm_msg", {"comm_id": comm_id, "data": {"op": "reset", "procedures": ["demo"], "from": {"demo": "1"}}}
+    )
+    kernel.wait_until(lambda: n_ops(kernel, "warning") == 1)
+    [warning] = [o for o in kernel.tactus_ops() if o["op"] == "warning"]
+    assert warning["message"] == (
+        'Tactus: reset\'s "from" must map procedure names to checkpoint indexes (0 or more), got {"demo": "1"}'
+    )
+    assert n_ops(kernel, "delete") == 0 and n_ops(kernel, "update") == 0
+    assert "computing" not in kernel.execute(PROC, cell_id="c1").stdout
+
+
+ASK = """
+procedure({name = "ask"}, function()
+  local ok = Human.approve({message = "Go?"})
+  print("approved:", ok)
+  error("after the click")
+end)
+"""
+
+
+def test_every_message_of_a_cell_names_the_cell_and_its_idle_follows_its_own_request(kernel):
+    """A reopened page routes a cell's outputs by this metadata (labextension/src/orphans.ts).
+
+    The idle status that ends the cell carries it too, under the cell's own
+    request, although the click was the last message the kernel handled.
+    """
+    kernel.open_tactus(None)
+    run = kernel.submit(ASK, cell_id="cell-uuid-1")
+    kernel.wait_until(lambda: any(m["msg_type"] == "display_data" for m in run.messages), timeout=20)
+    kernel.click(kernel.button("Approve"))
+    kernel.wait(run)
+    assert run.status == "error" and run.stdout == "approved:\ttrue\n"
+    count = run.reply["content"]["execution_count"]
+    expected = {"cellId": "cell-uuid-1", "executionCount": count}
+    outputs = run.of_type("stream", "display_data", "error")
+    assert {m["msg_type"] for m in outputs} == {"stream", "display_data", "error"}
+    for m in outputs:
+        assert m["metadata"] == expected, m["msg_type"]
+    [idle] = [m for m in run.of_type("status") if m["content"]["execution_state"] == "idle"]
+    assert idle["metadata"] == expected
+    # a result too; a cell run without a cell id (nbclient) gets no metadata
+    assert kernel.execute("1 + 2", cell_id="c9").of_type("execute_result")[0]["metadata"]["cellId"] == "c9"
+    plain = kernel.execute("print(1)")
+    assert [m["metadata"] for m in plain.of_type("stream")] == [{}]
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+    def send(self, socket: Any, msg_type: str, content: dict[str, Any], **kw: Any) -> None:
+        self.sent.append((msg_type, content, kw["metadata"]))
+
+
+class _Kernel:
+    execution_count = 5
+    iopub_socket = None
+
+    def __init__(self) -> None:
+        self.session = _Session()
+
+    def _topic(self, msg_type: str) -> bytes:
+        return msg_type.encode()
+
+
+def test_a_display_with_an_id_keeps_the_id_in_the_saved_output_metadata():
+    """A page reopened while a card waits finds the card to update by this (labextension/src/orphans.ts)."""
+    from tactus_kernel.checkpoints import Records
+    from tactus_kernel.notebook_host import NotebookHost, RecordsChannel
+
+    kernel = _Kernel()
+    host = NotebookHost(kernel, {"header": {}, "metadata": {"cellId": "c7"}}, RecordsChannel(Records()))
+    host._send(
+        "display_data",
+        {"data": {"text/plain": "card"}, "metadata": {"a": 1}, "transient": {"display_id": "tactus-card-1"}},
+    )
+    host._send("display_data", {"data": {"text/plain": "plain"}, "metadata": {}, "transient": {}})
+    [(_, card, meta), (_, plain, _)] = kernel.session.sent
+    assert card["metadata"] == {"a": 1, "tactus": {"display_id": "tactus-card-1"}}
+    assert card["transient"] == {"display_id": "tactus-card-1"}
+    assert meta == {"cellId": "c7", "executionCount": 5}
+    assert plain["metadata"] == {}

@@ -18,7 +18,8 @@ import { JSONObject, JSONValue } from '@lumino/coreutils';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { applyOp, HeldRecords, isTactusKernel, metadataProblem, resetOp } from './merge';
+import { answersReset, applyOp, HeldRecords, isTactusKernel, metadataProblem, resetOp } from './merge';
+import { OrphanOutputs } from './orphans';
 
 export const COMM_TARGET = 'tactus';
 export const METADATA_KEY = 'tactus';
@@ -32,6 +33,7 @@ export class TactusConnector implements IDisposable {
     session.statusChanged.connect(this._onStatus, this);
     context.model.metadataChanged.connect(this._onMetadataChanged, this);
     context.saveState.connect(this._onSaveState, this);
+    this._orphans = new OrphanOutputs(context, () => this._isTactus);
     void session.ready.then(() => this._maybeOpen());
   }
 
@@ -91,11 +93,41 @@ export class TactusConnector implements IDisposable {
     return true;
   }
 
+  /**
+   * A card's **Ask again**: make the kernel forget `key`'s checkpoint at
+   * `index` and every later one (`index` null: the whole record). Resolves
+   * true once the kernel has answered (an update or delete naming `key`), so
+   * a cell run after it is asked anew; false when no Tactus kernel is
+   * connected or no answer came within `timeoutMs`.
+   */
+  resetFrom(key: string, index: number | null, timeoutMs = 10_000): Promise<boolean> {
+    const comm = this._comm;
+    if (!comm || comm.isDisposed) {
+      return Promise.resolve(false);
+    }
+    return new Promise<boolean>(resolve => {
+      const done = (answered: boolean) => {
+        window.clearTimeout(timer);
+        this._waiters.delete(waiter);
+        resolve(answered);
+      };
+      const waiter = (op: unknown) => {
+        if (op === null || answersReset(op, key)) {
+          done(op !== null);
+        }
+      };
+      const timer = window.setTimeout(() => done(false), timeoutMs);
+      this._waiters.add(waiter);
+      comm.send(resetOp([key], index === null ? undefined : { [key]: index }) as JSONObject);
+    });
+  }
+
   dispose(): void {
     if (this._isDisposed) {
       return;
     }
     this._isDisposed = true;
+    this._orphans.dispose();
     this._dropComm();
     Signal.clearData(this);
   }
@@ -139,6 +171,9 @@ export class TactusConnector implements IDisposable {
   private _dropComm(): void {
     const comm = this._comm;
     this._comm = null;
+    for (const waiter of [...this._waiters]) {
+      waiter(null); // the kernel will not answer on this comm
+    }
     this._held = {};
     this._toldHeld = false;
     if (comm && !comm.isDisposed) {
@@ -223,9 +258,14 @@ export class TactusConnector implements IDisposable {
       );
     }
     this._changed.emit();
+    for (const waiter of [...this._waiters]) {
+      waiter(msg.content.data);
+    }
   }
 
   private _context: DocumentRegistry.IContext<INotebookModel>;
+  private _orphans: OrphanOutputs;
+  private _waiters = new Set<(op: unknown) => void>();
   private _comm: Kernel.IComm | null = null;
   private _opening: Kernel.IKernelConnection | null = null;
   private _isTactus = false;

@@ -295,6 +295,27 @@ export function isTactusKernel(name: string | undefined | null, language: string
 }
 
 /** The reset op the frontend sends: some procedures, or (no keys) all. */
-export function resetOp(keys?: string[]): { op: 'reset'; procedures?: string[] } {
-  return keys === undefined ? { op: 'reset' } : { op: 'reset', procedures: [...keys] };
+export function resetOp(
+  keys?: string[],
+  from?: { [key: string]: number }
+): { op: 'reset'; procedures?: string[]; from?: { [key: string]: number } } {
+  if (keys === undefined) {
+    return { op: 'reset' };
+  }
+  return from === undefined ? { op: 'reset', procedures: [...keys] } : { op: 'reset', procedures: [...keys], from: { ...from } };
+}
+
+/** True when a kernel op answers a reset of `key` (an update or a delete naming it, or its root). */
+export function answersReset(op: unknown, key: string): boolean {
+  if (!isObject(op)) {
+    return false;
+  }
+  const root = key.split('/')[0];
+  if (op.op === 'update' && isObject(op.procedures)) {
+    return root in op.procedures;
+  }
+  if (op.op === 'delete' && Array.isArray(op.procedures)) {
+    return op.procedures.includes(key) || op.procedures.includes(root);
+  }
+  return false;
 }

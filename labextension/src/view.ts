@@ -6,10 +6,13 @@
  */
 
 import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { ICodeCellModel } from '@jupyterlab/cells';
+import { INotebookModel } from '@jupyterlab/notebook';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { TactusConnector } from './connector';
+import { ICellInfo, procedureLabel, utcDateTime } from './format';
 import { countCheckpoints, IProcedureSummary, preview, summarize } from './merge';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
@@ -22,6 +25,7 @@ const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"
 export const tactusIcon = new LabIcon({ name: 'tactus-kernel-labextension:flag', svgstr: ICON_SVG });
 
 const CONFIRM_MS = 4000;
+const MAX_NAMES = 5;
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -46,13 +50,23 @@ function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
-/** A readable local time for an ISO 8601 stamp (the stamp itself as a tooltip). */
-function when(iso: string): string {
-  if (!iso) {
-    return '';
+/** The cells of a notebook, to name procedures keyed by a cell id (see procedureLabel). */
+export function cellInfos(model: INotebookModel | null): ICellInfo[] {
+  const cells: ICellInfo[] = [];
+  if (!model || model.isDisposed) {
+    return cells;
   }
-  const date = new Date(iso);
-  return isNaN(date.getTime()) ? iso : date.toLocaleString();
+  for (let i = 0; i < model.cells.length; i++) {
+    const cell = model.cells.get(i);
+    const count = cell.type === 'code' ? (cell as ICodeCellModel).executionCount : null;
+    cells.push({ id: cell.id, source: cell.sharedModel.getSource(), executionCount: count ?? null });
+  }
+  return cells;
+}
+
+function labels(c: TactusConnector): (key: string) => string {
+  const cells = cellInfos(c.context.model);
+  return key => procedureLabel(key, cells);
 }
 
 /** A button that asks "sure?" on the first click and acts on the second. */
@@ -159,24 +173,25 @@ export class CheckpointsView extends ConnectorWidget {
       node.append(el('p', { class: 'jp-TactusCheckpoints-empty' }, 'No checkpoints recorded in this notebook yet.'));
       return;
     }
+    const label = labels(c);
     for (const procedure of procedures) {
-      node.append(this._procedure(procedure));
+      node.append(this._procedure(procedure, label(procedure.key)));
     }
   }
 
-  private _procedure(p: IProcedureSummary): HTMLElement {
+  private _procedure(p: IProcedureSummary, label: string): HTMLElement {
     const c = this._connector;
     const header = el(
       'div',
       { class: 'jp-TactusCheckpoints-header' },
-      el('span', { class: 'jp-TactusCheckpoints-key' }, p.key),
+      el('span', { class: 'jp-TactusCheckpoints-key', title: p.key }, label),
       el('span', { class: `jp-TactusCheckpoints-status jp-mod-${p.status || 'unknown'}` }, p.status || 'no status'),
       el('span', { class: 'jp-TactusCheckpoints-count' }, plural(p.count, 'checkpoint')),
-      el('span', { class: 'jp-TactusCheckpoints-last', title: p.last }, p.last ? `last ${when(p.last)}` : ''),
+      el('span', { class: 'jp-TactusCheckpoints-last', title: p.last }, p.last ? `last ${utcDateTime(p.last)}` : ''),
       confirmButton(
         'Clear',
         c.connected
-          ? `Make the kernel forget the checkpoints of ${p.key}: the next run records afresh`
+          ? `Make the kernel forget the checkpoints of ${label}: the next run records afresh`
           : 'Connect a Tactus kernel to clear checkpoints',
         c.connected,
         () => c.reset([p.key])
@@ -190,7 +205,7 @@ export class CheckpointsView extends ConnectorWidget {
         el('td', { class: 'jp-TactusCheckpoints-kind' }, String(entry.kind)),
         el('td', {}, String(entry.name)),
         el('td', { class: 'jp-TactusCheckpoints-value', title: preview(entry.value, 2000) }, preview(entry.value)),
-        el('td', { title: String(entry.at) }, when(String(entry.at)))
+        el('td', { class: 'jp-TactusCheckpoints-at', title: String(entry.at) }, utcDateTime(String(entry.at)))
       )
     );
     const table = el(
@@ -244,13 +259,20 @@ export class CheckpointsBadge extends ConnectorWidget {
     // Shown for Tactus notebooks only: a Tactus kernel, or stored checkpoints.
     this.setHidden(!c.isTactus && (stored === undefined || stored === null));
     const count = countCheckpoints(stored);
-    const procedures = summarize(stored).length;
+    const summaries = summarize(stored);
+    const procedures = summaries.length;
     this._count.textContent = c.problem ? '!' : String(count);
     this._dot.style.display = c.unsaved ? '' : 'none';
+    const label = labels(c);
+    const names = summaries.slice(0, MAX_NAMES).map(p => label(p.key));
+    if (procedures > MAX_NAMES) {
+      names.push(`${procedures - MAX_NAMES} more`);
+    }
     const parts = [
       c.problem
         ? `metadata.tactus cannot be used: ${c.problem}`
-        : `${plural(count, 'checkpoint')} in ${plural(procedures, 'procedure')} recorded in this notebook`
+        : `${plural(count, 'checkpoint')} in ${plural(procedures, 'procedure')} recorded in this notebook` +
+          (names.length ? ` (${names.join(', ')})` : '')
     ];
     if (c.unsaved) {
       parts.push(`${plural(c.unsaved, 'procedure')} changed since the last save`);

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
+  answersReset,
   applyOp,
   countCheckpoints,
   IProcedureRecord,
@@ -183,7 +184,18 @@ test('kernel detection, reset ops and json equality', () => {
   assert.equal(isTactusKernel(undefined, undefined), false);
   assert.deepEqual(resetOp(), { op: 'reset' });
   assert.deepEqual(resetOp(['a']), { op: 'reset', procedures: ['a'] });
+  assert.deepEqual(resetOp(['a'], { a: 2 }), { op: 'reset', procedures: ['a'], from: { a: 2 } });
   assert.equal(jsonEqual({ a: 1, b: [1, { c: 2 }] }, { b: [1, { c: 2 }], a: 1 }), true);
   assert.equal(jsonEqual({ a: 1 }, { a: 1, b: undefined }), false);
   assert.equal(jsonEqual([1], { 0: 1 }), false);
+});
+
+test('a reset is answered by an update or delete naming the key or its root', () => {
+  assert.equal(answersReset({ op: 'update', procedures: { ship: rec(1) } }, 'ship'), true);
+  assert.equal(answersReset({ op: 'update', procedures: { deploy: rec(1) } }, 'deploy/build#1'), true);
+  assert.equal(answersReset({ op: 'delete', procedures: ['ship'] }, 'ship'), true);
+  assert.equal(answersReset({ op: 'update', procedures: { other: rec(1) } }, 'ship'), false);
+  assert.equal(answersReset({ op: 'delete', procedures: [] }, 'ship'), false);
+  assert.equal(answersReset({ op: 'warning', message: 'x' }, 'ship'), false);
+  assert.equal(answersReset(null, 'ship'), false);
 });

@@ -4,6 +4,8 @@
  * TACTUS_E2E_URL and TACTUS_E2E_ROOT; the returned function stops the server.
  *
  * JUPYTER (default: `jupyter` on PATH, i.e. the active venv) picks the server.
+ * `startJupyter('notebook')` starts Jupyter Notebook 7 the same way (the
+ * Notebook 7 spec does, in its own beforeAll).
  */
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
@@ -27,7 +29,7 @@ async function waitForServer(url: string, proc: ChildProcess, log: string, timeo
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) {
-      throw new Error(`jupyter lab exited with ${proc.exitCode}:\n${fs.readFileSync(log, 'utf8')}`);
+      throw new Error(`jupyter exited with ${proc.exitCode}:\n${fs.readFileSync(log, 'utf8')}`);
     }
     try {
       const response = await fetch(`${url}api/status`);
@@ -39,11 +41,20 @@ async function waitForServer(url: string, proc: ChildProcess, log: string, timeo
     }
     await new Promise(r => setTimeout(r, 250));
   }
-  throw new Error(`jupyter lab did not answer within ${timeoutMs} ms:\n${fs.readFileSync(log, 'utf8')}`);
+  throw new Error(`jupyter did not answer within ${timeoutMs} ms:\n${fs.readFileSync(log, 'utf8')}`);
 }
 
-export default async function globalSetup(): Promise<() => Promise<void>> {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'tactus-e2e-'));
+/** A running Jupyter server of the tests. */
+export interface IJupyter {
+  url: string;
+  root: string;
+  log: string;
+  stop: () => Promise<void>;
+}
+
+/** Start `jupyter lab` or `jupyter notebook` (7) in a fresh temporary directory. */
+export async function startJupyter(app: 'lab' | 'notebook'): Promise<IJupyter> {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), `tactus-e2e-${app}-`));
   const root = path.join(base, 'root');
   const settings = path.join(base, 'settings');
   fs.mkdirSync(root);
@@ -58,10 +69,11 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
   const url = `http://127.0.0.1:${port}/`;
   const log = path.join(base, 'jupyter.log');
   const out = fs.openSync(log, 'w');
+  const appClass = app === 'lab' ? 'LabApp' : 'JupyterNotebookApp';
   const proc = spawn(
     process.env.JUPYTER || 'jupyter',
     [
-      'lab',
+      app,
       '--no-browser',
       '--ServerApp.ip=127.0.0.1',
       `--ServerApp.port=${port}`,
@@ -70,7 +82,7 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
       '--ServerApp.password=',
       '--ServerApp.disable_check_xsrf=True',
       `--ServerApp.root_dir=${root}`,
-      '--LabApp.expose_app_in_browser=True',
+      `--${appClass}.expose_app_in_browser=True`,
       '--LabServerApp.open_browser=False',
       '--allow-root'
     ],
@@ -87,11 +99,8 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
     }
   );
   await waitForServer(url, proc, log, 90_000);
-  process.env.TACTUS_E2E_URL = url;
-  process.env.TACTUS_E2E_ROOT = root;
-  process.env.TACTUS_E2E_LOG = log;
 
-  return async () => {
+  const stop = async () => {
     if (proc.exitCode === null && proc.pid) {
       try {
         process.kill(-proc.pid, 'SIGTERM');
@@ -114,4 +123,13 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
       fs.rmSync(base, { recursive: true, force: true });
     }
   };
+  return { url, root, log, stop };
+}
+
+export default async function globalSetup(): Promise<() => Promise<void>> {
+  const lab = await startJupyter('lab');
+  process.env.TACTUS_E2E_URL = lab.url;
+  process.env.TACTUS_E2E_ROOT = lab.root;
+  process.env.TACTUS_E2E_LOG = lab.log;
+  return lab.stop;
 }
