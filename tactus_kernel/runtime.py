@@ -28,7 +28,7 @@ from lupa import lua54
 from . import errors
 from .checkpoints import DivergenceError, Records, RunLog
 from .convert import NotRecordable, to_json, to_lua, to_plain
-from .display import displayable
+from .display import displayable, lua_repr
 from .errors import CellError, ParamError, not_utf8, tagged
 from .files import FileError, file_op
 from .host import ConsoleHost, Host
@@ -413,7 +413,9 @@ class Runtime:
             return False, tagged("SandboxError", not_utf8(exc))
         return (True, *values)
 
-    def _lua_error(self, message: Any, traceback: Any, ename: Any = None) -> CellError:
+    def _lua_error(self, message: Any, traceback: Any, ename: Any = None, value: Any = None) -> CellError:
+        """`value`: a table raised as the error (``error({code = 42})``), shown
+        as a Lua constructor rather than its address (see K.step)."""
         message = str(message)
         if self._interrupted or bool(self.K.was_interrupted()):
             return self.interrupted_error()
@@ -423,7 +425,11 @@ class Runtime:
             while message.startswith(prefix):
                 message = message.split(": ", 1)[-1]
         tb = None if traceback is None else str(traceback)
-        return errors.from_lua(message, tb, None if ename is None else str(ename))
+        shown = None
+        if value is not None:
+            with contextlib.suppress(Exception):  # a value that cannot be shown keeps its "table: 0x..."
+                shown = lua_repr(self.show(value))
+        return errors.from_lua(message, tb, None if ename is None else str(ename), shown)
 
     def interrupted_error(self) -> CellError:
         """The error of an interrupted cell, naming the line of cell code
