@@ -95,7 +95,7 @@ def clean_traceback(tb: str) -> list[str]:
         if _kernel_frame(frame) or frame.startswith("[C]: in function 'error'"):
             continue
         if frame.startswith("[C]: "):
-            caller = next((f for f in frames[i + 1:] if f != "(...tail calls...)"), None)
+            caller = next((f for f in frames[i + 1 :] if f != "(...tail calls...)"), None)
             if caller is None or caller.startswith("[tactus") or caller.startswith("[C]: in ?"):
                 continue
         out.append(line)
@@ -110,7 +110,7 @@ def from_lua(message: str, traceback: str | None, ename: str | None = None, show
     text = traceback or ""
     # The traceback starts with the message (of one line or more): it is the header.
     if text.startswith(message + "\n") or text == message:
-        text = text[len(message) + 1:]
+        text = text[len(message) + 1 :]
     tb = clean_traceback(text)
     if tb and tb[-1].strip() == "stack traceback:":
         tb = tb[:-1]

@@ -39,8 +39,11 @@ end)""")
     ("raised", "shown"),
     [
         # a hostile metatable runs nothing: the fields are read raw
-        ('setmetatable({a = 1}, {__index = function() error("idx") end, __pairs = function() error("pairs") end, '
-         '__metatable = "locked", __name = "Thing"})', "{a = 1}"),
+        (
+            'setmetatable({a = 1}, {__index = function() error("idx") end, __pairs = function() error("pairs") end, '
+            '__metatable = "locked", __name = "Thing"})',
+            "{a = 1}",
+        ),
         # a __tostring of its own says what the error is
         ('setmetatable({}, {__tostring = function() return "custom" end})', "custom"),
         ('setmetatable({}, {__tostring = function() error("broken") end})', "(error object without a message)"),
@@ -92,7 +95,7 @@ def test_a_library_call_the_user_made_stays(cells):
 
 
 def test_a_multi_line_message_is_not_repeated_in_the_traceback(cells):
-    cells('Sleep(0.001)', key="k")
+    cells("Sleep(0.001)", key="k")
     err = cells.error('Step.run("z", function() return 1 end)', key="k")
     assert err.ename == "DivergenceError"
     assert lines(err) == [
@@ -106,21 +109,23 @@ def test_a_multi_line_message_is_not_repeated_in_the_traceback(cells):
 
 
 def test_c_frames_belong_to_their_caller():
-    tb = "\n".join([
-        "stack traceback:",
-        "\t[C]: in function 'coroutine.yield'",
-        "\t[tactus sandbox]:292: in function <[tactus sandbox]:291>",
-        "\t(...tail calls...)",
-        "\t[C]: in function 'string.rep'",
-        "\t[cell 4]:3: in upvalue 'pad'",
-        "\t[cell 4]:5: in function <[cell 4]:4>",
-        "\t(...tail calls...)",
-        "\t[C]: in upvalue 'raw_xpcall'",
-        "\t[tactus sandbox]:490: in function 'xpcall'",
-        "\t[tactus primitives]:337: in function <[tactus primitives]:325>",
-        "\t(...tail calls...)",
-        "\t[C]: in ?",
-    ])
+    tb = "\n".join(
+        [
+            "stack traceback:",
+            "\t[C]: in function 'coroutine.yield'",
+            "\t[tactus sandbox]:292: in function <[tactus sandbox]:291>",
+            "\t(...tail calls...)",
+            "\t[C]: in function 'string.rep'",
+            "\t[cell 4]:3: in upvalue 'pad'",
+            "\t[cell 4]:5: in function <[cell 4]:4>",
+            "\t(...tail calls...)",
+            "\t[C]: in upvalue 'raw_xpcall'",
+            "\t[tactus sandbox]:490: in function 'xpcall'",
+            "\t[tactus primitives]:337: in function <[tactus primitives]:325>",
+            "\t(...tail calls...)",
+            "\t[C]: in ?",
+        ]
+    )
     assert clean_traceback(tb) == [
         "stack traceback:",
         "\t[C]: in function 'string.rep'",
