@@ -457,7 +457,9 @@ class CellTimeline:
         self.toggle.observe(self._toggled, "value")
         self.box = ipywidgets.VBox([ipywidgets.HBox([self.widget, self.toggle],
                                                     layout=ipywidgets.Layout(align_items="center")),
-                                    self.rows_widget])
+                                    self.rows_widget],
+                                   layout=ipywidgets.Layout(border="1px solid var(--jp-border-color2, #d0d7de)",
+                                                            padding="0 4px 0 8px", margin="4px 0"))
         bundle = self.box._repr_mimebundle_()
         bundle["text/plain"] = self.plain_text()
         update = getattr(self.host, "update_display", None)
@@ -581,10 +583,13 @@ class CellTimeline:
         if hidden:
             parts.append(f"<div style='color:{MUTED};margin:2px 0'>… {hidden} earlier rows "
                          "(<code>%tactus log</code> lists them all)</div>")
-        parts.append("<table class='tactus-timeline-rows' style='border-collapse:collapse;margin-top:2px'>")
+        parts.append("<table style='border-collapse:collapse;margin-top:2px;line-height:1.5'>")
         parts.extend(_row(trail, ev) for trail, ev in rows[hidden:])
         parts.append("</table>")
-        return "".join(parts)
+        # a few rows tall at most, the rest scrolls; column-reverse keeps it
+        # scrolled to the newest row (the one inner div keeps their order)
+        return ("<div class='tactus-timeline-rows' style='max-height:16em;overflow-y:auto;margin-bottom:4px;"
+                "display:flex;flex-direction:column-reverse'><div>" + "".join(parts) + "</div></div>")
 
     def html(self) -> str:
         """The whole view as static HTML: the summary line opening to the rows."""
