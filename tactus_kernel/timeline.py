@@ -462,10 +462,10 @@ class CellTimeline:
                                                             padding="0 4px 0 8px", margin="4px 0"))
         bundle = self.box._repr_mimebundle_()
         bundle["text/plain"] = self.plain_text()
-        update = getattr(self.host, "update_display", None)
-        if update is not None:
+        if getattr(self.host, "update_display", None) is not None:  # a host that can replace it (NotebookHost)
             self.display_id = uuid.uuid4().hex
-            self.host.display(bundle, {"tactus": {"timeline": True}}, display_id=self.display_id)
+            show: Any = self.host.display
+            show(bundle, {"tactus": {"timeline": True}}, display_id=self.display_id)
         else:
             self.host.display(bundle, {"tactus": {"timeline": True}})
         self.last = time.monotonic()
