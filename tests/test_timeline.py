@@ -176,6 +176,39 @@ def test_the_live_view_is_throttled(cells, monkeypatch):
     assert " (" in view.rows_html()  # merged rows: "item_1 … item_219 (219)"
 
 
+def test_the_view_ticks_once_a_second_while_a_run_waits_and_stops_with_the_cell(cells, monkeypatch):
+    """A Sleep (like a card) changes nothing for seconds: the view still
+    redraws about once a second, by a timer, and the timer ends with the cell."""
+    views: list[timeline.CellTimeline] = []
+    drawn: list[tuple[float, str]] = []
+
+    def show(self: timeline.CellTimeline) -> None:
+        views.append(self)
+        self.widget = FakeWidget(self.summary_html())
+        self.host.display({"text/plain": "timeline"})
+        self.updates += 1
+
+    real_render = timeline.CellTimeline._render
+
+    def render(self: timeline.CellTimeline, now: float) -> None:
+        real_render(self, now)
+        drawn.append((now, words(self.widget.value)))
+
+    monkeypatch.setattr(timeline.CellTimeline, "_show", show)
+    monkeypatch.setattr(timeline.CellTimeline, "_render", render)
+    cells.host.timeline_widgets = True
+    cells('procedure({name = "nap"}, function() Sleep(3.2) return {} end)', key="c1")
+    [view] = views
+    ticks = [(t, text) for t, text in drawn if "running" in text]
+    assert 2 <= len(ticks) <= 4, ticks  # ~3 s of sleep: about 3 redraws, not a busy loop
+    # at 1.3 s, 2.3 s (the timer) and when the Sleep ends (its event), never closer than the throttle
+    assert all(later - earlier >= timeline.INTERVAL for (earlier, _), (later, _) in zip(ticks, ticks[1:]))
+    seconds = [float(text.rsplit(" ", 2)[-2]) for _, text in ticks]  # "... 0 steps 1.3 s"
+    assert seconds == sorted(seconds) and seconds[-1] - seconds[0] >= 1.0
+    assert view._timer is None and not view.live  # stopped with the cell
+    assert words(view.widget.value).startswith("✓ nap done 0 steps ")
+
+
 def test_quick_runs_show_no_view(cells):
     cells.host.timeline_widgets = True
     cells('procedure({name = "quick"}, function() Step.run("a", function() return 1 end) return {} end)')
