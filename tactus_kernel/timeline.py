@@ -543,6 +543,12 @@ class CellTimeline:
         return sum(int(ev.get("count", 1)) for _, ev in self.rows
                    if ev["kind"] == "step" and ev["state"] in ("completed", "replayed"))
 
+    def _waited(self) -> float:
+        """Seconds spent waiting for people: not part of a rate of steps."""
+        now = time.perf_counter()
+        return sum(float(ev["duration"]) if ev.get("duration") is not None else now - trail.t0 - ev["t"]
+                   for trail, ev in self.rows if ev["kind"] == "human" and trail.depth == 0)
+
     def summary_html(self) -> str:
         """The one line: state, name, progress (or count and rate), time."""
         self._materialize()
@@ -564,7 +570,13 @@ class CellTimeline:
                 f"<span style='color:{MUTED}'>{html.escape(label)}</span>")
         else:
             steps = self._steps()
-            elapsed = time.perf_counter() - main.t0 if main and main.running else seconds
+            if main is None:
+                elapsed = 0.0
+            elif main.running:
+                elapsed = time.perf_counter() - main.t0
+            else:
+                elapsed = float(main.events[0].get("duration") or 0.0)
+            elapsed -= self._waited()  # a rate of the procedure's own work
             text = f"{steps} step{'s' if steps != 1 else ''}"
             if steps and elapsed >= 0.5:
                 rate = steps / elapsed
