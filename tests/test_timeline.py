@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import time
@@ -202,7 +203,7 @@ def test_the_view_ticks_once_a_second_while_a_run_waits_and_stops_with_the_cell(
     ticks = [(t, text) for t, text in drawn if "running" in text]
     assert 2 <= len(ticks) <= 4, ticks  # ~3 s of sleep: about 3 redraws, not a busy loop
     # at 1.3 s, 2.3 s (the timer) and when the Sleep ends (its event), never closer than the throttle
-    assert all(later - earlier >= timeline.INTERVAL for (earlier, _), (later, _) in zip(ticks, ticks[1:]))
+    assert all(later - earlier >= timeline.INTERVAL for (earlier, _), (later, _) in itertools.pairwise(ticks))
     seconds = [float(text.rsplit(" ", 2)[-2]) for _, text in ticks]  # "... 0 steps 1.3 s"
     assert seconds == sorted(seconds) and seconds[-1] - seconds[0] >= 1.0
     assert view._timer is None and not view.live  # stopped with the cell
