@@ -303,8 +303,6 @@ def test_kernel_shows_a_live_timeline_updated_in_place(kernel):
     # the toggle opens the rows; they tick too
     [toggle] = kernel.widgets_where(_model_name="ToggleButtonModel", description="Show steps")
     kernel.set_value(toggle, True)
-    rows = [cid for cid in kernel.widgets_where(_model_name="HTMLModel")
-            if "tactus-timeline-rows" in str(kernel.widgets[cid].get("value", ""))]
     kernel.wait_until(lambda: any("tactus-timeline-rows" in str(st.get("value", "")) for st in kernel.widgets.values()),
                       timeout=10)
     [rows] = [cid for cid, st in kernel.widgets.items() if "tactus-timeline-rows" in str(st.get("value", ""))]
