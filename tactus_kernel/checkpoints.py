@@ -250,6 +250,11 @@ class RunLog:
         # The live timeline's event trail (tactus_kernel/timeline.py), told of
         # each call started, replayed and recorded; None costs nothing.
         self.trail: Any = None
+        # How a person knows the procedure (runtime.RunState.title), written
+        # into the record as "title" by the run's first new checkpoint: never
+        # by a replay, which must leave the record as it was.
+        self.title: str | None = None
+        self.untitled = True
 
     def _diverge(self, asked: dict[str, Any]) -> None:
         recorded = self.entries[self.position] if self.position < len(self.entries) else None
@@ -284,8 +289,11 @@ class RunLog:
             entry.update(extra)
         entries, records, key = self.entries, self.records, self.key
         rec = records.record(key)  # again each time: a reset may have dropped it meanwhile
-        if rec["checkpoints"] is not entries:
+        if rec["checkpoints"] is not entries or self.untitled:
             rec["checkpoints"] = entries
+            if self.title is not None:
+                rec["title"] = self.title
+            self.untitled = False
         if self.position < len(entries):
             del entries[self.position :]
         entries.append(entry)

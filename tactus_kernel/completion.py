@@ -75,6 +75,7 @@ DOCS: dict[str, str] = {
     "(info, warning, error, critical).",
 }
 
+_KEYWORD_SET = frozenset(KEYWORDS)
 _TOKEN = re.compile(r"([A-Za-z_][A-Za-z_0-9]*(?:\.[A-Za-z_][A-Za-z_0-9]*)*)\.?([A-Za-z_][A-Za-z_0-9]*)?$")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9.]*")
 
@@ -113,17 +114,79 @@ def _word_at(code: str, cursor_pos: int) -> str:
     return ""
 
 
+_LONG_OPEN = re.compile(r"\[(=*)\[")
+_NAME_BEFORE = re.compile(r"([A-Za-z_][A-Za-z_0-9]*(?:\s*[.:]\s*[A-Za-z_][A-Za-z_0-9]*)*)\s*$")
+
+
+def call_at(code: str, cursor_pos: int) -> str | None:
+    """The function of the innermost call still open at the cursor:
+    ``Human.approve({message = |`` -> ``Human.approve``. Strings and
+    comments are skipped; a table constructor is not a call, except in
+    Lua's ``f{...}`` form (and ``f"..."`` calls are closed at once)."""
+    text = code[:cursor_pos]
+    stack: list[tuple[str, str | None]] = []  # (bracket, callee when it opens a call)
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "-" and text.startswith("--", i):
+            m = _LONG_OPEN.match(text, i + 2)
+            if m:
+                end = text.find("]" + m.group(1) + "]", m.end())
+                i = n if end < 0 else end + len(m.group(0))
+            else:
+                end = text.find("\n", i)
+                i = n if end < 0 else end + 1
+            continue
+        if c in "\"'":
+            i += 1
+            while i < n and text[i] != c and text[i] != "\n":
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+            continue
+        if c == "[":
+            m = _LONG_OPEN.match(text, i)
+            if m:
+                end = text.find("]" + m.group(1) + "]", m.end())
+                i = n if end < 0 else end + len(m.group(0))
+                continue
+        if c in "({[":
+            callee = None
+            if c != "[":
+                name = _NAME_BEFORE.search(text, max(0, i - 200), i)
+                if name and not (c == "{" and name.group(1) in _KEYWORD_SET):
+                    callee = re.sub(r"\s+", "", name.group(1)).replace(":", ".")
+                    if callee in _KEYWORD_SET:
+                        callee = None
+            stack.append((c, callee))
+        elif c in ")}]" and stack:
+            stack.pop()
+        i += 1
+    for _, callee in reversed(stack):
+        if callee is not None:
+            return callee
+    return None
+
+
+def _describe(runtime: Runtime, word: str) -> str | None:
+    """What a global (or a field of one) is, for names with no doc."""
+    parent, _, name = word.rpartition(".")
+    if name not in runtime.fields(parent):
+        return None
+    doc = f"{word}: {runtime.describe(word)}"
+    members = runtime.fields(word)
+    if members:
+        doc += "\nfields: " + ", ".join(members)
+    return doc
+
+
 def inspect(runtime: Runtime, code: str, cursor_pos: int, detail_level: int = 0) -> dict[str, Any]:
+    """Shift-Tab: the doc of the name at the cursor, else of the call the
+    cursor is in (``Human.approve({message = |``), as Python kernels do."""
     word = _word_at(code, cursor_pos)
-    doc = DOCS.get(word)
-    if doc is None and word:
-        parent, _, name = word.rpartition(".")
-        if name in runtime.fields(parent):
-            kind = runtime.describe(word)
-            doc = f"{word}: {kind}"
-            members = runtime.fields(word)
-            if members:
-                doc += "\nfields: " + ", ".join(members)
+    callee = call_at(code, cursor_pos)
+    doc = DOCS.get(word) or (_describe(runtime, word) if word else None)
+    if doc is None and callee:
+        doc = DOCS.get(callee) or _describe(runtime, callee)
     if doc is None:
         return {"status": "ok", "found": False, "data": {}, "metadata": {}}
     return {"status": "ok", "found": True, "data": {"text/plain": doc}, "metadata": {}}

@@ -77,27 +77,44 @@ def classify(message: str) -> str:
     return "LuaError"
 
 
+def _kernel_frame(frame: str) -> bool:
+    return frame.startswith("[tactus") or frame == "(...tail calls...)"
+
+
 def clean_traceback(tb: str) -> list[str]:
-    """Lua traceback lines without the kernel's own frames."""
-    lines = []
-    for line in tb.splitlines():
-        s = line.strip()
-        if s.startswith("[tactus") or s.startswith("[C]: in ?") or s == "(...tail calls...)":
+    """Lua traceback lines without the kernel's own frames: its preludes'
+    (``[tactus sandbox]``, ...) and the C functions they called (the
+    ``raw_xpcall`` that runs a procedure body, the driver's
+    ``coroutine.yield``), so what is left is cell code and the library
+    calls it made. A C frame belongs to its caller, the next real frame
+    down; ``error`` itself is left out, as Python leaves out ``raise``."""
+    lines = tb.splitlines()
+    frames = [line.strip() for line in lines]
+    out = []
+    for i, (line, frame) in enumerate(zip(lines, frames, strict=True)):
+        if _kernel_frame(frame) or frame.startswith("[C]: in function 'error'"):
             continue
-        if s.startswith("[C]: in function 'xpcall'") or s.startswith("[C]: in function 'error'"):
-            continue
-        lines.append(line)
-    return lines
+        if frame.startswith("[C]: "):
+            caller = next((f for f in frames[i + 1 :] if f != "(...tail calls...)"), None)
+            if caller is None or caller.startswith("[tactus") or caller.startswith("[C]: in ?"):
+                continue
+        out.append(line)
+    return out
 
 
-def from_lua(message: str, traceback: str | None, ename: str | None = None) -> CellError:
-    """Build a CellError from what the driver got back from a dead coroutine."""
+def from_lua(message: str, traceback: str | None, ename: str | None = None, shown: str | None = None) -> CellError:
+    """Build a CellError from what the driver got back from a dead coroutine.
+    `shown`: how to show an error value that is not a string (a table as its
+    Lua constructor) in place of `message`, its tostring."""
     name = ename or classify(message)
-    tb = clean_traceback(traceback or "")
-    # The first traceback line repeats the message; keep it as the header.
-    if tb and tb[0] == message:
-        tb = tb[1:]
+    text = traceback or ""
+    # The traceback starts with the message (of one line or more): it is the header.
+    if text.startswith(message + "\n") or text == message:
+        text = text[len(message) + 1 :]
+    tb = clean_traceback(text)
     if tb and tb[-1].strip() == "stack traceback:":
         tb = tb[:-1]
+    if shown is not None:
+        message = shown
     evalue = message.replace(f"{name}: ", "", 1) if name in KNOWN else message
     return CellError(name, evalue, [f"{name}: {evalue}", *tb])

@@ -232,9 +232,18 @@ class NotebookHost:
         self._buffered = 0
         self._last_flush = time.monotonic()
 
-    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None,
+                display_id: str | None = None) -> None:
         self.flush()
-        self._send("display_data", {"data": data, "metadata": metadata or {}, "transient": {}})
+        transient = {"display_id": display_id} if display_id else {}
+        self._send("display_data", {"data": data, "metadata": metadata or {}, "transient": transient})
+
+    def update_display(self, data: dict[str, Any], metadata: dict[str, Any] | None, display_id: str) -> None:
+        """Replace what an earlier ``display(..., display_id=...)`` showed
+        (the live timeline becomes static HTML when its cell ends)."""
+        self.flush()
+        self._send("update_display_data",
+                   {"data": data, "metadata": metadata or {}, "transient": {"display_id": display_id}})
 
     def records_changed(self) -> None:
         self.channel.changed()

@@ -28,7 +28,7 @@ from lupa import lua54
 from . import errors
 from .checkpoints import DivergenceError, Records, RunLog
 from .convert import NotRecordable, to_json, to_lua, to_plain
-from .display import displayable
+from .display import displayable, lua_repr
 from .errors import CellError, ParamError, not_utf8, tagged
 from .files import FileError, file_op
 from .host import ConsoleHost, Host
@@ -77,6 +77,11 @@ class RunState:
     spec: ProcedureSpec | None
     cell: CellRun
     params: dict[str, Any] = field(default_factory=dict)
+    # How a person knows this run (cards, the timeline, the record's "title"):
+    # a named procedure by its key; a cell's own code, a procedure with no
+    # name (keyed by the cell id, a UUID) and their children by the cell
+    # ("cell 3: local ok = Human.approve(…"). See Runtime._new_run.
+    title: str = ""
 
 
 @dataclass
@@ -88,11 +93,25 @@ class CellRun:
     logs: dict[str, RunLog] = field(default_factory=dict)
     declared: list[str] = field(default_factory=list)
     collecting: bool = True
+    title: str = ""  # see RunState.title and cell_title
 
 
 def source_key(code: str) -> str:
     """Stable identity for a cell when the client sends no cell id."""
     return "cell-" + hashlib.sha256(code.encode("utf-8")).hexdigest()[:12]
+
+
+TITLE_LINE = 48  # characters of a cell's first line in its title
+
+
+def cell_title(label: str, code: str) -> str:
+    """``cell 3: local ok = Human.approve({message = "Sh…``: the cell's label
+    (from its execution count) and its first non-blank line, shortened."""
+    name = label.strip("[]")
+    line = next((s.strip() for s in code.splitlines() if s.strip()), "")
+    if len(line) > TITLE_LINE:
+        line = line[: TITLE_LINE - 1].rstrip() + "…"
+    return f"{name}: {line}" if line else name
 
 
 # Kernel exceptions that reach Lua as errors under their own name.
@@ -259,7 +278,8 @@ class Runtime:
         self._interrupted = False
         self.K.reset_interrupt()
         fn = self.compile_cell(code, label)
-        async with self._cell_run(CellRun(label, key or source_key(code))) as (cell, ctx):
+        cell_run = CellRun(label, key or source_key(code), title=cell_title(label, code))
+        async with self._cell_run(cell_run) as (cell, ctx):
             values = await self._drive(self.K.start(fn, ctx))
             cell.collecting = False
             shown = [self.show(v) for v in values if not self.K.is_handle(v)]
@@ -276,7 +296,7 @@ class Runtime:
             raise CellError.simple("ProcedureError", f"unknown procedure '{name}'")
         self._interrupted = False
         self.K.reset_interrupt()
-        async with self._cell_run(CellRun(label, name, collecting=False)) as (cell, ctx):
+        async with self._cell_run(CellRun(label, name, collecting=False, title=name)) as (cell, ctx):
             out = await self._drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))
             await self._settle(cell)
             return self.show(out[0]) if out else None
@@ -362,7 +382,13 @@ class Runtime:
         if log is None:
             log = cell.logs[key] = RunLog(self.records, key, self.allow_divergence)
         self._next_run += 1
-        run = RunState(self._next_run, key, log, spec, cell)
+        root, slash, rest = key.partition("/")
+        declared = self.procedures.get(root)
+        named = declared is not None and bool(declared.config.get("name"))
+        title = cell.title + slash + rest if root == cell.key and cell.title and not named else key
+        run = RunState(self._next_run, key, log, spec, cell, title=title)
+        if not slash:  # a child's record is nested in its caller's, which has the title
+            log.title = title
         self.runs[run.id] = run
         for observer in self.run_observers:
             observer.run_started(run)
@@ -413,7 +439,9 @@ class Runtime:
             return False, tagged("SandboxError", not_utf8(exc))
         return (True, *values)
 
-    def _lua_error(self, message: Any, traceback: Any, ename: Any = None) -> CellError:
+    def _lua_error(self, message: Any, traceback: Any, ename: Any = None, value: Any = None) -> CellError:
+        """`value`: a table raised as the error (``error({code = 42})``), shown
+        as a Lua constructor rather than its address (see K.step)."""
         message = str(message)
         if self._interrupted or bool(self.K.was_interrupted()):
             return self.interrupted_error()
@@ -423,7 +451,11 @@ class Runtime:
             while message.startswith(prefix):
                 message = message.split(": ", 1)[-1]
         tb = None if traceback is None else str(traceback)
-        return errors.from_lua(message, tb, None if ename is None else str(ename))
+        shown = None
+        if value is not None:
+            with contextlib.suppress(Exception):  # a value that cannot be shown keeps its "table: 0x..."
+                shown = lua_repr(self.show(value))
+        return errors.from_lua(message, tb, None if ename is None else str(ename), shown)
 
     def interrupted_error(self) -> CellError:
         """The error of an interrupted cell, naming the line of cell code

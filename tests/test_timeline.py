@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import re
 import time
 from typing import Any
 
@@ -29,6 +31,11 @@ procedure({name = "work"}, function()
   return {rows = rows.rows, ok = ok, fine = child.fine}
 end)
 """
+
+
+def words(html_text: str) -> str:
+    """The text of an HTML fragment, tags as spaces, spaces collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html_text).split())
 
 
 def events(cells: Any, key: str) -> list[dict[str, Any]]:
@@ -165,7 +172,42 @@ def test_the_live_view_is_throttled(cells, monkeypatch):
     assert view.widget is not None and cells.host.displayed == [{"text/plain": "timeline"}]
     assert view.updates <= elapsed / timeline.INTERVAL + 3
     assert view.widget.sets == view.updates - 1
-    assert "· done ·" in view.widget.value and " (" in view.widget.value  # merged rows: "item_1 … item_219 (219)"
+    # the summary line (layout changed: a line of spans, the rows behind a toggle)
+    assert words(view.widget.value).startswith("✓ busy done 13000 steps · ")
+    assert " (" in view.rows_html()  # merged rows: "item_1 … item_219 (219)"
+
+
+def test_the_view_ticks_once_a_second_while_a_run_waits_and_stops_with_the_cell(cells, monkeypatch):
+    """A Sleep (like a card) changes nothing for seconds: the view still
+    redraws about once a second, by a timer, and the timer ends with the cell."""
+    views: list[timeline.CellTimeline] = []
+    drawn: list[tuple[float, str]] = []
+
+    def show(self: timeline.CellTimeline) -> None:
+        views.append(self)
+        self.widget = FakeWidget(self.summary_html())
+        self.host.display({"text/plain": "timeline"})
+        self.updates += 1
+
+    real_render = timeline.CellTimeline._render
+
+    def render(self: timeline.CellTimeline, now: float) -> None:
+        real_render(self, now)
+        drawn.append((now, words(self.widget.value)))
+
+    monkeypatch.setattr(timeline.CellTimeline, "_show", show)
+    monkeypatch.setattr(timeline.CellTimeline, "_render", render)
+    cells.host.timeline_widgets = True
+    cells('procedure({name = "nap"}, function() Sleep(3.2) return {} end)', key="c1")
+    [view] = views
+    ticks = [(t, text) for t, text in drawn if "running" in text]
+    assert 2 <= len(ticks) <= 4, ticks  # ~3 s of sleep: about 3 redraws, not a busy loop
+    # at 1.3 s, 2.3 s (the timer) and when the Sleep ends (its event), never closer than the throttle
+    assert all(later - earlier >= timeline.INTERVAL for (earlier, _), (later, _) in itertools.pairwise(ticks))
+    seconds = [float(text.rsplit(" ", 2)[-2]) for _, text in ticks]  # "... 0 steps 1.3 s"
+    assert seconds == sorted(seconds) and seconds[-1] - seconds[0] >= 1.0
+    assert view._timer is None and not view.live  # stopped with the cell
+    assert words(view.widget.value).startswith("✓ nap done 0 steps ")
 
 
 def test_quick_runs_show_no_view(cells):
@@ -226,11 +268,23 @@ end)
 
 
 def timeline_widgets(kernel: Any) -> list[str]:
+    """The summary lines of live timelines (HTML widgets)."""
     return [cid for cid, st in kernel.widgets.items()
-            if st.get("_model_name") == "HTMLModel" and "Timeline · procedure" in str(st.get("value", ""))]
+            if st.get("_model_name") == "HTMLModel" and "tactus-timeline-summary" in str(st.get("value", ""))]
+
+
+def seconds_shown(text: str) -> float:
+    """The last duration on a summary line ("950 ms", "3.0 s", "1 min 02 s") in seconds."""
+    found = re.findall(r"(\d+(?:\.\d+)?) (ms|s)\b|(\d+) min (\d+) s", text)
+    value, unit, minutes, secs = found[-1]
+    if minutes:
+        return int(minutes) * 60 + int(secs)
+    return float(value) / (1000 if unit == "ms" else 1)
 
 
 def test_kernel_shows_a_live_timeline_updated_in_place(kernel):
+    """Layout changed: one summary line and the rows behind a toggle (read
+    from the rows widget once shown), static HTML once the cell ends."""
     kernel.open_tactus(None)
     run = kernel.submit(SLOW, cell_id="slow")
     kernel.wait_until(lambda: kernel.widgets_where(_model_name="ButtonModel", description="Approve", disabled=False),
@@ -238,24 +292,47 @@ def test_kernel_shows_a_live_timeline_updated_in_place(kernel):
     kernel.wait_until(lambda: bool(timeline_widgets(kernel)), timeout=10)
     [tl] = timeline_widgets(kernel)
     kernel.wait_until(lambda: "waiting for a human" in str(kernel.widgets[tl]["value"]), timeout=10)
-    value = str(kernel.widgets[tl]["value"])
-    assert "step · prepare" in value and "ready" in value
+    assert words(kernel.widgets[tl]["value"]).startswith("? slow waiting for a human 1 step ")
+
+    # while the card waits, its wait advances on the summary line, about once a second
+    first = seconds_shown(words(kernel.widgets[tl]["value"]))
+    kernel.wait_until(lambda: seconds_shown(words(kernel.widgets[tl]["value"])) >= first + 2.0, timeout=10)
+    ticks = [m for m in kernel.comm_msgs if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == tl]
+    assert 2 <= len(ticks) <= 6, len(ticks)  # a timer, not a busy loop
+
+    # the toggle opens the rows; they tick too
+    [toggle] = kernel.widgets_where(_model_name="ToggleButtonModel", description="Show steps")
+    kernel.set_value(toggle, True)
+    kernel.wait_until(lambda: any("tactus-timeline-rows" in str(st.get("value", "")) for st in kernel.widgets.values()),
+                      timeout=10)
+    [rows] = [cid for cid, st in kernel.widgets.items() if "tactus-timeline-rows" in str(st.get("value", ""))]
+    value = words(kernel.widgets[rows]["value"])
+    assert "step · prepare done" in value and "ready" in value and "human · Go on? waiting for a human" in value
     kernel.click(kernel.button("Approve"))
     kernel.wait(run)
     assert run.status == "ok", run.errors
-    kernel.drain(0.3)
-    final = str(kernel.widgets[tl]["value"])
-    assert "· done ·" in final and "step · item_" in final and " … " in final
     updates = [m for m in kernel.comm_msgs if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == tl]
     assert len(updates) < 100  # throttled: not one per step
     shown = [m for m in run.of_type("display_data") if "Tactus timeline" in m["content"]["data"]["text/plain"]]
     assert len(shown) == 1
+    # the cell ended: the view is static HTML that opens to the rows, its widgets closed
+    display_id = shown[0]["content"]["transient"]["display_id"]
+    [final] = [m["content"] for m in run.of_type("update_display_data")
+               if m["content"]["transient"]["display_id"] == display_id]
+    assert "application/vnd.jupyter.widget-view+json" not in final["data"]
+    static = final["data"]["text/html"]
+    assert static.startswith("<details class='tactus-timeline'") and "<summary" in static
+    assert words(static).startswith("✓ slow done 10001 steps · ")
+    assert "step · item_" in static and " … " in static
+    assert final["data"]["text/plain"].startswith("[Tactus timeline] slow: done, ")
+    closed = {m["content"]["comm_id"] for m in kernel.comm_msgs if m["msg_type"] == "comm_close"}
+    assert {tl, toggle, rows} <= closed
 
     log = kernel.execute("%tactus log slow --json")
     events = json.loads(log.stdout)
     assert [e["kind"] for e in events[:3]] == ["run", "step", "human"]
     assert all(e["procedure"] == "slow" and e["started_at"].endswith("Z") for e in events)
-    assert events[2]["state"] == "completed" and events[2]["duration"] > 0
+    assert events[2]["state"] == "completed" and events[2]["duration"] > 2.0
     table = kernel.execute("%tactus log")
     assert "prepare" in table.of_type("display_data")[0]["content"]["data"]["text/plain"]
     bad = kernel.execute("%tactus log nothing")

@@ -350,15 +350,41 @@ function K.start(fn, ctx)
   return next_thread
 end
 
+-- An error value Python shows as a Lua constructor (`LuaError: {code = 42}`,
+-- see Runtime._lua_error): a table with no __tostring of its own, small
+-- enough to render at once (a cell's huge table keeps its "table: 0x..."). Raw
+-- reads only: a cell's __index, __pairs or __metatable must not run here.
+local raw_getmetatable = debug.getmetatable
+local SHOWN_NODES = 1000
+local function shown_value(err)
+  if type(err) ~= "table" or rawget(err, "__tactus_error") then return nil end
+  local mt = raw_getmetatable(err)
+  if mt ~= nil and rawget(mt, "__tostring") ~= nil then return nil end
+  -- counted as display.py walks it: a shared subtable each time it appears
+  local count = 0
+  local function small(t, depth)
+    if depth > 100 then return false end  -- a cycle
+    for _, x in next, t do
+      count = count + 1
+      if count > SHOWN_NODES then return false end
+      if type(x) == "table" and not small(x, depth + 1) then return false end
+    end
+    return true
+  end
+  if not small(err, 0) then return nil end
+  return err
+end
+
 local function describe_error(co, err)
   if type(err) == "table" and rawget(err, "__tactus_error") then
-    -- a cell can forge this table: hand Python strings only (or nil)
+    -- a cell can forge this table: hand Python strings only (or nil), and
+    -- a value only as shown_value allows
     return error_text(rawget(err, "message")) or "(error object without a message)",
-      error_text(rawget(err, "traceback")), error_text(rawget(err, "ename"))
+      error_text(rawget(err, "traceback")), error_text(rawget(err, "ename")), shown_value(rawget(err, "value"))
   end
   local msg = error_message(err)
   local tb_ok, tb = raw_pcall(traceback, co, msg)
-  return msg, tb_ok and tb or msg, nil
+  return msg, tb_ok and tb or msg, nil, shown_value(err)
 end
 
 local WITHHELD = "SandboxError: internal error: an effect answered with a Python object; it was withheld"
@@ -369,8 +395,8 @@ local function resumed(co, id, ok, ...)
   if not ok then
     -- kept in THREADS: the driver closes it (K.close_thread), so the
     -- <close> variables in scope when the error came are closed
-    local msg, tb, ename = describe_error(co, (...))
-    return "error", msg, tb, ename
+    local msg, tb, ename, value = describe_error(co, (...))
+    return "error", msg, tb, ename, value
   end
   if co_status(co) == "dead" then
     THREADS[id] = nil
@@ -402,8 +428,8 @@ end
 -- still holds most of it), even packing its results fails: then let the
 -- thread go, collect, and report the error, allocating nothing before that.
 function K.step(id, ...)
-  local ok, a, b, c, d = raw_pcall(step, id, ...)
-  if ok then return a, b, c, d end
+  local ok, a, b, c, d, e = raw_pcall(step, id, ...)
+  if ok then return a, b, c, d, e end
   THREADS[id] = nil
   collectgarbage("collect")
   return "error", type(a) == "string" and a or "not enough memory", nil, nil

@@ -128,7 +128,7 @@ def build_request(runtime: Runtime, run: RunState, lua_req: Any) -> HumanRequest
         request=kind,
         name=name or str(message),
         message=str(message),
-        procedure=run.key,
+        procedure=run.title or run.key,  # what the card names: a person knows "cell 3: ...", not the cell's UUID
         context=context,
         default=merged.get("default"),
         timeout=float(timeout) if timeout is not None else None,
@@ -191,7 +191,7 @@ async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[A
 
     if runtime.batch:
         raise BridgeError(
-            f"NoRecordedAnswer: procedure \"{req.procedure}\": {req.describe()} has no recorded answer "
+            f"NoRecordedAnswer: procedure \"{run.key}\": {req.describe()} has no recorded answer "
             f"(record it by running the notebook interactively and saving it, or pass "
             f"--answer {json.dumps(req.name + '=VALUE', ensure_ascii=False)})"
         )
