@@ -29,6 +29,7 @@ KNOWN = {
     "MetadataError",
     "ProcedureError",
     "AgentError",
+    "InternalError",
 }
 
 _POSITION = re.compile(r"^(?:\[[^\]]*\]:\d+: )*")
@@ -54,6 +55,16 @@ class CellError(Exception):
     def simple(cls, ename: str, evalue: str) -> CellError:
         """An error with no Lua traceback (raised by the kernel itself)."""
         return cls(ename, evalue, [f"{ename}: {evalue}"])
+
+
+def internal_error(exc: BaseException, where: str) -> CellError:
+    """A fault of the kernel's own Python code while it ran `where` (a cell
+    label, a bridge function...), as the error a cell reports."""
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    what = type(exc).__name__ + (f": {detail}" if detail else "")
+    return CellError.simple(
+        "InternalError", f"{where}: the kernel failed ({what}); the kernel is still running and keeps its checkpoints"
+    )
 
 
 def tagged(ename: str, message: str) -> str:
@@ -90,9 +101,13 @@ def clean_traceback(tb: str) -> list[str]:
     return lines
 
 
-def from_lua(message: str, traceback: str | None, ename: str | None = None) -> CellError:
-    """Build a CellError from what the driver got back from a dead coroutine."""
-    name = ename or classify(message)
+def from_lua(message: str, traceback: str | None, ename: str | None = None, trusted: bool = True) -> CellError:
+    """Build a CellError from what the driver got back from a dead coroutine.
+
+    The "Name: " a message starts with is its kind only when the kernel
+    raised that message (`trusted`): a cell's ``error("NoRecordedAnswer: x")``
+    is a LuaError, not a kernel error it pretends to be."""
+    name = ename or (classify(message) if trusted else "LuaError")
     tb = clean_traceback(traceback or "")
     # The first traceback line repeats the message; keep it as the header.
     if tb and tb[0] == message:
