@@ -55,13 +55,16 @@ class CellRun:
 class KernelDriver:
     """A started kernel plus a blocking client, with browser-like helpers."""
 
-    def __init__(self, cwd: Path | str, kernel_name: str = "tactus", env: dict[str, str] | None = None) -> None:
+    def __init__(self, cwd: Path | str, kernel_name: str = "tactus", env: dict[str, str] | None = None,
+                 stderr: Any = None) -> None:
         # local sockets, as replays use: xdist workers start kernels side by side
         self.sockets, transport = local_sockets()
         self.km = KernelManager(kernel_name=kernel_name, **transport)
         kwargs: dict[str, Any] = {"cwd": str(cwd)}
         if env is not None:
             kwargs["env"] = env
+        if stderr is not None:  # the kernel's log, e.g. a file to read it from
+            kwargs["stderr"] = stderr
         self.km.start_kernel(**kwargs)
         self.kc = self.km.client()
         self.kc.start_channels()

@@ -122,7 +122,7 @@ def build_request(runtime: Runtime, run: RunState, lua_req: Any) -> HumanRequest
     if timeout is not None and (
         type(timeout) not in (int, float) or not math.isfinite(timeout) or timeout < 0
     ):
-        shown = json.dumps(timeout) if isinstance(timeout, str) else str(timeout)
+        shown = json.dumps(timeout, ensure_ascii=False, default=str)
         raise HumanError(f"ParamError: Human.{kind}: timeout must be a finite non-negative number of seconds, "
                          f"got {shown[:60]}")
     on_timeout = str(merged.get("on_timeout", "default"))
