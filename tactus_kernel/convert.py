@@ -183,6 +183,7 @@ def check_value(value: Any, path: str = "value") -> None:
         return
     if found[0].startswith("nested"):
         raise NotRecordable(path, found[0])
+
     # a second walk, in order and keeping the path (only on the way to an
     # error; nesting is known to be within MAX_DEPTH here)
     def first(v: Any, p: str) -> tuple[str, str] | None:

@@ -172,7 +172,7 @@ class TactusKernel(Kernel):
                     )
                 result = await self._interruptible(self.runtime.execute(code, label, key))
             data = bundle(result) if result and not silent else None
-        except (Exception, KeyboardInterrupt) as exc:  # every cell gets one reply: see _as_cell_error
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every cell gets one reply: see _as_cell_error
             err = self._as_cell_error(exc, label)
             self._flush(host, label)
             if not silent:
@@ -202,7 +202,7 @@ class TactusKernel(Kernel):
         for flush in (host.flush, self.channel.flush):
             try:
                 flush()
-            except Exception:  # noqa: BLE001 - see the docstring
+            except Exception:
                 self.log.exception("Tactus: could not flush the output of %s", label)
 
     def _as_cell_error(self, exc: BaseException, label: str) -> CellError:

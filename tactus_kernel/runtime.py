@@ -137,7 +137,7 @@ def _bridge(method: Callable[..., Any]) -> Callable[..., Any]:
         except UnicodeDecodeError:
             return False, tagged("NotRecordableError", f"{method.__name__.removeprefix('_b_')}: a string in the value "
                                  "is not valid UTF-8 text (decode binary data before recording it)")
-        except Exception as exc:  # noqa: BLE001 - reported to the cell, never raised into Lua
+        except Exception as exc:
             log.error("Tactus: internal error in %s", method.__name__, exc_info=exc)
             return False, internal_message(method.__name__.removeprefix("_b_"), exc)
         if result is None:
@@ -448,7 +448,7 @@ class Runtime:
             return False, lua_message(exc)
         except UnicodeDecodeError as exc:  # lupa reading a string the effect was given
             return False, tagged("SandboxError", not_utf8(exc))
-        except Exception as exc:  # noqa: BLE001 - a fault of the kernel: an error at the call, never a lost reply
+        except Exception as exc:
             log.error("Tactus: internal error in the %s effect", kind, exc_info=exc)
             return False, internal_message(f"the {kind} effect", exc)
         return (True, *values)

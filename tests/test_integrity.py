@@ -40,10 +40,14 @@ procedure({name = "parent", params = {wrapped = {type = "boolean", default = fal
 end)
 """
 
-DRIVEN = ("SandboxError: {fn}: this coroutine runs a cell, a procedure or a tool for the kernel; "
-          "only the kernel resumes or closes it")
-PASSING = ("SandboxError: {fn}: this coroutine waits for the kernel to answer a request (Human.*, Sleep, "
-           "a child procedure, an agent turn); only the kernel resumes or closes it")
+DRIVEN = (
+    "SandboxError: {fn}: this coroutine runs a cell, a procedure or a tool for the kernel; "
+    "only the kernel resumes or closes it"
+)
+PASSING = (
+    "SandboxError: {fn}: this coroutine waits for the kernel to answer a request (Human.*, Sleep, "
+    "a child procedure, an agent turn); only the kernel resumes or closes it"
+)
 
 
 @pytest.mark.parametrize(("wrapped", "refusal"), [(False, DRIVEN), (True, PASSING)], ids=["child", "user-coroutine"])
@@ -105,18 +109,24 @@ procedure({name = "show", params = {env = {type = "string", default = "staging"}
         pytest.param("rawset(params, 'env', 'X')", "[cell 2]:2: rawset: params are read-only", id="rawset"),
         pytest.param("params.env = 'X'", "[cell 2]:2: params are read-only", id="assignment"),
         pytest.param("setmetatable(params, nil)", "cannot change a protected metatable", id="setmetatable"),
-        pytest.param("getmetatable(params).__pairs(params)", "[cell 2]:2: attempt to call a nil value (field '__pairs')",
-                     id="metatable-__pairs"),
+        pytest.param(
+            "getmetatable(params).__pairs(params)",
+            "[cell 2]:2: attempt to call a nil value (field '__pairs')",
+            id="metatable-__pairs",
+        ),
         pytest.param("table.insert(params, 'X')", "[cell 2]:2: params are read-only", id="table.insert"),
     ],
 )
 def test_params_cannot_be_changed(cells: Cells, attempt: str, message: str) -> None:
     cells(READ_PARAMS, key="decl")
-    err = cells.error(f"procedure({{name = 'hostile', params = {{env = {{type = 'string'}}}}}}, function()\n"
-                      f"  {attempt}\nend)", key="hostile")
+    err = cells.error(
+        f"procedure({{name = 'hostile', params = {{env = {{type = 'string'}}}}}}, function()\n  {attempt}\nend)",
+        key="hostile",
+    )
     assert (err.ename, err.evalue) == ("LuaError", message)
     assert cells("return Procedure.run('show', {tags = {'a'}})", key="after") == [
-        {"env": "staging", "tags": ["a"], "p": "staging"}]
+        {"env": "staging", "tags": ["a"], "p": "staging"}
+    ]
     assert cells("return getmetatable(params)", key="mt") == ["params are read-only"]
 
 
@@ -132,13 +142,21 @@ def test_what_params_hand_out_are_copies(cells: Cells) -> None:
         p.env, p.tags[1] = "Y", "changed"
         return {env = params.env, tags = params.tags, f = f}
       end)"""
-    assert cells(code + "\nreturn Procedure.run('copies')") == [
-        {"env": "staging", "tags": ["a"], "f": True}]
+    assert cells(code + "\nreturn Procedure.run('copies')") == [{"env": "staging", "tags": ["a"], "f": True}]
 
 
 # ---------------------------------------------------- error kinds are data
-KERNEL_NAMES = ["NoRecordedAnswer", "ParamError", "SandboxError", "DivergenceError", "KeyboardInterrupt",
-                "HumanTimeout", "InternalError", "GuardError", "OutputError"]
+KERNEL_NAMES = [
+    "NoRecordedAnswer",
+    "ParamError",
+    "SandboxError",
+    "DivergenceError",
+    "KeyboardInterrupt",
+    "HumanTimeout",
+    "InternalError",
+    "GuardError",
+    "OutputError",
+]
 
 
 @pytest.mark.parametrize("name", KERNEL_NAMES)
@@ -152,8 +170,11 @@ def test_a_cells_error_named_like_a_kernel_error_is_a_lua_error(cells: Cells, na
 
 
 def test_in_a_child_too(cells: Cells) -> None:
-    err = cells.error("procedure({name = 'c'}, function() error('NoRecordedAnswer: x', 0) end)\n"
-                      "procedure({name = 'p'}, function() return Procedure.run('c') end)", key="both")
+    err = cells.error(
+        "procedure({name = 'c'}, function() error('NoRecordedAnswer: x', 0) end)\n"
+        "procedure({name = 'p'}, function() return Procedure.run('c') end)",
+        key="both",
+    )
     # the cell runs c first (it declares it), which fails with the cell's own text
     assert (err.ename, err.evalue) == ("LuaError", "NoRecordedAnswer: x")
     err = cells.error("return Procedure.run('c')", key="caller")
@@ -163,27 +184,43 @@ def test_in_a_child_too(cells: Cells) -> None:
 @pytest.mark.parametrize(
     ("code", "ename", "evalue"),
     [
-        pytest.param("Json.decode(42)", "LuaError", "Json.decode: argument #1 must be a string, got number",
-                     id="untagged-kernel-error"),
-        pytest.param("Human.approve({message = 'm', timeout = 'x'})", "ParamError",
-                     'Human.approve: timeout must be a finite non-negative number of seconds, got "x"', id="ParamError"),
-        pytest.param("File.read('/etc/passwd')", "SandboxError",
-                     "File: absolute path '/etc/passwd' refused; paths are relative to the notebook's folder",
-                     id="SandboxError"),
-        pytest.param("Human.approve({message = 'Your name?'})", "NoRecordedAnswer",
-                     'Human.approve "Your name?": nobody can answer here (no notebook frontend)',
-                     id="NoRecordedAnswer"),
+        pytest.param(
+            "Json.decode(42)",
+            "LuaError",
+            "Json.decode: argument #1 must be a string, got number",
+            id="untagged-kernel-error",
+        ),
+        pytest.param(
+            "Human.approve({message = 'm', timeout = 'x'})",
+            "ParamError",
+            'Human.approve: timeout must be a finite non-negative number of seconds, got "x"',
+            id="ParamError",
+        ),
+        pytest.param(
+            "File.read('/etc/passwd')",
+            "SandboxError",
+            "File: absolute path '/etc/passwd' refused; paths are relative to the notebook's folder",
+            id="SandboxError",
+        ),
+        pytest.param(
+            "Human.approve({message = 'Your name?'})",
+            "NoRecordedAnswer",
+            'Human.approve "Your name?": nobody can answer here (no notebook frontend)',
+            id="NoRecordedAnswer",
+        ),
     ],
 )
-def test_a_kernel_error_keeps_its_name_caught_and_raised_again(cells: Cells, code: str, ename: str,
-                                                                evalue: str) -> None:
+def test_a_kernel_error_keeps_its_name_caught_and_raised_again(
+    cells: Cells, code: str, ename: str, evalue: str
+) -> None:
     """pcall gives the kernel's text (string matching works, as the README
     says); raising that text again, as it is, keeps its name."""
     direct = cells.error(code)
     assert (direct.ename, direct.evalue) == (ename, f"[cell 1]:1: {evalue}")
     prefix = "" if ename == "LuaError" else f"{ename}: "
-    assert cells(f"local ok, e = pcall(function() {code} end) return e, type(e), e:find('{prefix}', 1, true) ~= nil") \
-        == [f"[cell 2]:1: {prefix}{evalue}", "string", True]
+    assert cells(
+        f"local ok, e = pcall(function() {code} end) return e, type(e), e:find('{prefix}', 1, true) ~= nil"
+    ) == [f"[cell 2]:1: {prefix}{evalue}", "string", True]
     again = cells.error(f"local ok, e = pcall(function() {code} end) error(e, 0)")
     assert (again.ename, again.evalue) == (ename, f"[cell 3]:1: {evalue}")
     in_a_coroutine = cells.error(f"local ok, e = coroutine.resume(coroutine.create(function() {code} end)) error(e, 0)")
@@ -204,14 +241,19 @@ def test_a_procedure_named_like_an_object_property_is_recorded(tmp_path: Path) -
     try:
         kernel.open_tactus(None)
         for i, name in enumerate(names):
-            run = kernel.execute(f"procedure({{name = '{name}'}}, function() return Step.run('s', function() "
-                                 f"return {i} end) end)", cell_id=f"c{i}")
+            run = kernel.execute(
+                f"procedure({{name = '{name}'}}, function() return Step.run('s', function() return {i} end) end)",
+                cell_id=f"c{i}",
+            )
             assert run.status == "ok", run.errors
         kernel.wait_until(lambda: all(n in kernel.recorded_procedures() for n in names), timeout=10)
         recorded: dict[str, Any] = kernel.recorded_procedures()
         assert [recorded[n]["checkpoints"][0]["value"] for n in names] == list(range(len(names)))
-        again = kernel.execute("procedure({name = '__proto__'}, function() return Step.run('s', function() "
-                               "print('ran again') return 99 end) end)", cell_id="c0")
+        again = kernel.execute(
+            "procedure({name = '__proto__'}, function() return Step.run('s', function() "
+            "print('ran again') return 99 end) end)",
+            cell_id="c0",
+        )
         assert again.status == "ok" and again.stdout == "" and again.result == "0"
     finally:
         kernel.shutdown()

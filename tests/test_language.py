@@ -138,8 +138,8 @@ def test_invalid_output_is_an_output_error(cells):
      pytest.param("{status = nil}", id="nil-value")],
 )
 def test_a_missing_required_output_is_an_output_error(cells, returned):
-    code = ('procedure({name = "deploy", outputs = {status = {type = "string", required = true}, note = {type = "string"}}},'
-            f" function() return {returned} end)")
+    code = ('procedure({name = "deploy", outputs = {status = {type = "string", required = true},'
+            f' note = {{type = "string"}}}}}}, function() return {returned} end)')
     err = cells.error(code)
     assert (err.ename, err.evalue) == ("OutputError", "procedure 'deploy': required output 'status' is missing")
     assert cells.runtime.records.procedures["deploy"]["status"] == "failed"

@@ -72,8 +72,9 @@ def test_a_shown_key_whose_tostring_fails_shows_as_a_plain_table(shared: KernelD
 def test_a_shown_key_whose_tostring_loops_is_stopped_by_interrupt(tmp_path: Path) -> None:
     kernel = KernelDriver(tmp_path)
     try:
-        run = kernel.submit('Human.notify("looping")\n'
-                            "return {[setmetatable({}, {__tostring = function() while true do end end})] = 1}")
+        run = kernel.submit(
+            'Human.notify("looping")\nreturn {[setmetatable({}, {__tostring = function() while true do end end})] = 1}'
+        )
         kernel.wait_until(lambda: bool(run.of_type("display_data")), timeout=30)  # the loop is next
         kernel.interrupt()
         kernel.wait(run, timeout=10)
@@ -123,8 +124,10 @@ def test_a_context_key_with_a_hostile_tostring_in_approve(tmp_path: Path, tostri
 
     kernel = KernelDriver(tmp_path)
     try:
-        run = kernel.submit(f"local k = setmetatable({{}}, {{__tostring = {tostring}}})\n"
-                            "print(Human.approve({message = 'Ship it?', context = {[k] = 1, env = 'prod'}}))")
+        run = kernel.submit(
+            f"local k = setmetatable({{}}, {{__tostring = {tostring}}})\n"
+            "print(Human.approve({message = 'Ship it?', context = {[k] = 1, env = 'prod'}}))"
+        )
         kernel.click(wait_for_card(kernel, "Ship it?"))
         kernel.wait(run)
         assert run.status == "ok", run.errors
@@ -135,11 +138,16 @@ def test_a_context_key_with_a_hostile_tostring_in_approve(tmp_path: Path, tostri
 
 @pytest.mark.parametrize("tostring", HOSTILE_KEY)
 def test_a_context_key_with_a_hostile_tostring_in_notify(shared: KernelDriver, tostring: str) -> None:
-    run = one_reply(shared, f"local k = setmetatable({{}}, {{__tostring = {tostring}}})\n"
-                            "Human.notify({message = 'Deployed', context = {[k] = 1}})\nprint('went on')")
+    run = one_reply(
+        shared,
+        f"local k = setmetatable({{}}, {{__tostring = {tostring}}})\n"
+        "Human.notify({message = 'Deployed', context = {[k] = 1}})\nprint('went on')",
+    )
     assert run.status == "ok", run.errors
     assert run.stdout == "went on\n"
-    assert [m["content"]["data"]["text/plain"] for m in run.of_type("display_data")] == ['[Notice · info] Deployed {"<table>": 1}']
+    assert [m["content"]["data"]["text/plain"] for m in run.of_type("display_data")] == [
+        '[Notice · info] Deployed {"<table>": 1}'
+    ]
 
 
 # ------------------------------------------------------------------ magics
@@ -152,7 +160,9 @@ def test_run_with_a_30_digit_integer_is_a_param_error(shared: KernelDriver) -> N
     assert shared.execute('procedure({name = "P", params = {n = {type = "integer"}}}, function() end)').status == "ok"
     run = one_reply(shared, "%tactus run P n=123456789012345678901234567890")
     assert error_of(run) == (
-        "ParamError", "param 'n': value is 123456789012345678901234567890, an integer too large for Lua (beyond 64 bits)")
+        "ParamError",
+        "param 'n': value is 123456789012345678901234567890, an integer too large for Lua (beyond 64 bits)",
+    )
     run = one_reply(shared, "%tactus run P n=NaN")
     assert error_of(run) == ("ParamError", "param 'n': value is nan (JSON has no NaN or infinity)")
     run = one_reply(shared, "%tactus run P n=ten")  # not JSON: a string, which the declaration refuses
@@ -170,14 +180,30 @@ def test_a_cells_error_text_never_poses_as_a_kernel_error(shared: KernelDriver) 
 
 
 def test_a_kernel_error_keeps_its_name_through_pcall_and_error(shared: KernelDriver) -> None:
-    run = one_reply(shared, "local ok, e = pcall(Human.approve, {message = 'm', timeout = -1})\n"
-                            "assert(e:match('ParamError: '))\nerror(e, 0)")
+    run = one_reply(
+        shared,
+        "local ok, e = pcall(Human.approve, {message = 'm', timeout = -1})\n"
+        "assert(e:match('ParamError: '))\nerror(e, 0)",
+    )
     assert error_of(run) == ("ParamError", f"{cell(run)}:1: {TIMEOUT}-1")
 
 
 # ------------------------------------------------------ a fault of the kernel
-FAULTS = ["ValueError", "TypeError", "KeyError", "AttributeError", "RuntimeError", "RecursionError", "OverflowError",
-          "UnicodeDecodeError", "ZeroDivisionError", "OSError", "MemoryError", "LuaError", "AssertionError"]
+FAULTS = [
+    "ValueError",
+    "TypeError",
+    "KeyError",
+    "AttributeError",
+    "RuntimeError",
+    "RecursionError",
+    "OverflowError",
+    "UnicodeDecodeError",
+    "ZeroDivisionError",
+    "OSError",
+    "MemoryError",
+    "LuaError",
+    "AssertionError",
+]
 
 
 @pytest.fixture(scope="module")
@@ -186,10 +212,15 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KernelDri
     base = tmp_path_factory.mktemp("faulty")
     spec = base / "kernels" / "tactus-faulty"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, str(HERE / "faulty_kernel.py"), "-f", "{connection_file}"],
-        "display_name": "Tactus (faulty)", "language": "lua",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, str(HERE / "faulty_kernel.py"), "-f", "{connection_file}"],
+                "display_name": "Tactus (faulty)",
+                "language": "lua",
+            }
+        )
+    )
     log = base / "kernel.log"
     with pytest.MonkeyPatch.context() as mp, log.open("w") as stderr:
         mp.setenv("JUPYTER_PATH", str(base))
@@ -209,7 +240,8 @@ def test_no_exception_type_escapes_do_execute(faulty: tuple[KernelDriver, Path],
     assert ename == "InternalError"
     assert re.fullmatch(
         rf"\[cell \d+\]: the kernel failed \({fault}(: .+)?\); the kernel is still running and keeps its checkpoints",
-        evalue), evalue
+        evalue,
+    ), evalue
     assert run.errors[0]["traceback"] == [f"InternalError: {evalue}"]  # no Python traceback in the notebook
     logged = f"Tactus: internal error in {cell(run)}\nTraceback (most recent call last):"
     kernel.wait_until(lambda: logged in log.read_text(), timeout=10)

@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import string
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,47 +28,96 @@ from tactus_kernel.errors import KNOWN, CellError
 from tactus_kernel.runtime import Runtime
 
 SCALARS = [
-    "nil", "true", "false", "0", "-1", "1.5", "2^63", "math.maxinteger", "math.mininteger", "1e308", "0/0",
-    "math.huge", "-math.huge", '""', '"x"', '"\\xff"', '"a\\0b"', '"ParamError: x"', "print",
-    "coroutine.create(print)", "coroutine.running()",
+    "nil",
+    "true",
+    "false",
+    "0",
+    "-1",
+    "1.5",
+    "2^63",
+    "math.maxinteger",
+    "math.mininteger",
+    "1e308",
+    "0/0",
+    "math.huge",
+    "-math.huge",
+    '""',
+    '"x"',
+    '"\\xff"',
+    '"a\\0b"',
+    '"ParamError: x"',
+    "print",
+    "coroutine.create(print)",
+    "coroutine.running()",
 ]
 # metamethods as a cell may write them: failing, yielding, looping back,
 # returning what Lua does not expect
 METHODS = [
-    "function() error('boom') end", "function() error({}) end", "function() return {} end",
-    "function() return coroutine.yield() end", "function() return nil end", "function() return 1 end",
-    "function(t) return t end", "function() return '\\xff' end",
+    "function() error('boom') end",
+    "function() error({}) end",
+    "function() return {} end",
+    "function() return coroutine.yield() end",
+    "function() return nil end",
+    "function() return 1 end",
+    "function(t) return t end",
+    "function() return '\\xff' end",
 ]
-FIELDS = ["__tostring", "__index", "__newindex", "__pairs", "__len", "__eq", "__lt", "__le", "__concat", "__call",
-          "__close", "__name", "__metatable", "__mode"]
+FIELDS = [
+    "__tostring",
+    "__index",
+    "__newindex",
+    "__pairs",
+    "__len",
+    "__eq",
+    "__lt",
+    "__le",
+    "__concat",
+    "__call",
+    "__close",
+    "__name",
+    "__metatable",
+    "__mode",
+]
 
 
 def _table(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     key = st.one_of(st.sampled_from(['"k"', "1", "2", "1.5", "true", '"\\xff"', "print"]), children)
     entry = st.builds(lambda k, v: f"[{k}] = {v}", key, children)
     plain = st.lists(st.one_of(children, entry), max_size=4).map(lambda xs: "{" + ", ".join(xs) + "}")
-    meta = st.dictionaries(st.sampled_from(FIELDS), st.one_of(st.sampled_from(METHODS), st.sampled_from(SCALARS),
-                                                               st.just('"k"')), max_size=3)
-    hostile = st.builds(lambda t, m: "setmetatable(" + t + ", {" + ", ".join(f"{k} = {v}" for k, v in m.items())
-                        + "})", plain, meta)
+    meta = st.dictionaries(
+        st.sampled_from(FIELDS),
+        st.one_of(st.sampled_from(METHODS), st.sampled_from(SCALARS), st.just('"k"')),
+        max_size=3,
+    )
+    hostile = st.builds(
+        lambda t, m: "setmetatable(" + t + ", {" + ", ".join(f"{k} = {v}" for k, v in m.items()) + "})", plain, meta
+    )
     # a key whose __tostring misbehaves: the usual way Python meets cell code
-    bad_key = st.builds(lambda m, v: f"{{[setmetatable({{}}, {{__tostring = {m}}})] = {v}}}",
-                        st.sampled_from(METHODS), children)
+    bad_key = st.builds(
+        lambda m, v: f"{{[setmetatable({{}}, {{__tostring = {m}}})] = {v}}}", st.sampled_from(METHODS), children
+    )
     return st.one_of(plain, hostile, bad_key)
 
 
 values = st.recursive(st.sampled_from(SCALARS), _table, max_leaves=10)
 
 PLACES = [
-    "return {v}", "return {v}, {v}",
-    "Human.approve({v})", "Human.approve({{message = {v}}})", "Human.approve('m', {v})",
+    "return {v}",
+    "return {v}, {v}",
+    "Human.approve({v})",
+    "Human.approve({{message = {v}}})",
+    "Human.approve('m', {v})",
     "Human.approve({{message = 'm', timeout = {v}, context = {v}, default = {v}, on_timeout = {v}}})",
     "Human.input({{message = 'm', options = {v}, placeholder = {v}, multiline = {v}, default = {v}}})",
     "Human.review({{message = 'm', artifact = {v}, artifact_type = {v}, options = {v}}})",
     "Human.escalate({{message = 'm', context = {v}, severity = {v}}})",
-    "Human.notify({v})", "Human.notify({{message = {v}, level = {v}, context = {v}}})",
+    "Human.notify({v})",
+    "Human.notify({{message = {v}, level = {v}, context = {v}}})",
     "System.alert({{message = 'm', level = 'info', source = {v}, context = {v}}})",
-    "Log.info({v}, {v})", "print({v})", "return Json.encode({v})", "return Step.run('s', function() return {v} end)",
+    "Log.info({v}, {v})",
+    "print({v})",
+    "return Json.encode({v})",
+    "return Step.run('s', function() return {v} end)",
     "procedure({{name = 'p', params = {v}, outputs = {v}, hitl = {v}}}, function() return {v} end)",
     "return Procedure.run('declared', {v})",
 ]
@@ -102,13 +150,17 @@ class AnsweringHost:
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, Any]]:
     rt = Runtime(root=tmp_path_factory.mktemp("values"), host=AnsweringHost(), max_memory=64 * 2**20)
     keys = itertools.count()
-    asyncio.run(rt.execute("procedure({name = 'declared', params = {n = {type = 'integer'}}}, function() end)",
-                           "[setup]", "setup"))
+    asyncio.run(
+        rt.execute(
+            "procedure({name = 'declared', params = {n = {type = 'integer'}}}, function() end)", "[setup]", "setup"
+        )
+    )
     yield rt, keys
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(place=st.sampled_from(PLACES), value=values)
 def test_no_lua_value_makes_a_fault_of_the_kernel(runtime: tuple[Runtime, Any], place: str, value: str) -> None:
     rt, keys = runtime
@@ -127,8 +179,9 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelDriver]:
     driver = KernelDriver(tmp_path_factory.mktemp("magics"))
     try:
         driver.open_tactus(None, replay=True)  # batch mode: a request with no answer fails at once
-        assert driver.execute("procedure({name = 'P', params = {n = {type = 'integer'}}}, function() end)").status \
-            == "ok"
+        assert (
+            driver.execute("procedure({name = 'P', params = {n = {type = 'integer'}}}, function() end)").status == "ok"
+        )
         yield driver
     finally:
         driver.shutdown()
@@ -136,19 +189,39 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelDriver]:
 
 words = st.one_of(
     st.text(alphabet=string.printable, max_size=12),
-    st.sampled_from(["P", "n=1", "n=1e400", "n=NaN", "n=123456789012345678901234567890", "n=[[[[1]]]]",
-                     "n=" + "[" * 3000 + "]" * 3000, "--json", "--runs", "-1", "'", '"', "x=", "=", "\\"]),
+    st.sampled_from(
+        [
+            "P",
+            "n=1",
+            "n=1e400",
+            "n=NaN",
+            "n=123456789012345678901234567890",
+            "n=[[[[1]]]]",
+            "n=" + "[" * 3000 + "]" * 3000,
+            "--json",
+            "--runs",
+            "-1",
+            "'",
+            '"',
+            "x=",
+            "=",
+            "\\",
+        ]
+    ),
 )
 MAGICS = ["run", "answer", "show", "reset", "log", "test", "divergence", "records", "help", "nonsense"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(command=st.sampled_from(MAGICS), args=st.lists(words, max_size=3), value=values)
-def test_every_magic_and_value_gets_one_reply(kernel: KernelDriver, command: str, args: list[str],
-                                              value: str) -> None:
-    for code in (f"%tactus {command} " + " ".join(args), f"return {value}",
-                 f"Human.notify({{message = 'm', context = {value}}})"):
+def test_every_magic_and_value_gets_one_reply(kernel: KernelDriver, command: str, args: list[str], value: str) -> None:
+    for code in (
+        f"%tactus {command} " + " ".join(args),
+        f"return {value}",
+        f"Human.notify({{message = 'm', context = {value}}})",
+    ):
         run = kernel.execute(code, timeout=30)
         assert run.reply is not None, code
         if run.status == "error":
