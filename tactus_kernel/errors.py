@@ -2,7 +2,10 @@
 
 Errors raised by the kernel's own checks travel through Lua as strings that
 start with their class name (``ParamError: ...``), so they can be caught with
-``pcall`` like any Lua error and still be reported under that name.
+``pcall`` like any Lua error and still be reported under that name. That
+name is believed only for text the kernel raised itself (the Lua prelude
+keeps it: see ``mark_raised`` in lua/sandbox.lua); a cell's own
+``error("ParamError: x")`` is a LuaError.
 """
 
 from __future__ import annotations
