@@ -157,20 +157,23 @@ _LUA_INT = (-(2**63), 2**63 - 1)
 def _lua_problem(value: Any) -> tuple[str, int] | None:
     """What makes JSON-shaped Python unfit for Lua and the record, and at
     which depth; iterative, so no nesting can crash it."""
-    stack = [(value, 0)]
+    stack = [([value], -1)]
     while stack:
-        v, depth = stack.pop()
-        kind = type(v)
-        if kind is float:
-            if v - v != 0.0:
-                return f"{v} (JSON has no NaN or infinity)", depth
-        elif kind is int:
-            if not _LUA_INT[0] <= v <= _LUA_INT[1]:
-                return f"{str(v)[:40]}, an integer too large for Lua (beyond 64 bits)", depth
-        elif kind is dict or kind is list:
-            if depth >= MAX_DEPTH:
-                return f"nested more than {MAX_DEPTH} levels deep", depth
-            stack.extend((x, depth + 1) for x in (v.values() if kind is dict else v))
+        container, depth = stack.pop()
+        for v in container.values() if type(container) is dict else container:
+            kind = type(v)
+            if kind is str or kind is bool or v is None:
+                continue
+            if kind is float:
+                if v - v != 0.0:
+                    return f"{v} (JSON has no NaN or infinity)", depth + 1
+            elif kind is int:
+                if not _LUA_INT[0] <= v <= _LUA_INT[1]:
+                    return f"{str(v)[:40]}, an integer too large for Lua (beyond 64 bits)", depth + 1
+            elif kind is dict or kind is list:
+                if depth + 1 >= MAX_DEPTH:
+                    return f"nested more than {MAX_DEPTH} levels deep", depth + 1
+                stack.append((v, depth + 1))
     return None
 
 
