@@ -8,6 +8,7 @@ with a message that says *where* in the value the problem is.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -143,10 +144,98 @@ def to_plain(value: Any, depth: int = 0) -> Any:
             return [to_plain(v, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
         # sorted, as in to_json: declarations read the same in every kernel
         # (Lua's table order changes from one process to the next)
-        return {str(k): to_plain(v, depth + 1) for k, v in sorted(items, key=lambda kv: str(kv[0]))}
+        named = sorted(((_plain_key(k), v) for k, v in items), key=_first)
+        return {k: to_plain(v, depth + 1) for k, v in named}
     if lua_type(value) is not None:
         return f"<{lua_type(value)}>"
     return value
+
+
+_LUA_INT = (-(2**63), 2**63 - 1)
+
+
+def _lua_problem(value: Any) -> tuple[str, int] | None:
+    """What makes JSON-shaped Python unfit for Lua and the record, and at
+    which depth; iterative, so no nesting can crash it."""
+    stack = [([value], -1)]
+    while stack:
+        container, depth = stack.pop()
+        for v in container.values() if type(container) is dict else container:
+            kind = type(v)
+            if kind is str or kind is bool or v is None:
+                continue
+            if kind is float:
+                if v - v != 0.0:
+                    return f"{v} (JSON has no NaN or infinity)", depth + 1
+            elif kind is int:
+                if not _LUA_INT[0] <= v <= _LUA_INT[1]:
+                    return f"{str(v)[:40]}, an integer too large for Lua (beyond 64 bits)", depth + 1
+            elif kind is dict or kind is list:
+                if depth + 1 >= MAX_DEPTH:
+                    return f"nested more than {MAX_DEPTH} levels deep", depth + 1
+                stack.append((v, depth + 1))
+    return None
+
+
+def check_value(value: Any, path: str = "value") -> None:
+    """Refuse JSON-shaped Python that a Lua cell cannot hold as it is or a
+    notebook cannot record (NaN, infinity, an integer beyond 64 bits, more
+    than MAX_DEPTH levels), with a NotRecordable naming where it is."""
+    found = _lua_problem(value)
+    if found is None:
+        return
+    if found[0].startswith("nested"):
+        raise NotRecordable(path, found[0])
+
+    # a second walk, in order and keeping the path (only on the way to an
+    # error; nesting is known to be within MAX_DEPTH here)
+    def first(v: Any, p: str) -> tuple[str, str] | None:
+        if isinstance(v, dict):
+            items: Any = ((f"{p}.{k}", x) for k, x in v.items())
+        elif isinstance(v, list):
+            items = ((f"{p}[{i + 1}]", x) for i, x in enumerate(v))
+        else:
+            hit = _lua_problem(v)
+            return None if hit is None else (p, hit[0])
+        for sub, x in items:
+            hit2 = first(x, sub)
+            if hit2 is not None:
+                return hit2
+        return None
+
+    where, problem = first(value, path) or (path, found[0])
+    raise NotRecordable(where, problem)
+
+
+class UnfitJson(ValueError):
+    """Valid JSON that a Lua cell cannot hold or a notebook cannot record."""
+
+
+def loads(text: str, what: str) -> Any:
+    """JSON text as a value Lua can hold. Raises json.JSONDecodeError for
+    text that is not JSON, and UnfitJson (naming `what`) for JSON nested
+    more than MAX_DEPTH levels or holding NaN, infinity or an integer
+    beyond 64 bits (see check_value)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise UnfitJson(f"{what}: value is nested more than {MAX_DEPTH} levels deep") from None
+    try:
+        check_value(value)
+    except NotRecordable as exc:
+        raise UnfitJson(f"{what}: {exc}") from None
+    return value
+
+
+def _plain_key(k: Any) -> str:
+    """A key as text without running Lua code: str() of a Lua table would
+    run its __tostring, which may fail, loop or yield."""
+    if isinstance(k, str):
+        return k
+    if isinstance(k, bytes):
+        return k.decode("utf-8", "replace")
+    kind = lua_type(k)
+    return f"<{kind}>" if kind is not None else str(k)
 
 
 def to_lua(runtime: lua54.LuaRuntime, value: Any) -> Any:

@@ -35,7 +35,10 @@ def displayable(value: Any, tostring: Callable[[Any], str], depth: int = 0) -> A
         ):
             return [displayable(v, tostring, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
         # sorted: Lua's own order changes from run to run
-        return {_key(k): displayable(v, tostring, depth + 1) for k, v in sorted(items, key=lambda kv: str(kv[0]))}
+        # a key's __tostring runs once, through the safe `tostring`; sorted
+        # as the keys read (Lua's own order changes from run to run)
+        keyed = sorted(((_key(k, tostring), v) for k, v in items), key=_unbracketed)
+        return {k: displayable(v, tostring, depth + 1) for k, v in keyed}
     if kind is not None:
         return LuaOpaque(tostring(value))
     if isinstance(value, bytes):
@@ -43,11 +46,18 @@ def displayable(value: Any, tostring: Callable[[Any], str], depth: int = 0) -> A
     return value
 
 
-def _key(k: Any) -> str:
+def _unbracketed(kv: tuple[str, Any]) -> str:
+    k = kv[0]
+    return k[1:-1] if k.startswith("[") and k.endswith("]") else k
+
+
+def _key(k: Any, tostring: Callable[[Any], str]) -> str:
     if isinstance(k, str):
         return k
     if isinstance(k, bytes):
         return k.decode("utf-8", "replace")
+    if lua_type(k) is not None:  # a table or function key: its tostring, never str() (a cell's __tostring)
+        return f"[{tostring(k)}]"
     return f"[{_scalar(k, quote=True)}]"
 
 

@@ -2,7 +2,10 @@
 
 Errors raised by the kernel's own checks travel through Lua as strings that
 start with their class name (``ParamError: ...``), so they can be caught with
-``pcall`` like any Lua error and still be reported under that name.
+``pcall`` like any Lua error and still be reported under that name. That
+name is believed only for text the kernel raised itself (the Lua prelude
+keeps it: see ``mark_raised`` in lua/sandbox.lua); a cell's own
+``error("ParamError: x")`` is a LuaError.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ KNOWN = {
     "MetadataError",
     "ProcedureError",
     "AgentError",
+    "InternalError",
 }
 
 _POSITION = re.compile(r"^(?:\[[^\]]*\]:\d+: )*")
@@ -54,6 +58,16 @@ class CellError(Exception):
     def simple(cls, ename: str, evalue: str) -> CellError:
         """An error with no Lua traceback (raised by the kernel itself)."""
         return cls(ename, evalue, [f"{ename}: {evalue}"])
+
+
+def internal_error(exc: BaseException, where: str) -> CellError:
+    """A fault of the kernel's own Python code while it ran `where` (a cell
+    label, a bridge function...), as the error a cell reports."""
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    what = type(exc).__name__ + (f": {detail}" if detail else "")
+    return CellError.simple(
+        "InternalError", f"{where}: the kernel failed ({what}); the kernel is still running and keeps its checkpoints"
+    )
 
 
 def tagged(ename: str, message: str) -> str:
@@ -102,11 +116,17 @@ def clean_traceback(tb: str) -> list[str]:
     return out
 
 
-def from_lua(message: str, traceback: str | None, ename: str | None = None, shown: str | None = None) -> CellError:
+def from_lua(
+    message: str, traceback: str | None, ename: str | None = None, shown: str | None = None, trusted: bool = True
+) -> CellError:
     """Build a CellError from what the driver got back from a dead coroutine.
-    `shown`: how to show an error value that is not a string (a table as its
-    Lua constructor) in place of `message`, its tostring."""
-    name = ename or classify(message)
+
+    The "Name: " a message starts with is its kind only when the kernel
+    raised that message (`trusted`): a cell's ``error("NoRecordedAnswer: x")``
+    is a LuaError, not a kernel error it pretends to be. `shown`: how to
+    show an error value that is not a string (a table as its Lua
+    constructor) in place of `message`, its tostring."""
+    name = ename or (classify(message) if trusted else "LuaError")
     text = traceback or ""
     # The traceback starts with the message (of one line or more): it is the header.
     if text.startswith(message + "\n") or text == message:

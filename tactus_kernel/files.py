@@ -45,7 +45,10 @@ def file_op(root: Path, op: str, path: str, data: str | None = None) -> object:
         except UnicodeDecodeError:
             raise FileError(f"File.read: {path!r} is not UTF-8 text") from None
     if op == "write":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(data or "", "utf-8")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(data or "", "utf-8")
+        except OSError as exc:  # a folder in the way, a full disk, no permission...
+            raise FileError(f"File.write: cannot write {path!r}: {exc.strerror or exc}") from None
         return True
     raise FileError(f"File: unknown operation {op!r}")

@@ -26,7 +26,7 @@ from ipykernel.kernelbase import Kernel
 from . import __version__, completion, magics
 from .checkpoints import Records
 from .display import bundle
-from .errors import CellError
+from .errors import CellError, internal_error
 from .notebook_host import NotebookHost, RecordsChannel
 
 if TYPE_CHECKING:
@@ -189,9 +189,10 @@ class TactusKernel(Kernel):
                         "and will not be saved into the notebook (they are lost when the kernel stops).\n",
                     )
                 result = await self._interruptible(self.runtime.execute(code, label, key))
-        except CellError as err:
-            host.flush()
-            self.channel.flush()
+            data = bundle(result) if result and not silent else None
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every cell gets one reply: see _as_cell_error
+            err = self._as_cell_error(exc, label)
+            self._flush(host, label)
             self._ending = (parent, host.metadata)
             if not silent:
                 self._send_error(parent, err, host.metadata)
@@ -202,20 +203,41 @@ class TactusKernel(Kernel):
                 "evalue": err.evalue,
                 "traceback": err.traceback,
             }
-        host.flush()
-        self.channel.flush()
+        self._flush(host, label)
         self._ending = (parent, host.metadata)
-        if result and not silent:
+        if data is not None:
             assert self.session is not None
             self.session.send(
                 self.iopub_socket,
                 "execute_result",
-                {"execution_count": self.execution_count, "data": bundle(result), "metadata": {}},
+                {"execution_count": self.execution_count, "data": data, "metadata": {}},
                 parent=parent,
                 ident=self._topic("execute_result"),
                 metadata=host.metadata,
             )
         return {"status": "ok", "execution_count": self.execution_count, "payload": [], "user_expressions": {}}
+
+    def _flush(self, host: NotebookHost, label: str) -> None:
+        """Send the cell's pending output and records; a failure here is
+        logged, never raised: the cell's reply must still go out."""
+        for flush in (host.flush, self.channel.flush):
+            try:
+                flush()
+            except Exception:
+                self.log.exception("Tactus: could not flush the output of %s", label)
+
+    def _as_cell_error(self, exc: BaseException, label: str) -> CellError:
+        """The error reply for whatever ended a cell. A CellError is the
+        cell's own; anything else is a fault of the kernel, which must not
+        leave the cell without a reply (the frontend would show it running
+        for ever): it becomes an InternalError that says so, and its Python
+        traceback goes to the kernel log only."""
+        if isinstance(exc, CellError):
+            return exc
+        if isinstance(exc, KeyboardInterrupt):  # SIGINT outside _interruptible (a magic's own work)
+            return CellError.simple("KeyboardInterrupt", "interrupted by the user")
+        self.log.error("Tactus: internal error in %s", label, exc_info=exc)
+        return internal_error(exc, label)
 
     def _watch_sigint(self) -> None:
         """See SIGINT even while the main thread is inside Lua.

@@ -21,6 +21,7 @@ import json
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from .convert import UnfitJson, loads
 from .display import bundle, text_table
 from .errors import CellError
 
@@ -34,10 +35,13 @@ def is_magic(code: str) -> bool:
     return code.lstrip().startswith("%tactus")
 
 
-def parse_value(text: str) -> Any:
-    """``3`` -> 3, ``true`` -> True, ``{"a":1}`` -> dict, anything else -> the text."""
+def parse_value(text: str, what: str = "the value") -> Any:
+    """``3`` -> 3, ``true`` -> True, ``{"a":1}`` -> dict, anything else -> the text.
+    JSON no cell could hold (too deep, NaN, a 100-digit integer) is a ParamError."""
     try:
-        return json.loads(text)
+        return loads(text, what)
+    except UnfitJson as exc:
+        raise CellError.simple("ParamError", str(exc)) from None
     except ValueError:
         return text
 
@@ -48,7 +52,7 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CellError.simple("ParamError", f"expected key=value, got {pair!r}")
-        out[key] = parse_value(value)
+        out[key] = parse_value(value, f"param '{key}'")
     return out
 
 
@@ -112,7 +116,7 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
     if cmd == "answer":
         if len(args) != 2:
             raise _usage('%tactus answer NAME VALUE, e.g. %tactus answer "Your name?" "Ada"')
-        runtime.answers[args[0]] = parse_value(args[1])
+        runtime.answers[args[0]] = parse_value(args[1], f"%tactus answer {args[0]}")
         runtime.host.write("stdout", f"The next request {args[0]!r} will be answered with {args[1]}\n")
         return []
     if cmd == "log":

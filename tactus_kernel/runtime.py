@@ -17,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from lupa import lua54
 
 from . import errors
 from .checkpoints import DivergenceError, Records, RunLog
-from .convert import NotRecordable, to_json, to_lua, to_plain
+from .convert import NotRecordable, UnfitJson, check_value, loads, to_json, to_lua, to_plain
 from .display import displayable, lua_repr
 from .errors import CellError, ParamError, not_utf8, tagged
 from .files import FileError, file_op
@@ -38,6 +39,8 @@ from .sandbox import DEFAULT_MAX_MEMORY, HOOK_COUNT, load_prelude, new_lua
 
 if TYPE_CHECKING:
     from .schema import FieldSpec
+
+log = logging.getLogger("tactus_kernel")
 
 EffectHandler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
 
@@ -134,6 +137,11 @@ def lua_message(exc: Exception) -> str:
     raise TypeError(f"not a kernel error: {exc!r}")
 
 
+def internal_message(where: str, exc: BaseException) -> str:
+    """The Lua error message of a fault in the kernel's own Python code."""
+    return tagged("InternalError", errors.internal_error(exc, where).evalue)
+
+
 def _bridge(method: Callable[..., Any]) -> Callable[..., Any]:
     """Make a method safe to call from Lua: never raises, returns ok first."""
 
@@ -148,8 +156,9 @@ def _bridge(method: Callable[..., Any]) -> Callable[..., Any]:
         except UnicodeDecodeError:
             return False, tagged("NotRecordableError", f"{method.__name__.removeprefix('_b_')}: a string in the value "
                                  "is not valid UTF-8 text (decode binary data before recording it)")
-        except Exception as exc:  # noqa: BLE001 - reported to the cell, never raised into Lua
-            return False, f"internal error in {method.__name__}: {type(exc).__name__}: {exc}"
+        except Exception as exc:
+            log.error("Tactus: internal error in %s", method.__name__, exc_info=exc)
+            return False, internal_message(method.__name__.removeprefix("_b_"), exc)
         if result is None:
             return (True,)
         if isinstance(result, tuple):
@@ -206,7 +215,7 @@ class Runtime:
         self._interrupter = Interrupter(self.K)
         register_effects(self)
         self._collectgarbage = self.lua.eval("collectgarbage")
-        self._tostring = self.lua.eval("function(v) local ok, s = pcall(tostring, v); return ok and s or '?' end")
+        self._tostring = self.K.show_tostring
 
     # ------------------------------------------------------------------ API
     def interrupt(self) -> None:
@@ -273,8 +282,21 @@ class Runtime:
     async def execute(self, code: str, label: str = "[cell]", key: str | None = None) -> list[Any]:
         """Run one cell and the procedures it declares.
 
-        Returns the values to show as the cell's result; raises CellError.
+        Returns the values to show as the cell's result; raises CellError,
+        and only CellError (a fault of the kernel is an InternalError).
         """
+        try:
+            return await self._execute(code, label, key)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            raise self._as_cell_error(exc, label) from None
+
+    def _as_cell_error(self, exc: Exception, label: str) -> CellError:
+        if isinstance(exc, CellError):
+            return exc
+        log.error("Tactus: internal error in %s", label, exc_info=exc)
+        return errors.internal_error(exc, label)
+
+    async def _execute(self, code: str, label: str, key: str | None) -> list[Any]:
         self._interrupted = False
         self.K.reset_interrupt()
         fn = self.compile_cell(code, label)
@@ -291,11 +313,23 @@ class Runtime:
             return [v for v in shown if v is not None]
 
     async def run_procedure(self, name: str, params: dict[str, Any] | None = None, label: str = "[run]") -> Any:
-        """Run a declared procedure by name (the ``%tactus run`` magic)."""
+        """Run a declared procedure by name (the ``%tactus run`` magic);
+        raises CellError only, as :meth:`execute` does."""
+        try:
+            return await self._run_procedure(name, params, label)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            raise self._as_cell_error(exc, label) from None
+
+    async def _run_procedure(self, name: str, params: dict[str, Any] | None, label: str) -> Any:
         if name not in self.procedures:
             raise CellError.simple("ProcedureError", f"unknown procedure '{name}'")
         self._interrupted = False
         self.K.reset_interrupt()
+        for key, value in (params or {}).items():
+            try:
+                check_value(value, f"param '{key}'")
+            except NotRecordable as exc:
+                raise CellError.simple("ParamError", f"procedure '{name}': {exc}") from None
         async with self._cell_run(CellRun(label, name, collecting=False, title=name)) as (cell, ctx):
             out = await self._drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))
             await self._settle(cell)
@@ -369,9 +403,12 @@ class Runtime:
         Call it outside coroutines: lupa 2.8 indexes Lua tables wrongly from
         Python code that a coroutine called."""
         try:
-            return displayable(value, self._tostring)
+            shown = displayable(value, self._tostring)
         except UnicodeDecodeError:
-            return displayable(self.K.safe_copy(value), self._tostring)
+            shown = displayable(self.K.safe_copy(value), self._tostring)
+        if self._interrupted or bool(self.K.was_interrupted()):  # a key's __tostring looped, and was stopped
+            raise self.interrupted_error()
+        return shown
 
     def describe(self, path: str) -> str:
         return str(self.K.describe(path))
@@ -430,18 +467,26 @@ class Runtime:
         handler = self.effects.get(kind)
         run = self.runs.get(run_id)
         if handler is None or run is None:
-            return False, f"internal error: no handler for effect {kind!r}"
+            return False, tagged("InternalError", f"no handler for effect {kind!r} of run {run_id!r}")
         try:
             values = await handler(self, run, request)
         except LUA_ERRORS as exc:
             return False, lua_message(exc)
         except UnicodeDecodeError as exc:  # lupa reading a string the effect was given
             return False, tagged("SandboxError", not_utf8(exc))
+        except Exception as exc:
+            log.error("Tactus: internal error in the %s effect", kind, exc_info=exc)
+            return False, internal_message(f"the {kind} effect", exc)
         return (True, *values)
 
-    def _lua_error(self, message: Any, traceback: Any, ename: Any = None, value: Any = None) -> CellError:
-        """`value`: a table raised as the error (``error({code = 42})``), shown
-        as a Lua constructor rather than its address (see K.step)."""
+    def _lua_error(
+        self, message: Any, traceback: Any, ename: Any = None, trusted: Any = False, value: Any = None
+    ) -> CellError:
+        """The CellError of a failed thread. `trusted` says the kernel raised
+        the message itself (lua/sandbox.lua: mark_raised), so its "Name: "
+        prefix is a kind; a cell's own text never is. `value`: a table raised
+        as the error (``error({code = 42})``), shown as a Lua constructor
+        rather than its address (see K.step)."""
         message = str(message)
         if self._interrupted or bool(self.K.was_interrupted()):
             return self.interrupted_error()
@@ -455,7 +500,7 @@ class Runtime:
         if value is not None:
             with contextlib.suppress(Exception):  # a value that cannot be shown keeps its "table: 0x..."
                 shown = lua_repr(self.show(value))
-        return errors.from_lua(message, tb, None if ename is None else str(ename), shown)
+        return errors.from_lua(message, tb, None if ename is None else str(ename), shown, trusted=bool(trusted))
 
     def interrupted_error(self) -> CellError:
         """The error of an interrupted cell, naming the line of cell code
@@ -653,9 +698,11 @@ class Runtime:
     @_bridge
     def _b_json_decode(self, text: str) -> Any:
         try:
-            return to_lua(self.lua, json.loads(text))
+            return to_lua(self.lua, loads(text, "Json.decode"))
         except json.JSONDecodeError as exc:
             raise BridgeError(f"Json.decode: invalid JSON: {exc}") from None
+        except UnfitJson as exc:
+            raise BridgeError(str(exc)) from None
 
     @_bridge
     def _b_file(self, op: str, path: str, data: str | None = None) -> Any:

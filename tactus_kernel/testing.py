@@ -186,6 +186,7 @@ class KernelDriver:
         kernel_name: str = "tactus",
         env: dict[str, str] | None = None,
         widgets: bool = True,
+        stderr: Any = None,
     ) -> None:
         # local sockets, as replays use: xdist workers start kernels side by side
         self.sockets, transport = local_sockets()
@@ -193,6 +194,8 @@ class KernelDriver:
         kwargs: dict[str, Any] = {"cwd": str(cwd)}
         if env is not None:
             kwargs["env"] = env
+        if stderr is not None:  # the kernel's log, e.g. a file to read it from
+            kwargs["stderr"] = stderr
         self.km.start_kernel(**kwargs)
         self.kc = self.km.client()
         self.kc.start_channels()

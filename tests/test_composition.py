@@ -363,7 +363,9 @@ def test_spawned_children_wait_for_humans_at_once_answered_out_of_order(kernel):
     assert run.result == "{a = false, b = true}"
     assert "status\twaiting_for_human\twaiting_for_human" in run.stdout
     assert run.stdout.index("after\tbeta\ttrue") < run.stdout.index("after\talpha\tfalse")
-    assert alpha  # its Approve button existed while waiting
+    # its Approve button existed while waiting (a widget's comm id: uuid4 hex), and the answer disabled it
+    assert re.fullmatch(r"[0-9a-f]{32}", alpha), alpha
+    assert kernel.widgets[alpha]["description"] == "Approve" and kernel.widgets[alpha]["disabled"] is True
     kernel.drain(0.3)
     rec = [op["procedures"]["fan"] for op in kernel.tactus_ops()
            if op.get("op") == "update" and "fan" in op["procedures"]][-1]

@@ -147,8 +147,13 @@ def test_review_default_options_are_approve_and_reject(live):
 def test_escalate_blocks_until_resolved(live):
     code = 'Human.escalate({message = "DB is down", severity = "high", context = {db = "main"}})\nprint("resolved")'
     run = ask(live, code, wait_for="Resolve")
-    time.sleep(0.3)
-    assert run.reply is None
+    # a round trip to the kernel (the button echoes its state): a cell that
+    # did not wait would have ended, and said so on IOPub, before the echo
+    button, seen = live.button("Resolve"), len(live.comm_msgs)
+    live.send_comm("comm_msg", {"comm_id": button, "data": {"method": "request_state"}})
+    live.wait_until(lambda: any(m["content"]["comm_id"] == button for m in live.comm_msgs[seen:]))
+    assert not any(m["msg_type"] == "status" and m["content"]["execution_state"] == "idle" for m in run.messages)
+    assert "resolved" not in run.stdout
     live.click(live.button("Resolve"))
     live.wait(run)
     assert run.stdout == "resolved\n"

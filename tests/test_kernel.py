@@ -53,8 +53,8 @@ def test_syntax_error(kernel):
 
 
 def test_interrupt_stops_an_infinite_loop_and_the_kernel_lives(kernel):
-    run = kernel.submit("while true do end")
-    time.sleep(0.5)
+    run = kernel.submit('Human.notify("looping")\nwhile true do end')
+    kernel.wait_until(lambda: bool(run.of_type("display_data")), timeout=30)  # the loop is next
     t0 = time.monotonic()
     kernel.interrupt()
     kernel.wait(run, timeout=10)
@@ -64,8 +64,8 @@ def test_interrupt_stops_an_infinite_loop_and_the_kernel_lives(kernel):
 
 
 def test_interrupt_while_sleeping(kernel):
-    run = kernel.submit("Sleep(30)")
-    time.sleep(0.5)
+    run = kernel.submit('Human.notify("sleeping")\nSleep(30)')
+    kernel.wait_until(lambda: bool(run.of_type("display_data")), timeout=30)  # the Sleep is next
     kernel.interrupt()
     kernel.wait(run, timeout=10)
     assert run.errors[0]["ename"] == "KeyboardInterrupt"

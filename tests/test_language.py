@@ -132,6 +132,22 @@ def test_invalid_output_is_an_output_error(cells):
     assert "output 'n' must be number" in err.evalue
 
 
+@pytest.mark.parametrize(
+    "returned",
+    [pytest.param("{other = 1}", id="without-it"), pytest.param("nil", id="nothing"),
+     pytest.param("{status = nil}", id="nil-value")],
+)
+def test_a_missing_required_output_is_an_output_error(cells, returned):
+    code = ('procedure({name = "deploy", outputs = {status = {type = "string", required = true},'
+            f' note = {{type = "string"}}}}}}, function() return {returned} end)')
+    err = cells.error(code)
+    assert (err.ename, err.evalue) == ("OutputError", "procedure 'deploy': required output 'status' is missing")
+    assert cells.runtime.records.procedures["deploy"]["status"] == "failed"
+    # the optional output may be missing
+    ok = 'procedure({name = "d2", outputs = {status = {type = "string", required = true}, note = {type = "string"}}},'
+    assert cells(ok + ' function() return {status = "done"} end)', key="d2") == [{"status": "done"}]
+
+
 def test_step_value_that_cannot_be_recorded_names_the_step(cells):
     err = cells.error('Step.run("fetch", function() return {cb = print} end)')
     assert err.ename == "NotRecordableError"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +139,15 @@ end)()
 
 
 
+# The errors that can get out of `pcall(function() return EXPR end)`, by
+# name, with the form of their message (a KeyError: any other name).
+ESCAPING = {
+    "LuaSyntaxError": r"\[fuzz\]:\d+: .+",
+    "LuaMemoryError": r"the cell ran out of memory \(limit 64 MiB\); the kernel is still running",
+    "KeyboardInterrupt": r"interrupted by the user( at \[fuzz\]:\d+)?",
+}
+
+
 class Fuzz:
     """One runtime shared by every example (state piles up, as in a notebook)."""
 
@@ -183,8 +193,10 @@ def test_random_dangerous_lua_leaks_nothing(fuzz: Fuzz, expr: str) -> None:
     try:
         verdict = fuzz.run(f"return __probe(pcall(function() return {expr}\nend))")
     except CellError as err:
-        # a syntax error, a memory error, an error() outside pcall, the interrupt...
+        # what can get out of the pcall: a syntax error, running out of
+        # memory, the interrupt; never another error, nor a fault of the kernel
         assert isinstance(err.evalue, str) and all(isinstance(line, str) for line in err.traceback)
+        assert re.fullmatch(ESCAPING[err.ename], err.evalue), f"{expr}: {err}"
     else:
         assert verdict == ["clean"], f"{expr}: {verdict}"
     finally:

@@ -131,6 +131,20 @@ function clone<T>(value: T): T {
   return JSON.parse(JSON.stringify(value)) as T;
 }
 
+/**
+ * Procedure keys are any text the kernel accepts, `__proto__` and
+ * `constructor` included: read and write them as own properties only (a
+ * plain `obj[key] = v` with `__proto__` sets the prototype and the record
+ * is silently lost).
+ */
+function getOwn<T>(obj: { [key: string]: T }, key: string): T | undefined {
+  return Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+}
+
+function setOwn<T>(obj: { [key: string]: T }, key: string, value: T): void {
+  Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
 /** Deep equality of JSON values (key order does not matter). */
 export function jsonEqual(a: unknown, b: unknown): boolean {
   if (a === b) {
@@ -142,7 +156,7 @@ export function jsonEqual(a: unknown, b: unknown): boolean {
   if (isObject(a) && isObject(b)) {
     const ka = Object.keys(a);
     const kb = Object.keys(b);
-    return ka.length === kb.length && ka.every(k => Object.prototype.hasOwnProperty.call(b, k) && jsonEqual(a[k], b[k]));
+    return ka.length === kb.length && ka.every(k => Object.prototype.hasOwnProperty.call(b, k) && jsonEqual(getOwn(a, k), getOwn(b, k)));
   }
   return false;
 }
@@ -188,15 +202,15 @@ export function applyOp(stored: unknown, op: unknown, held: HeldRecords = {}): I
     if (problem !== null) {
       const next: HeldRecords = { ...held };
       for (const [key, record] of records) {
-        next[key] = clone(record);
+        setOwn(next, key, clone(record));
       }
       return { changed: false, held: next, touched, problem };
     }
     const block = editable(stored);
     let changed = stored === undefined || stored === null;
     for (const [key, record] of records) {
-      if (!jsonEqual(block.procedures[key], record)) {
-        block.procedures[key] = clone(record);
+      if (!jsonEqual(getOwn(block.procedures, key), record)) {
+        setOwn(block.procedures, key, clone(record));
         changed = true;
       }
     }

@@ -199,3 +199,50 @@ test('a reset is answered by an update or delete naming the key or its root', ()
   assert.equal(answersReset({ op: 'warning', message: 'x' }, 'ship'), false);
   assert.equal(answersReset(null, 'ship'), false);
 });
+
+// Procedure names are any text: keys that are also Object.prototype's
+// properties must be kept as records like any other (a plain assignment of
+// `__proto__` would set the prototype and drop the record).
+const PROPERTY_NAMES = ['__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', 'valueOf'];
+
+function ownRecords(block: unknown): { [key: string]: unknown } {
+  const out: { [key: string]: unknown } = {};
+  for (const [key, value] of Object.entries((block as { procedures: object }).procedures)) {
+    Object.defineProperty(out, key, { value, enumerable: true });
+  }
+  return out;
+}
+
+for (const name of PROPERTY_NAMES) {
+  test(`a procedure named ${name} is stored, updated, counted and deleted`, () => {
+    const op = JSON.parse(`{"op": "update", "procedures": {"${name}": ${JSON.stringify(rec(1))}}}`);
+    const r = applyOp(undefined, op);
+    assert.equal(r.changed, true);
+    assert.deepEqual(Object.keys(r.metadata!.procedures), [name]);
+    assert.deepEqual(ownRecords(r.metadata)[name], rec(1));
+    assert.equal(Object.getPrototypeOf(r.metadata!.procedures), Object.prototype);
+    // it survives the notebook's JSON round trip
+    const saved = JSON.parse(JSON.stringify(r.metadata));
+    assert.deepEqual(Object.keys(saved.procedures), [name]);
+    assert.equal(countCheckpoints(saved), 1);
+    assert.deepEqual(summarize(saved).map(p => p.key), [name]);
+    // the same record again is no change; a new one replaces it
+    assert.equal(applyOp(saved, op).changed, false);
+    const op2 = JSON.parse(`{"op": "update", "procedures": {"${name}": ${JSON.stringify(rec(2))}}}`);
+    const r2 = applyOp(saved, op2);
+    assert.equal(r2.changed, true);
+    assert.deepEqual(ownRecords(r2.metadata)[name], rec(2));
+    const gone = applyOp(r2.metadata, { op: 'delete', procedures: [name] });
+    assert.equal(gone.changed, true);
+    assert.deepEqual(Object.keys(gone.metadata!.procedures), []);
+  });
+}
+
+test('updates held back for an unusable block keep a __proto__ record too', () => {
+  const op = JSON.parse(`{"op": "update", "procedures": {"__proto__": ${JSON.stringify(rec(1))}}}`);
+  const r = applyOp({ version: 99 }, op);
+  assert.equal(r.changed, false);
+  assert.deepEqual(Object.keys(r.held), ['__proto__']);
+  const reset = applyOp({ version: 99 }, { op: 'delete', procedures: [] }, r.held);
+  assert.deepEqual(Object.keys(reset.metadata!.procedures), ['__proto__']);
+});

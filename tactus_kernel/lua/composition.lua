@@ -122,7 +122,7 @@ function K.child_main(key, params)
       if def == nil then raise("ProcedureError: unknown procedure '" .. tostring(key) .. "'") end
       check_dependencies(key)
       K.run_guards(key, def.config)
-      return def.fn(params)
+      return def.fn(K.copy_params(params))
     end, K.capture_error)
     local out = bcall(B.end_run, ctx.run, ok, result)
     if not ok then error(result, 0) end

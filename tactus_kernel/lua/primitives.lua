@@ -3,8 +3,8 @@
 -- Python is reached only through bridge functions that return `ok, ...`.
 local B, K = ...
 
-local type, pairs, ipairs, next, select, error, tostring, setmetatable, rawget =
-  type, pairs, ipairs, next, select, error, tostring, setmetatable, rawget
+local type, pairs, ipairs, next, select, error, tostring, setmetatable, rawget, rawequal =
+  type, pairs, ipairs, next, select, error, tostring, setmetatable, rawget, rawequal
 local pcall, xpcall = pcall, xpcall
 local pack, unpack, concat = table.pack, table.unpack, table.concat
 local min = math.min
@@ -276,12 +276,31 @@ function K.is_handle(v) return HANDLES[v] == true end
 -- Declarations (procedure, agent, ...) return handles a cell should not show.
 function K.mark_handle(v) HANDLES[v] = true; return v end
 
--- params: read-only view of the running procedure's validated params.
+-- A copy of params data (JSON from Python: acyclic, at most 100 deep), so
+-- what a body is handed cannot change the params themselves.
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in next, v do out[k] = copy(x) end
+  return out
+end
+K.copy_params = copy
+
+-- params: read-only view of the running procedure's validated params. Its
+-- metatable is hidden and rawset refuses it (a raw field would outlive the
+-- run and show in every later procedure); tables in it come out as copies.
+local PARAMS_READ_ONLY = "params are read-only"
 params = setmetatable({}, {
-  __index = function(_, k) return current_ctx().params[k] end,
-  __newindex = function() raise("params are read-only") end,
-  __pairs = function() return next, current_ctx().params, nil end,
+  __index = function(_, k) return copy(current_ctx().params[k]) end,
+  __newindex = function() raise(PARAMS_READ_ONLY) end,
+  __pairs = function() return next, copy(current_ctx().params), nil end,
+  __metatable = PARAMS_READ_ONLY,
 })
+local raw_rawset, proxy = rawset, params
+function rawset(t, k, v)
+  if rawequal(t, proxy) then raise("rawset: " .. PARAMS_READ_ONLY) end
+  return raw_rawset(t, k, v)
+end
 
 function procedure(a, b, c)
   local name, config, fn
@@ -313,9 +332,8 @@ local function run_guards(key, config)
   for i, guard in ipairs(guards) do
     local ok, reason = guard()
     if not ok then
-      error({__tactus_error = true, ename = "GuardError",
-             message = "procedure '" .. key .. "': guard #" .. i .. " failed: " .. tostring(reason or "returned false"),
-             traceback = ""}, 0)
+      error(K.error_object("GuardError",
+        "procedure '" .. key .. "': guard #" .. i .. " failed: " .. tostring(reason or "returned false")), 0)
     end
   end
 end
@@ -336,7 +354,7 @@ function K.run_procedure(key, given)
   set_ctx(ctx)
   local ok, result = xpcall(function()
     run_guards(key, def.config)
-    return def.fn(validated)
+    return def.fn(copy(validated))
   end, K.capture_error)
   set_ctx(parent)
   local out = bcall(B.end_run, run_id, ok, result)

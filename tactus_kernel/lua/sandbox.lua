@@ -148,17 +148,43 @@ local function is_effect(v)
   return type(v) == "table" and rawget(v, EFFECT) == true
 end
 
+-- Errors the kernel raised itself, by their text. An error's kind (the
+-- `ParamError` of "ParamError: ...") is believed only for these: a cell's
+-- own error("NoRecordedAnswer: x") is a LuaError. Strings cannot be weak
+-- keys, so two generations of at most RAISED_MAX texts are kept.
+local RAISED_MAX = 256
+local raised, raised_old, raised_count = {}, {}, 0
+local function mark_raised(text)
+  if raised_count >= RAISED_MAX then
+    raised, raised_old, raised_count = {}, raised, 0
+  end
+  if not raised[text] then
+    raised[text] = true
+    raised_count = raised_count + 1
+  end
+  return text
+end
+local function kernel_raised(text)
+  return type(text) == "string" and (raised[text] or raised_old[text]) == true
+end
+K.mark_raised = mark_raised
+
 -- Raise `msg` at the innermost frame of cell code, skipping the kernel's
 -- own Lua frames and C functions, so every message names the user's line.
+-- The one way the kernel raises its own errors (see mark_raised).
 local function raise(msg)
+  if type(msg) ~= "string" then msg = error_message(msg) end
   local level = 2
   while true do
-    local info = getinfo(level, "S")
-    if info == nil then error(msg, 0) end
-    if info.what ~= "C" and not find(info.source, "^=%[tactus") then break end
+    local info = getinfo(level, "Sl")
+    if info == nil then error(mark_raised(msg), 0) end
+    if info.what ~= "C" and not find(info.source, "^=%[tactus") then
+      -- the position error(msg, level) would add (luaL_where)
+      if info.currentline > 0 then msg = info.short_src .. ":" .. info.currentline .. ": " .. msg end
+      error(mark_raised(msg), 0)
+    end
     level = level + 1
   end
-  error(msg, level)
 end
 K.raise = raise
 
@@ -302,10 +328,16 @@ end
 K.perform = perform
 K.too_big, K.TOO_BIG = too_big, TOO_BIG
 
+-- User coroutines whose effect is on its way to the driver: only the
+-- resume_passing that passed it on may resume them, with the answer.
+local PASSING = setmetatable({}, {__mode = "k"})
+
 local function resume_passing(co, ...)
   local r = pack(co_resume(co, ...))
   while r[1] and co_status(co) == "suspended" and is_effect(r[2]) do
+    PASSING[co] = true
     local answer = pack(co_yield(r[2]))
+    PASSING[co] = nil
     r = pack(co_resume(co, unpack(answer, 1, answer.n)))
   end
   return unpack(r, 1, r.n)
@@ -331,6 +363,12 @@ K.current_ctx, K.set_ctx, K.ROOT_CTX = current_ctx, set_ctx, ROOT_CTX
 ------------------------------------------------------------------------------
 local THREADS = {}
 local next_thread = 0
+-- Threads the driver runs (cells, procedures, children, agent tools, BDD
+-- steps): only the driver may resume or close them. Resuming a child that
+-- waits for a human from cell code would answer for the human.
+local DRIVEN = setmetatable({}, {__mode = "k"})
+-- Error tables the kernel made (K.capture_error, K.error_object), by identity.
+local KERNEL_ERRORS = setmetatable({}, {__mode = "k"})
 
 -- Driver threads (cells, procedures, agent tools) run with hooks OFF: in
 -- Lua 5.4 any count hook makes the VM trap on every instruction, halving
@@ -344,6 +382,7 @@ end
 
 function K.start(fn, ctx)
   local co = register(co_create(fn))
+  DRIVEN[co] = true
   CTX[co] = ctx or ROOT_CTX
   next_thread = next_thread + 1
   THREADS[next_thread] = co
@@ -357,7 +396,7 @@ end
 local raw_getmetatable = debug.getmetatable
 local SHOWN_NODES = 1000
 local function shown_value(err)
-  if type(err) ~= "table" or rawget(err, "__tactus_error") then return nil end
+  if type(err) ~= "table" or KERNEL_ERRORS[err] then return nil end
   local mt = raw_getmetatable(err)
   if mt ~= nil and rawget(mt, "__tostring") ~= nil then return nil end
   -- counted as display.py walks it: a shared subtable each time it appears
@@ -375,16 +414,20 @@ local function shown_value(err)
   return err
 end
 
+-- What Python reads of an error: its message, traceback, the kernel's name
+-- for it when the kernel named it (K.error_object), whether the kernel
+-- raised it (only then is a "Name: " at its start a kind: see mark_raised),
+-- and a table raised as the error, to show (shown_value).
 local function describe_error(co, err)
-  if type(err) == "table" and rawget(err, "__tactus_error") then
-    -- a cell can forge this table: hand Python strings only (or nil), and
-    -- a value only as shown_value allows
-    return error_text(rawget(err, "message")) or "(error object without a message)",
-      error_text(rawget(err, "traceback")), error_text(rawget(err, "ename")), shown_value(rawget(err, "value"))
+  local wrapped = type(err) == "table" and KERNEL_ERRORS[err]
+  if wrapped then
+    local msg = error_text(wrapped.message) or "(error object without a message)"
+    return msg, error_text(wrapped.traceback), wrapped.ename, wrapped.trusted or kernel_raised(msg),
+      shown_value(wrapped.value)
   end
   local msg = error_message(err)
   local tb_ok, tb = raw_pcall(traceback, co, msg)
-  return msg, tb_ok and tb or msg, nil, shown_value(err)
+  return msg, tb_ok and tb or msg, nil, kernel_raised(err), shown_value(err)
 end
 
 local WITHHELD = "SandboxError: internal error: an effect answered with a Python object; it was withheld"
@@ -395,14 +438,14 @@ local function resumed(co, id, ok, ...)
   if not ok then
     -- kept in THREADS: the driver closes it (K.close_thread), so the
     -- <close> variables in scope when the error came are closed
-    local msg, tb, ename, value = describe_error(co, (...))
-    return "error", msg, tb, ename, value
+    local msg, tb, ename, trusted, value = describe_error(co, (...))
+    return "error", msg, tb, ename, trusted, value
   end
   if co_status(co) == "dead" then
     THREADS[id] = nil
     local r = pack(...)
     for i = 1, r.n do  -- Python shows them: see too_big
-      if too_big(r[i]) then return "error", TOO_BIG, nil, nil end
+      if too_big(r[i]) then return "error", TOO_BIG, nil, nil, true end
     end
     return "done", r
   end
@@ -428,11 +471,22 @@ end
 -- still holds most of it), even packing its results fails: then let the
 -- thread go, collect, and report the error, allocating nothing before that.
 function K.step(id, ...)
-  local ok, a, b, c, d, e = raw_pcall(step, id, ...)
-  if ok then return a, b, c, d, e end
+  local ok, a, b, c, d, e, f = raw_pcall(step, id, ...)
+  if ok then return a, b, c, d, e, f end
   THREADS[id] = nil
   collectgarbage("collect")
-  return "error", type(a) == "string" and a or "not enough memory", nil, nil
+  return "error", type(a) == "string" and a or "not enough memory", nil, nil, true
+end
+
+-- How Python shows a value it has no data for (a function, or a table used
+-- as a key): its tostring, or, when a cell's __tostring fails or returns no
+-- string, Lua's plain "table: 0x..." (an interrupt is then raised by the
+-- caller, which checks for it).
+local format = string.format
+function K.show_tostring(v)
+  local ok, s = raw_pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  return type(v) .. ": " .. format("%p", v)
 end
 
 -- The lua_State address of a driver thread ("thread: 0x..." is its pointer).
@@ -464,10 +518,21 @@ end
 -- Wrap an error raised inside a procedure body so its traceback survives the
 -- unwinding done by the run wrapper (xpcall keeps it, pcall would not).
 function K.capture_error(err)
-  if type(err) == "table" and rawget(err, "__tactus_error") then return err end
+  if type(err) == "table" and KERNEL_ERRORS[err] then return err end
   local msg = error_message(err)
   local tb_ok, tb = raw_pcall(traceback, msg, 2)
-  return {__tactus_error = true, message = msg, traceback = tb_ok and tb or msg, value = err}
+  local wrapped = {message = msg, traceback = tb_ok and tb or msg, value = err, trusted = kernel_raised(err)}
+  KERNEL_ERRORS[wrapped] = wrapped
+  return wrapped
+end
+
+-- An error the kernel raises under a name of its own (a guard that failed),
+-- with no Lua traceback. Only the kernel can make one: a cell cannot reach
+-- KERNEL_ERRORS, so no table it raises passes for one.
+function K.error_object(ename, message)
+  local e = {ename = ename, message = message, traceback = "", trusted = true}
+  KERNEL_ERRORS[e] = e
+  return e
 end
 
 ------------------------------------------------------------------------------
@@ -537,10 +602,28 @@ function user_coroutine.create(f)
   CTX[co] = current_ctx()
   return co
 end
+-- A suspended coroutine the kernel drives, or one whose request (Human.*,
+-- Sleep, a child procedure...) the kernel is answering, is the kernel's to
+-- resume: resuming it from cell code would answer for the person or the
+-- clock. (Lua itself refuses the other states: running, normal, dead.)
+local function check_owner(fname, co)
+  if type(co) ~= "thread" or co_status(co) ~= "suspended" then return end
+  if DRIVEN[co] then
+    raise("SandboxError: " .. fname .. ": this coroutine runs a cell, a procedure or a tool for the kernel; "
+      .. "only the kernel resumes or closes it")
+  end
+  if PASSING[co] then
+    raise("SandboxError: " .. fname .. ": this coroutine waits for the kernel to answer a request "
+      .. "(Human.*, Sleep, a child procedure, an agent turn); only the kernel resumes or closes it")
+  end
+end
+
 function user_coroutine.resume(co, ...)
+  check_owner("coroutine.resume", co)
   return after_protected(resume_passing(co, ...))
 end
 function user_coroutine.close(co)
+  check_owner("coroutine.close", co)
   if KILLED[co] then return false, INTERRUPT_MSG end  -- see KILLED
   -- close returns the error of a __close handler, the interrupt's included
   return after_protected(co_close(co))

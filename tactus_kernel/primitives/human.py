@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,12 @@ def build_request(runtime: Runtime, run: RunState, lua_req: Any) -> HumanRequest
         raise HumanError(f"ParamError: Human.{kind} needs a message (or the name of a declared hitl point)")
     context = merged.get("context")  # plain data; functions show as "<function>"
     timeout = merged.get("timeout")
+    if timeout is not None and (
+        type(timeout) not in (int, float) or not math.isfinite(timeout) or timeout < 0
+    ):
+        shown = json.dumps(timeout, ensure_ascii=False, default=str)
+        raise HumanError(f"ParamError: Human.{kind}: timeout must be a finite non-negative number of seconds, "
+                         f"got {shown[:60]}")
     on_timeout = str(merged.get("on_timeout", "default"))
     if on_timeout not in ("default", "error", "retry"):
         raise HumanError(f"ParamError: on_timeout must be \"default\", \"error\" or \"retry\", got {on_timeout!r}")
