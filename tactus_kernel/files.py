@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .atomic import atomic_write
+
 MAX_READ = 64 * 1024 * 1024
 
 
@@ -46,6 +48,6 @@ def file_op(root: Path, op: str, path: str, data: str | None = None) -> object:
             raise FileError(f"File.read: {path!r} is not UTF-8 text") from None
     if op == "write":
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(data or "", "utf-8")
+        atomic_write(target, (data or "").encode("utf-8"))  # a kill mid-write leaves the old file
         return True
     raise FileError(f"File: unknown operation {op!r}")
