@@ -31,6 +31,8 @@ class RecordsChannel:
         self.options: dict[str, Any] = {}
         self.warning: str | None = None
         self._scheduled: asyncio.TimerHandle | None = None
+        self._sent_at = float("-inf")  # when the last update went out (see changed)
+        self.sent = 0  # update/delete messages sent, for measuring the batching
         self.on_open: list[Callable[[dict[str, Any]], None]] = []
 
     @property
@@ -99,8 +101,18 @@ class RecordsChannel:
             self.comm.send({"op": "delete", "procedures": []})
 
     def changed(self) -> None:
-        """Coalesce updates: one message per UPDATE_DELAY at most."""
-        if self._scheduled is not None or self.comm is None:
+        """Coalesce updates: about one message per UPDATE_DELAY.
+
+        The timer covers a procedure that waits (the event loop runs); a
+        procedure that computes without yielding never lets the timer fire,
+        so the recording path itself sends once UPDATE_DELAY has passed since
+        the last send: a kill loses at most the last UPDATE_DELAY of records."""
+        if self.comm is None:
+            return
+        if time.monotonic() - self._sent_at >= UPDATE_DELAY:
+            self.flush()
+            return
+        if self._scheduled is not None:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -118,6 +130,9 @@ class RecordsChannel:
         ops = self.records.take_changes()
         for op in ops:
             self.comm.send(op)
+        if ops:
+            self._sent_at = time.monotonic()
+            self.sent += len(ops)
         return len(ops)
 
 

@@ -1,0 +1,71 @@
+"""Nothing is lost on a kill, and records do not hold memory for ever
+(issue 21, "Data loss"): the flush bound of the records comm, the record
+budget, what ``%tactus reset`` gives back."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from kernel_driver import KernelDriver
+
+# Each step burns ~100 ms in a Lua loop: no yield, so the event loop never runs meanwhile.
+COMPUTE = """
+procedure({name = "crunch"}, function()
+  for i = 1, 8 do
+    Step.run("s" .. i, function()
+      print("run " .. i)
+      local t = os.clock()
+      while os.clock() - t < 0.1 do end
+      return i
+    end)
+    print("done " .. i)
+  end
+  return {n = 8}
+end)
+"""
+
+
+def _steps(procedures: dict[str, Any], key: str) -> list[str]:
+    return [e["name"] for e in procedures.get(key, {}).get("checkpoints", [])]
+
+
+def test_a_kill_during_compute_only_steps_keeps_the_steps_sent(tmp_path: Path):
+    first = KernelDriver(tmp_path)
+    try:
+        first.open_tactus(None)  # as the extension opens it
+        run = first.submit(COMPUTE, cell_id="c1")
+        first.wait_until(lambda: "done 5" in "".join(m["content"].get("text", "") for m in run.messages), 30)
+        os.kill(first.km.provisioner.process.pid, signal.SIGKILL)
+        first.drain(0.5)  # what the kernel sent before it died
+        saved = first.recorded_procedures()
+    finally:
+        first.shutdown()
+    assert _steps(saved, "crunch")[:4] == ["s1", "s2", "s3", "s4"], saved
+
+    second = KernelDriver(tmp_path)
+    try:
+        second.open_tactus({"version": 1, "procedures": saved})
+        rerun = second.execute(COMPUTE, cell_id="c1", timeout=60)
+        assert rerun.status == "ok", rerun.errors
+        ran = [line for line in rerun.stdout.splitlines() if line.startswith("run ")]
+        kept = len(_steps(saved, "crunch"))
+        assert ran == [f"run {i}" for i in range(kept + 1, 9)], rerun.stdout  # none of the saved steps again
+    finally:
+        second.shutdown()
+
+
+def test_10000_quick_steps_still_send_a_handful_of_messages(kernel):
+    kernel.open_tactus(None)
+    code = """procedure({name = "many"}, function()
+      for i = 1, 10000 do Step.run("item_" .. i, function() return i end) end
+    end)"""
+    run = kernel.execute(code, cell_id="m")
+    assert run.status == "ok", run.errors
+    kernel.drain(0.5)
+    updates = [o for o in kernel.tactus_ops() if o["op"] == "update"]
+    assert len(_steps(kernel.recorded_procedures(), "many")) == 10000
+    print(f"10,000 steps: {len(updates)} update messages")
+    assert 1 <= len(updates) <= 10, len(updates)
