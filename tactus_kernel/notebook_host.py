@@ -63,6 +63,7 @@ class RecordsChannel:
         self.records.fill_deferred()
         for key, rec in stored.items():
             self.records.procedures.setdefault(key, rec)
+        self.records.recount()
         # Send what the notebook lacks or has older (a page reloaded while
         # this kernel ran on), so the frontend shows what replay will use.
         mine = {key for key, rec in self.records.procedures.items() if stored.get(key) != rec}

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from lupa import lua54
 
 from . import errors
-from .checkpoints import DivergenceError, Records, RunLog
+from .checkpoints import DivergenceError, RecordLimitError, Records, RunLog
 from .convert import NotRecordable, to_json, to_lua, to_plain
 from .display import displayable
 from .errors import CellError, ParamError, not_utf8, tagged
@@ -100,6 +100,7 @@ _TAGGED: tuple[tuple[type[Exception], str], ...] = (
     (DivergenceError, "DivergenceError"),
     (ParamError, "ParamError"),
     (NotRecordable, "NotRecordableError"),
+    (RecordLimitError, "NotRecordableError"),
     (FileError, "SandboxError"),
 )
 LUA_ERRORS: tuple[type[Exception], ...] = (BridgeError, *(cls for cls, _ in _TAGGED))

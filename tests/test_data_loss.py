@@ -69,3 +69,42 @@ def test_10000_quick_steps_still_send_a_handful_of_messages(kernel):
     assert len(_steps(kernel.recorded_procedures(), "many")) == 10000
     print(f"10,000 steps: {len(updates)} update messages")
     assert 1 <= len(updates) <= 10, len(updates)
+
+
+# ------------------------------------------------------------ record budget
+BIG_STEPS = """
+procedure({name = "hoard"}, function()
+  local big = string.rep("x", 20 * 2^20)
+  for i = 1, 40 do Step.run("s" .. i, function() return big end) end
+end)
+"""
+
+
+def test_records_have_a_budget_with_a_clear_error_and_the_kernel_lives(tmp_path: Path):
+    import psutil
+
+    env = {**os.environ, "TACTUS_MAX_RECORDS": str(100 * 2**20)}
+    driver = KernelDriver(tmp_path, env=env)
+    try:
+        proc = psutil.Process(driver.km.provisioner.process.pid)
+        assert driver.execute("1").status == "ok"
+        before = proc.memory_info().rss
+        run = driver.execute(BIG_STEPS, cell_id="h", timeout=60)
+        after = proc.memory_info().rss
+        [err] = run.errors
+        assert err["ename"] == "NotRecordableError"
+        assert err["evalue"].startswith(
+            "[cell 2]:4: step 's5' of procedure 'hoard': the value is 20.0 MiB, and recording it would take the records "
+            "past their budget of 100.0 MiB (80.0 MiB already recorded)"
+        ), err["evalue"]
+        assert "TACTUS_MAX_RECORDS" in err["evalue"]
+        print(f"RSS before {before / 2**20:.0f} MiB, after 40 x 20 MiB steps {after / 2**20:.0f} MiB")
+        # 4 records of 20 MiB kept, plus the Lua string and the cell's transient copies
+        assert after - before < 300 * 2**20
+        assert driver.execute("1 + 1").result == "2"  # alive
+        assert driver.execute("%tactus reset hoard").status == "ok"
+        again = driver.execute('procedure({name = "small"}, function() return {n = Step.run("a", function() '
+                               'return string.rep("y", 50 * 2^20) end):len()} end)', cell_id="s")
+        assert again.status == "ok" and again.result == "{n = 52428800}", again.errors  # the budget came back
+    finally:
+        driver.shutdown()
