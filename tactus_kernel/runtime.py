@@ -295,6 +295,9 @@ class Runtime:
         finally:
             for observer in self.run_observers:
                 observer.cell_closed(cell)
+            # Run logs end with their cell; a view or widget that outlives the
+            # cell must not keep their entries (a record `%tactus reset` drops).
+            cell.logs.clear()
             self.records.fill_deferred()
             self._close_unfinished()
             self._cell = None
@@ -335,9 +338,17 @@ class Runtime:
                 raise CellError.simple("DivergenceError", str(exc)) from None
 
     def reset(self, keys: list[str] | None = None) -> list[str]:
-        """Forget recorded checkpoints (all, or of the named procedures)."""
+        """Forget the recorded checkpoints and the declarations of the named
+        procedures (of every procedure with no names), and give the memory
+        back: running a procedure's cell again declares and runs it afresh.
+        Returns the keys whose records were forgotten."""
         targets = list(self.records.procedures) if not keys else keys
-        return self.records.delete(targets)
+        gone = self.records.delete(targets)
+        for key in list(self.procedures) if not keys else [k for k in keys if k in self.procedures]:
+            del self.procedures[key]
+            self.K.forget_procedure(key)
+        self._collectgarbage("collect")  # the Lua code and values only they held
+        return gone
 
     def fields(self, path: str) -> list[str]:
         """Names reachable at a dotted path of globals (for completion)."""

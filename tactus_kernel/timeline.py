@@ -30,6 +30,7 @@ import datetime as dt
 import html
 import json
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .checkpoints import now_iso
@@ -114,7 +115,9 @@ class Trail:
         # what the view calls it: a cell's own code (which called a procedure) is "[cell 3]"
         self.label = f"procedure {run.key}" if run.spec is not None else run.cell.label
         self.run_id = run.id
-        self.log = run.log
+        # a proxy: the RunLog holds this trail, and a strong reference back would make a
+        # cycle that keeps the log's (possibly large) entries alive until a full gc
+        self.log = weakref.proxy(run.log)
         self.events = events
         self.view = view
         self.depth = depth

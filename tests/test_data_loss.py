@@ -4,8 +4,11 @@ budget, what ``%tactus reset`` gives back."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
+import tracemalloc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,73 @@ def test_records_have_a_budget_with_a_clear_error_and_the_kernel_lives(tmp_path:
         assert again.status == "ok" and again.result == "{n = 52428800}", again.errors  # the budget came back
     finally:
         driver.shutdown()
+
+
+# ------------------------------------------------------------------ reset
+BIG_RECORD = ('procedure({name = "big"}, function() '
+              'return {n = #Step.run("s", function() return string.rep("x", 55 * 2^20) end)} end)')
+
+
+class _LogWatcher:
+    """A run observer keeping weak references to every run's RunLog."""
+
+    def __init__(self) -> None:
+        self.logs: list[Any] = []
+
+    def run_started(self, run: Any) -> None:
+        self.logs.append(weakref.ref(run.log))
+
+    def run_ended(self, run: Any, ok: bool, error: Any) -> None:
+        return None
+
+    async def cell_settling(self, cell: Any) -> None:
+        return None
+
+    def cell_closed(self, cell: Any) -> None:
+        return None
+
+
+def test_reset_frees_a_large_record_by_refcounting_alone(cells):
+    watcher = _LogWatcher()
+    cells.runtime.run_observers.append(watcher)
+    gc.disable()  # no full collection may be needed: the run log and its trail hold no cycle
+    tracemalloc.start()
+    try:
+        assert cells(BIG_RECORD) == [{"n": 55 * 2**20}]
+        assert watcher.logs and all(ref() is None for ref in watcher.logs), "run logs die with their cell"
+        held, _ = tracemalloc.get_traced_memory()
+        assert cells.runtime.reset(["big"]) == ["big"]
+        left, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert held - left > 50 * 2**20, f"reset freed only {(held - left) / 2**20:.1f} MiB"
+    assert "big" not in cells.runtime.procedures
+    err = cells.error('Procedure.run("big")')
+    assert err.ename == "ProcedureError" and "unknown procedure 'big'" in err.evalue
+
+
+def test_reset_forgets_every_declaration(cells):
+    cells('for i = 1, 975 do procedure({name = "p" .. i}, function() return {} end) end')
+    assert len(cells.runtime.procedures) == 975
+    cells.runtime.reset()
+    assert cells.runtime.procedures == {}
+    err = cells.error('Procedure.run("p7")')
+    assert err.ename == "ProcedureError" and "unknown procedure 'p7'" in err.evalue
+    assert cells('procedure({name = "p7"}, function() return {ok = true} end)') == [{"ok": True}]  # declared afresh
+
+
+def test_three_record_then_reset_cycles_give_the_memory_back(kernel):
+    import psutil
+
+    proc = psutil.Process(kernel.km.provisioner.process.pid)
+    kernel.open_tactus(None)
+    rss = []
+    for i in range(3):
+        run = kernel.execute(BIG_RECORD, cell_id="big", timeout=60)
+        assert run.status == "ok", run.errors
+        reset = kernel.execute("%tactus reset big")
+        assert "Forgot the checkpoints of: big" in reset.stdout
+        rss.append(proc.memory_info().rss)
+    print("RSS after each record-then-reset cycle (MiB):", [round(r / 2**20) for r in rss])
+    assert rss[2] - rss[0] < 20 * 2**20, rss
