@@ -64,8 +64,8 @@ def json_path(path: list[str | int], root: str = "") -> str:
     """``root.a.0.b``: where a value is, as the other errors name fields
     (a long path shows its start and end: ``root.a.0.b.…(195 more).0.0``)."""
     parts = [str(p) for p in path]
-    if len(parts) > 12:
-        parts = [*parts[:8], f"…({len(parts) - 10} more)", *parts[-2:]]
+    if len(parts) > 14:
+        parts = [*parts[:10], f"…({len(parts) - 12} more)", *parts[-2:]]
     return ".".join([root, *parts] if root else parts) or "(the top)"
 
 

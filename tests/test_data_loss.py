@@ -5,6 +5,7 @@ budget, what ``%tactus reset`` gives back."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import tracemalloc
@@ -181,3 +182,75 @@ def test_three_record_then_reset_cycles_give_the_memory_back(kernel):
         rss.append(proc.memory_info().rss)
     print("RSS after each record-then-reset cycle (MiB):", [round(r / 2**20) for r in rss])
     assert rss[2] - rss[0] < 20 * 2**20, rss
+
+
+# ------------------------------------------------------------- deep input
+def _notebook(path: Path, source: str = "1 + 1", tactus: Any = None) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "tactus", "display_name": "Tactus (Lua)", "language": "lua"}
+    nb.cells.append(nbformat.v4.new_code_cell(source))
+    nbformat.write(nb, str(path))
+    if tactus is not None:  # as raw JSON text: it may be deeper than json can write
+        raw = json.loads(path.read_text())
+        raw["metadata"]["tactus"] = "PLACEHOLDER"
+        path.write_text(json.dumps(raw).replace('"PLACEHOLDER"', tactus))
+    return path
+
+
+def _cli(capsys: Any, *args: str | Path) -> tuple[int, str]:
+    from tactus_kernel.cli import main
+
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+DEEP = "[" * 900 + "]" * 900
+
+
+def test_deep_options_are_exit_4_naming_the_option(tmp_path: Path, capsys):
+    nb = _notebook(tmp_path / "n.ipynb")
+    out = tmp_path / "out.ipynb"
+    cases = {
+        ("-p", "x=" + DEEP): "-p x: the value is nested more than 200 levels deep (at value.0.0.0.0.0.0.0.0.0.0.…(188 more).0.0)",
+        ("--answer", "Ship it?=" + DEEP): "--answer Ship it?: the value is nested more than 200 levels deep",
+        ("-P", "deploy.env=" + DEEP): "-P deploy.env: the value is nested more than 200 levels deep",
+        ("-p", "x=" + "[" * 5000 + "]" * 5000): "-p x: the value is nested more than 200 levels deep",
+    }
+    for args, message in cases.items():
+        code, err = _cli(capsys, "replay", nb, "-o", out, *args)
+        assert code == 4 and f"tactus-kernel replay: {message}" in err, err
+        assert "Traceback" not in err and not out.exists()
+    answers = tmp_path / "answers.json"
+    answers.write_text('{"q": ' + "[" * 3000 + "]" * 3000 + "}")
+    code, err = _cli(capsys, "replay", nb, "-o", out, "--answers", answers)
+    assert code == 4 and f"--answers {answers}: nested more than 200 levels deep" in err, err
+
+
+def test_a_3000_deep_recorded_value_is_exit_4_naming_the_metadata_path(tmp_path: Path, capsys):
+    value = "[" * 3000 + "]" * 3000
+    meta = ('{"version": 1, "procedures": {"deploy": {"checkpoints": [{"kind": "step", "name": "build", '
+            f'"at": "2026-01-01T00:00:00.000Z", "value": {value}}}]}}}}')
+    nb = _notebook(tmp_path / "deep.ipynb", tactus=meta)
+    before = nb.read_bytes()
+    code, err = _cli(capsys, "replay", nb, "--inplace")
+    assert code == 4, err
+    assert (f"{nb}: nested more than 200 levels deep at metadata.tactus.procedures.deploy.checkpoints.0.value.0."
+            "0.0.…(188 more).0.0\n") in err, err
+    assert nb.read_bytes() == before
+
+
+def test_records_nested_too_deep_by_a_recursion_are_exit_4_and_nothing_written(tmp_path: Path, capsys):
+    source = """procedure({name = "r", max_depth = 1000, params = {n = {type = "integer", default = 0}}}, function()
+  if params.n < 120 then Procedure.run("r", {n = params.n + 1}) end
+  return {}
+end)"""
+    nb = _notebook(tmp_path / "r.ipynb", source)
+    out = tmp_path / "out.ipynb"
+    code, err = _cli(capsys, "replay", nb, "-o", out)
+    assert code == 4, err
+    assert ("the kernel's records are nested more than 200 levels deep at metadata.tactus.procedures.r.children."
+            "r#1.children.r#1.children.r#1.…(188 more).children.r#1 (a recursion too deep?); they cannot be written to the "
+            "notebook, so nothing was written") in err, err
+    assert not out.exists()
