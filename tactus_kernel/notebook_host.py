@@ -8,11 +8,15 @@ clicks) and its "current parent" changes under our feet.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .checkpoints import MetadataError, Records, parse_metadata
+from .comm_schema import CommInputError, parse_open, parse_op
+
+log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.05
@@ -40,8 +44,14 @@ class RecordsChannel:
         return self.comm is not None
 
     def open(self, comm: Any, msg: dict[str, Any]) -> None:
-        """A frontend opened the comm with the notebook's ``metadata.tactus``."""
-        data = msg["content"].get("data") or {}
+        """A frontend opened the comm with the notebook's ``metadata.tactus``.
+        Open data that fails the schema (comm_schema.py) is refused with a
+        warning op: that comm is not used, and the kernel stays unconnected."""
+        try:
+            data = parse_open(msg.get("content", {}).get("data"))
+        except CommInputError as exc:
+            self._refuse(comm, f"Tactus: {exc}; this comm is not used, so checkpoints are not saved through it")
+            return
         self.comm = comm
         comm.on_close(self._closed)
         comm.on_msg(self._received)
@@ -85,21 +95,30 @@ class RecordsChannel:
         frontend drops it from the notebook too. A reset of everything always
         gets a ``delete`` answer, even an empty one.
         """
-        data = msg["content"].get("data") or {}
-        if not isinstance(data, dict) or data.get("op") != "reset" or self.comm is None:
+        if self.comm is None:
             return
-        keys = data.get("procedures")
+        try:
+            data = parse_op(msg.get("content", {}).get("data"))
+        except CommInputError as exc:
+            self._refuse(self.comm, f"Tactus: {exc}")
+            return
+        if data is None:
+            return
+        keys = data["procedures"]
         every = keys is None
         if every:
             keys = list(self.records.procedures)
-        elif not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-            self.comm.send({"op": "warning", "message": "Tactus: reset needs a list of procedure names"})
-            return
         self.records.delete(keys)
         self.records.deleted.update(keys)
         self.flush()
         if every and not keys:
             self.comm.send({"op": "delete", "procedures": []})
+
+    @staticmethod
+    def _refuse(comm: Any, message: str) -> None:
+        """Bad input from a frontend: a warning op back and a line in the kernel's log."""
+        log.warning("%s", message)
+        comm.send({"op": "warning", "message": message})
 
     def changed(self) -> None:
         """Coalesce updates: about one message per UPDATE_DELAY.
