@@ -69,9 +69,10 @@ class RecordLimitError(ValueError):
     def __init__(self, what: str, size: int, used: int, limit: int) -> None:
         self.what, self.size, self.used, self.limit = what, size, used, limit
         super().__init__(
-            f"{what} is {_fmt_mib(size)}, and recording it would take the records past their budget of {_fmt_mib(limit)} "
-            f"({_fmt_mib(used)} already recorded); record less (a path or a digest instead of the data), "
-            f"forget records with `%tactus reset`, or raise {MAX_RECORDS_ENV} (bytes) in the kernel's environment",
+            f"{what} is {_fmt_mib(size)}, and recording it would take the records past their budget of "
+            f"{_fmt_mib(limit)} ({_fmt_mib(used)} already recorded); record less (a path or a digest instead of "
+            f"the data), forget records with `%tactus reset`, or raise {MAX_RECORDS_ENV} (bytes) in the kernel's "
+            "environment",
         )
 
 

@@ -82,4 +82,3 @@ def parse_op(data: Any) -> dict[str, Any] | None:
     except ValidationError as exc:
         raise CommInputError(f"reset needs a list of procedure names: {_first_error(exc, 'reset')}") from None
     return dict(parsed.model_dump())
-

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .checkpoints import MetadataError, Records, parse_metadata
-from .comm_schema import CommInputError, parse_open, parse_op
+from .comm_schema import CommInputError, parse_op, parse_open
 
 log = logging.getLogger(__name__)
 

@@ -186,9 +186,9 @@ def read_notebook(path: str | Path) -> NotebookNode:
     deep = too_deep(nb)
     if deep is not None:
         raise InputError(f"{path}: nested more than {MAX_INPUT_DEPTH} levels deep at {json_path(deep)}")
-    where = lone_surrogate(nb)
-    if where is not None:
-        raise InputError(f"{path}: {where}")
+    unicode_problem = lone_surrogate(nb)
+    if unicode_problem is not None:
+        raise InputError(f"{path}: {unicode_problem}")
     return cast(NotebookNode, nb)
 
 

@@ -75,8 +75,9 @@ def test_a_kill_while_writing_leaves_the_old_bytes(tmp_path: Path, path_kind: st
     old = b'{"old": true}\n'
     target.write_bytes(old)
     script = HOLD_FSYNC + f"TARGET = {str(target)!r}\nPREFIX = {str(tmp_path)!r}\n" + WRITERS[path_kind]
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -175,10 +176,17 @@ def test_a_lone_surrogate_in_the_record_is_exit_4_and_nothing_written(tmp_path: 
     nb.metadata["kernelspec"] = {"name": "tactus", "display_name": "Tactus (Lua)", "language": "lua"}
     nb.cells.append(nbformat.v4.new_code_cell("1 + 1"))
     nbformat.write(nb, str(path))
-    meta = {"version": 1, "procedures": {"deploy": {"checkpoints": [
-        {"kind": "step", "name": "build", "value": "ok", "at": "2026-01-01T00:00:00.000Z"},
-        {"kind": "step", "name": "fetch", "value": "PLACEHOLDER", "at": "2026-01-01T00:00:00.000Z"},
-    ]}}}
+    meta = {
+        "version": 1,
+        "procedures": {
+            "deploy": {
+                "checkpoints": [
+                    {"kind": "step", "name": "build", "value": "ok", "at": "2026-01-01T00:00:00.000Z"},
+                    {"kind": "step", "name": "fetch", "value": "PLACEHOLDER", "at": "2026-01-01T00:00:00.000Z"},
+                ]
+            }
+        },
+    }
     raw = load(path)
     raw["metadata"]["tactus"] = meta
     text = json.dumps(raw).replace('"PLACEHOLDER"', '"bad \\ud800 text"')
@@ -188,6 +196,8 @@ def test_a_lone_surrogate_in_the_record_is_exit_4_and_nothing_written(tmp_path: 
     for args in (["--inplace"], ["-o", str(out)]):
         run = run_cli("replay", path, *args)
         assert run.returncode == 4, run.stderr
-        assert ("procedure 'deploy', checkpoint #2 (step 'fetch'), at metadata.tactus.procedures.deploy."
-                "checkpoints.1.value holds text that is not valid Unicode") in run.stderr
+        assert (
+            "procedure 'deploy', checkpoint #2 (step 'fetch'), at metadata.tactus.procedures.deploy."
+            "checkpoints.1.value holds text that is not valid Unicode"
+        ) in run.stderr
         assert path.read_bytes() == before and not out.exists() and _temps(tmp_path) == []

@@ -41,13 +41,28 @@ def opened(data: Any) -> tuple[RecordsChannel, FakeComm, list[dict[str, Any]]]:
     return channel, comm, seen
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"replay": "false"}, "Tactus: the comm's open data: data.replay: Input should be a valid boolean (found 'false')"),
-    ([1, 2], "Tactus: the comm's open data must be an object, found list [1, 2]"),
-    ({"allow_divergence": 1}, "Tactus: the comm's open data: data.allow_divergence: Input should be a valid boolean (found 1)"),
-    ({"answers": ["a"]}, "Tactus: the comm's open data: data.answers: Input should be a valid dictionary (found ['a'])"),
-    ({"procedure_params": {"p": 3}}, "Tactus: the comm's open data: data.procedure_params.p: Input should be a valid dictionary (found 3)"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"replay": "false"},
+            "Tactus: the comm's open data: data.replay: Input should be a valid boolean (found 'false')",
+        ),
+        ([1, 2], "Tactus: the comm's open data must be an object, found list [1, 2]"),
+        (
+            {"allow_divergence": 1},
+            "Tactus: the comm's open data: data.allow_divergence: Input should be a valid boolean (found 1)",
+        ),
+        (
+            {"answers": ["a"]},
+            "Tactus: the comm's open data: data.answers: Input should be a valid dictionary (found ['a'])",
+        ),
+        (
+            {"procedure_params": {"p": 3}},
+            "Tactus: the comm's open data: data.procedure_params.p: Input should be a valid dictionary (found 3)",
+        ),
+    ],
+)
 def test_bad_open_data_is_refused_with_a_warning_and_a_log_line(data: Any, message: str, caplog):
     with caplog.at_level(logging.WARNING, logger="tactus_kernel.notebook_host"):
         channel, comm, seen = opened(data)
@@ -59,18 +74,24 @@ def test_bad_open_data_is_refused_with_a_warning_and_a_log_line(data: Any, messa
 
 
 def test_good_open_data_sets_only_the_options_given():
-    channel, comm, seen = opened({"tactus": None, "replay": True, "future_option": 1})
+    channel, _, seen = opened({"tactus": None, "replay": True, "future_option": 1})
     assert channel.connected and seen == [{"replay": True, "future_option": 1}]
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ([1], "Tactus: a comm message must be an object, found list [1]"),
-    ({"op": "reset", "procedures": "all"}, "Tactus: reset needs a list of procedure names: reset.procedures: "
-                                           "Input should be a valid list (found 'all')"),
-    ({"op": "reset", "procedures": [1]}, "reset.procedures.0: Input should be a valid string (found 1)"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([1], "Tactus: a comm message must be an object, found list [1]"),
+        (
+            {"op": "reset", "procedures": "all"},
+            "Tactus: reset needs a list of procedure names: reset.procedures: "
+            "Input should be a valid list (found 'all')",
+        ),
+        ({"op": "reset", "procedures": [1]}, "reset.procedures.0: Input should be a valid string (found 1)"),
+    ],
+)
 def test_bad_messages_get_a_warning_op(data: Any, message: str):
-    channel, comm, _ = opened({"tactus": None})
+    _, comm, _ = opened({"tactus": None})
     comm.sent.clear()
     comm.handler({"content": {"data": data}})
     [warning] = comm.sent
@@ -78,7 +99,7 @@ def test_bad_messages_get_a_warning_op(data: Any, message: str):
 
 
 def test_a_reset_with_extra_fields_is_kept_open_for_newer_frontends():
-    channel, comm, _ = opened({"tactus": {"version": 1, "procedures": {"a": {"checkpoints": []}}}})
+    _, comm, _ = opened({"tactus": {"version": 1, "procedures": {"a": {"checkpoints": []}}}})
     comm.sent.clear()
     comm.handler({"content": {"data": {"op": "reset", "procedures": ["a"], "from": {"a": 0}}}})
     assert comm.sent == [{"op": "delete", "procedures": ["a"]}]
@@ -89,8 +110,9 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
-KEYS = st.sampled_from(["tactus", "replay", "answers", "allow_divergence", "procedure_params", "op",
-                        "procedures", "from", "version"])
+KEYS = st.sampled_from(
+    ["tactus", "replay", "answers", "allow_divergence", "procedure_params", "op", "procedures", "from", "version"]
+)
 PAYLOAD = JSON | st.dictionaries(KEYS | st.text(max_size=6), JSON, max_size=5)
 MESSAGE = PAYLOAD | st.fixed_dictionaries({"op": st.just("reset")}, optional={"procedures": JSON, "from": JSON})
 
@@ -98,7 +120,7 @@ MESSAGE = PAYLOAD | st.fixed_dictionaries({"op": st.just("reset")}, optional={"p
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(open_data=PAYLOAD, messages=st.lists(MESSAGE, max_size=4))
 def test_random_comm_payloads_never_raise_out_of_the_handlers(open_data: Any, messages: list[Any]):
-    channel, comm, _ = opened(open_data)
+    _, comm, _ = opened(open_data)
     for data in messages:
         if comm.handler is not None:
             comm.handler({"content": {"data": data}})
@@ -114,7 +136,9 @@ def test_a_real_kernel_refuses_bad_open_data_and_still_says_no_extension(kernel)
     for data in ([1, 2], {"replay": "false"}):
         kernel.send_comm("comm_open", {"comm_id": uuid.uuid4().hex, "target_name": "tactus", "data": data})
     kernel.wait_until(lambda: len([o for o in kernel.tactus_ops() if o["op"] == "warning"]) == 2)
-    run = kernel.execute('procedure({name = "p"}, function() return {ok = Human.approve({message = "ok?", '
-                         'timeout = 0.2, default = true, on_timeout = "default"})} end)')
+    run = kernel.execute(
+        'procedure({name = "p"}, function() return {ok = Human.approve({message = "ok?", '
+        'timeout = 0.2, default = true, on_timeout = "default"})} end)'
+    )
     assert run.status == "ok", run.errors  # not batch mode: the request waited and timed out to its default
     assert "Tactus: no Tactus notebook extension is connected" in run.stderr

@@ -98,8 +98,8 @@ def test_records_have_a_budget_with_a_clear_error_and_the_kernel_lives(tmp_path:
         [err] = run.errors
         assert err["ename"] == "NotRecordableError"
         assert err["evalue"].startswith(
-            "[cell 2]:4: step 's5' of procedure 'hoard': the value is 20.0 MiB, and recording it would take the records "
-            "past their budget of 100.0 MiB (80.0 MiB already recorded)"
+            "[cell 2]:4: step 's5' of procedure 'hoard': the value is 20.0 MiB, and recording it would take the "
+            "records past their budget of 100.0 MiB (80.0 MiB already recorded)"
         ), err["evalue"]
         assert "TACTUS_MAX_RECORDS" in err["evalue"]
         print(f"RSS before {before / 2**20:.0f} MiB, after 40 x 20 MiB steps {after / 2**20:.0f} MiB")
@@ -107,16 +107,21 @@ def test_records_have_a_budget_with_a_clear_error_and_the_kernel_lives(tmp_path:
         assert after - before < 300 * 2**20
         assert driver.execute("1 + 1").result == "2"  # alive
         assert driver.execute("%tactus reset hoard").status == "ok"
-        again = driver.execute('procedure({name = "small"}, function() return {n = Step.run("a", function() '
-                               'return string.rep("y", 50 * 2^20) end):len()} end)', cell_id="s")
+        again = driver.execute(
+            'procedure({name = "small"}, function() return {n = Step.run("a", function() '
+            'return string.rep("y", 50 * 2^20) end):len()} end)',
+            cell_id="s",
+        )
         assert again.status == "ok" and again.result == "{n = 52428800}", again.errors  # the budget came back
     finally:
         driver.shutdown()
 
 
 # ------------------------------------------------------------------ reset
-BIG_RECORD = ('procedure({name = "big"}, function() '
-              'return {n = #Step.run("s", function() return string.rep("x", 55 * 2^20) end)} end)')
+BIG_RECORD = (
+    'procedure({name = "big"}, function() '
+    'return {n = #Step.run("s", function() return string.rep("x", 55 * 2^20) end)} end)'
+)
 
 
 class _LogWatcher:
@@ -174,7 +179,7 @@ def test_three_record_then_reset_cycles_give_the_memory_back(kernel):
     proc = psutil.Process(kernel.km.provisioner.process.pid)
     kernel.open_tactus(None)
     rss = []
-    for i in range(3):
+    for _ in range(3):
         run = kernel.execute(BIG_RECORD, cell_id="big", timeout=60)
         assert run.status == "ok", run.errors
         reset = kernel.execute("%tactus reset big")
@@ -213,7 +218,10 @@ def test_deep_options_are_exit_4_naming_the_option(tmp_path: Path, capsys):
     nb = _notebook(tmp_path / "n.ipynb")
     out = tmp_path / "out.ipynb"
     cases = {
-        ("-p", "x=" + DEEP): "-p x: the value is nested more than 200 levels deep (at value.0.0.0.0.0.0.0.0.0.0.…(188 more).0.0)",
+        (
+            "-p",
+            "x=" + DEEP,
+        ): "-p x: the value is nested more than 200 levels deep (at value.0.0.0.0.0.0.0.0.0.0.…(188 more).0.0)",
         ("--answer", "Ship it?=" + DEEP): "--answer Ship it?: the value is nested more than 200 levels deep",
         ("-P", "deploy.env=" + DEEP): "-P deploy.env: the value is nested more than 200 levels deep",
         ("-p", "x=" + "[" * 5000 + "]" * 5000): "-p x: the value is nested more than 200 levels deep",
@@ -230,14 +238,18 @@ def test_deep_options_are_exit_4_naming_the_option(tmp_path: Path, capsys):
 
 def test_a_3000_deep_recorded_value_is_exit_4_naming_the_metadata_path(tmp_path: Path, capsys):
     value = "[" * 3000 + "]" * 3000
-    meta = ('{"version": 1, "procedures": {"deploy": {"checkpoints": [{"kind": "step", "name": "build", '
-            f'"at": "2026-01-01T00:00:00.000Z", "value": {value}}}]}}}}')
+    meta = (
+        '{"version": 1, "procedures": {"deploy": {"checkpoints": [{"kind": "step", "name": "build", '
+        f'"at": "2026-01-01T00:00:00.000Z", "value": {value}}}]}}}}'
+    )
     nb = _notebook(tmp_path / "deep.ipynb", tactus=meta)
     before = nb.read_bytes()
     code, err = _cli(capsys, "replay", nb, "--inplace")
     assert code == 4, err
-    assert (f"{nb}: nested more than 200 levels deep at metadata.tactus.procedures.deploy.checkpoints.0.value.0."
-            "0.0.…(188 more).0.0\n") in err, err
+    assert (
+        f"{nb}: nested more than 200 levels deep at metadata.tactus.procedures.deploy.checkpoints.0.value.0."
+        "0.0.…(188 more).0.0\n"
+    ) in err, err
     assert nb.read_bytes() == before
 
 
@@ -250,7 +262,9 @@ end)"""
     out = tmp_path / "out.ipynb"
     code, err = _cli(capsys, "replay", nb, "-o", out)
     assert code == 4, err
-    assert ("the kernel's records are nested more than 200 levels deep at metadata.tactus.procedures.r.children."
-            "r#1.children.r#1.children.r#1.…(188 more).children.r#1 (a recursion too deep?); they cannot be written to the "
-            "notebook, so nothing was written") in err, err
+    assert (
+        "the kernel's records are nested more than 200 levels deep at metadata.tactus.procedures.r.children."
+        "r#1.children.r#1.children.r#1.…(188 more).children.r#1 (a recursion too deep?); they cannot be written to the "
+        "notebook, so nothing was written"
+    ) in err, err
     assert not out.exists()
