@@ -28,6 +28,8 @@ from nbformat.v4 import output_from_msg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from kernel_driver import KernelDriver
 
+from tactus_kernel.replay_client import write_notebook
+
 
 def answer_card(driver: KernelDriver, message: str, action: Any) -> None:
     if isinstance(action, str):
@@ -107,7 +109,7 @@ def record(path: Path, person: dict[str, Any], timeout: float) -> None:
     nb.metadata["kernelspec"] = {"name": "tactus", "display_name": "Tactus (Lua)", "language": "lua"}
     nb.metadata["language_info"] = {"name": "lua", "version": "5.4", "codemirror_mode": "lua",
                                     "file_extension": ".lua", "mimetype": "text/x-lua"}
-    nbformat.write(nb, path)
+    write_notebook(nb, path)  # atomic: a kill while writing leaves the old notebook
 
 
 def main() -> None:

@@ -91,7 +91,16 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 
 def _new_file_mode() -> int:
-    umask = os.umask(0)
+    """What ``open(path, "w")`` would give a new file: 0o666 less the umask.
+    Linux says the umask in /proc; setting it to read it back is a last resort
+    (it changes the process's umask for an instant, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
     return 0o666 & ~umask
 
