@@ -36,7 +36,6 @@ class RecordsChannel:
         self.warning: str | None = None
         self._scheduled: asyncio.TimerHandle | None = None
         self._sent_at = float("-inf")  # when the last update went out (see changed)
-        self.sent = 0  # update/delete messages sent, for measuring the batching
         self.on_open: list[Callable[[dict[str, Any]], None]] = []
 
     @property
@@ -152,7 +151,6 @@ class RecordsChannel:
             self.comm.send(op)
         if ops:
             self._sent_at = time.monotonic()
-            self.sent += len(ops)
         return len(ops)
 
 

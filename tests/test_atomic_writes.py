@@ -114,6 +114,10 @@ def test_a_failed_check_or_error_leaves_the_target_and_no_temp(tmp_path: Path):
     atomic_write(target, b"new")
     assert target.read_bytes() == b"new"
     assert target.stat().st_mode & 0o777 == 0o640, "an existing file keeps its permission bits"
+    fresh, plain = tmp_path / "fresh.txt", tmp_path / "plain.txt"
+    atomic_write(fresh, b"x")
+    plain.write_bytes(b"x")
+    assert fresh.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777, "a new file gets the umask's mode"
 
 
 # ------------------------------------------------------ the real CLI and kernel
