@@ -25,6 +25,7 @@ from typing import Any
 import nbformat
 from nbformat.v4 import output_from_msg
 
+from tactus_kernel.replay_client import write_notebook
 from tactus_kernel.testing import KernelDriver
 
 
@@ -106,7 +107,7 @@ def record(path: Path, person: dict[str, Any], timeout: float) -> None:
     nb.metadata["kernelspec"] = {"name": "tactus", "display_name": "Tactus (Lua)", "language": "lua"}
     nb.metadata["language_info"] = {"name": "lua", "version": "5.4", "codemirror_mode": "lua",
                                     "file_extension": ".lua", "mimetype": "text/x-lua"}
-    nbformat.write(nb, path)
+    write_notebook(nb, path)  # atomic: a kill while writing leaves the old notebook
 
 
 def main() -> None:

@@ -11,11 +11,78 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 SCHEMA_VERSION = 1
+# Recorded data lives in Python, outside the Lua memory cap: it has its own budget.
+DEFAULT_MAX_RECORDS = 256 * 2**20
+MAX_RECORDS_ENV = "TACTUS_MAX_RECORDS"
+
+
+def max_records_from_env() -> int | None:
+    """The record budget in bytes: ``TACTUS_MAX_RECORDS`` (0: none), else the default."""
+    raw = os.environ.get(MAX_RECORDS_ENV, "").strip()
+    try:
+        value = int(float(raw)) if raw else DEFAULT_MAX_RECORDS
+    except ValueError:
+        value = DEFAULT_MAX_RECORDS
+    return value if value > 0 else None
+
+
+def record_size(value: Any) -> int:
+    """About how many bytes a recorded value holds: the length of its texts
+    plus 8 bytes per number, key and item. Cheap (no encoding, no copy; a
+    small flat table costs well under a microsecond) and iterative, so any
+    depth can be measured."""
+    t = type(value)
+    if t is str:
+        return len(value) + 8
+    if t is not dict and t is not list:
+        return 8
+    size = 0
+    stack = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node = pop()
+        if type(node) is dict:
+            size += 8 + 16 * len(node)
+            for k, v in node.items():
+                size += len(k) if type(k) is str else 0
+                tv = type(v)
+                if tv is str:
+                    size += len(v)
+                elif tv is dict or tv is list:
+                    push(v)
+        else:
+            size += 8 + 8 * len(node)
+            for v in node:
+                tv = type(v)
+                if tv is str:
+                    size += len(v)
+                elif tv is dict or tv is list:
+                    push(v)
+    return size
+
+
+def _fmt_mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+class RecordLimitError(ValueError):
+    """Recording a value would take the records past their budget (a Lua
+    ``NotRecordableError``: runtime.py tags it so)."""
+
+    def __init__(self, what: str, size: int, used: int, limit: int) -> None:
+        self.what, self.size, self.used, self.limit = what, size, used, limit
+        super().__init__(
+            f"{what} is {_fmt_mib(size)}, and recording it would take the records past their budget of "
+            f"{_fmt_mib(limit)} ({_fmt_mib(used)} already recorded); record less (a path or a digest instead of "
+            f"the data), forget records with `%tactus reset`, or raise {MAX_RECORDS_ENV} (bytes) in the kernel's "
+            "environment",
+        )
 
 
 @functools.cache
@@ -132,18 +199,36 @@ class Records:
     """Every procedure record of one notebook, plus which ones changed since
     the last time the frontend was told."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = -1) -> None:
         self.procedures: dict[str, dict[str, Any]] = {}
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
         # Fields of recorded entries still to be filled in (see defer).
         self.deferred: list[Callable[[], None]] = []
+        # The record budget (-1: from the environment; None: no budget) and
+        # what the records hold, by record_size (recounted when records go).
+        self.max_bytes = max_records_from_env() if max_bytes == -1 else max_bytes
+        self.used = 0
 
     def load(self, procedures: dict[str, dict[str, Any]]) -> None:
         self.fill_deferred()
         self.procedures = procedures
         self.dirty.clear()
         self.deleted.clear()
+        self.recount()
+
+    def charge(self, what: str, size: int) -> None:
+        """Count `size` more bytes against the budget, or raise RecordLimitError naming `what`."""
+        limit = self.max_bytes
+        if limit is not None and self.used + size > limit:
+            self.recount()  # records may have gone since the last count
+            if self.used + size > limit:
+                raise RecordLimitError(what, size, self.used, limit)
+        self.used += size
+
+    def recount(self) -> None:
+        """Measure what the records hold now (after records were dropped or merged in)."""
+        self.used = record_size(self.procedures)
 
     def defer(self, fill: Callable[[], None]) -> None:
         """Have ``fill`` complete an entry just recorded, before anyone reads it.
@@ -209,6 +294,8 @@ class Records:
                 self.dirty.discard(k)
                 self.deleted.add(k)
                 gone.append(k)
+        if gone:
+            self.recount()
         return gone
 
     def take_changes(self) -> list[dict[str, Any]]:
@@ -262,6 +349,7 @@ class RunLog:
             raise DivergenceError(self.key, self.position, recorded, asked)
         del self.entries[self.position :]
         self.records.touch(self.key)
+        self.records.recount()
 
     def replay(self, kind: str, name: str) -> dict[str, Any] | None:
         """The recorded entry for this call, or None when it must run now."""
@@ -284,10 +372,16 @@ class RunLog:
         return entry
 
     def append(self, kind: str, name: str, value: Any, **extra: Any) -> dict[str, Any]:
+        records = self.records
+        size = record_size(value) + (record_size(extra) if extra else 0) + len(name) + 64
+        if records.max_bytes is not None:
+            records.charge(f"{kind} {name!r} of procedure {self.key!r}: the value", size)
+        else:
+            records.used += size
         entry = {"kind": kind, "name": name, "value": value, "at": now_iso()}
         if extra:
             entry.update(extra)
-        entries, records, key = self.entries, self.records, self.key
+        entries, key = self.entries, self.key
         rec = records.record(key)  # again each time: a reset may have dropped it meanwhile
         if rec["checkpoints"] is not entries or self.untitled:
             rec["checkpoints"] = entries
@@ -320,3 +414,4 @@ class RunLog:
         del self.entries[index:]
         self.position = min(self.position, index)
         self.records.touch(self.key)
+        self.records.recount()

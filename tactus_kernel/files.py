@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .atomic import atomic_write
+
 MAX_READ = 64 * 1024 * 1024
 
 
@@ -47,7 +49,7 @@ def file_op(root: Path, op: str, path: str, data: str | None = None) -> object:
     if op == "write":
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(data or "", "utf-8")
+            atomic_write(target, (data or "").encode("utf-8"))  # a kill mid-write leaves the old file
         except OSError as exc:  # a folder in the way, a full disk, no permission...
             raise FileError(f"File.write: cannot write {path!r}: {exc.strerror or exc}") from None
         return True

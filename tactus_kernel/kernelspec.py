@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpecManager
+
+from .atomic import atomic_write
 
 KERNEL_NAME = "tactus"
 DISPLAY_NAME = "Tactus (Lua)"
@@ -29,9 +30,20 @@ def spec(executable: str | None = None) -> dict[str, object]:
 
 
 def install(user: bool = False, prefix: str | None = None) -> str:
-    """Install the spec; returns the folder it went to."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / KERNEL_NAME
-        folder.mkdir()
-        (folder / "kernel.json").write_text(json.dumps(spec(), indent=2))
-        return KernelSpecManager().install_kernel_spec(str(folder), KERNEL_NAME, user=user, prefix=prefix)
+    """Install the spec; returns the folder it went to.
+
+    ``kernel.json`` is replaced atomically in place (see atomic.py) rather
+    than through ``KernelSpecManager.install_kernel_spec``, which deletes
+    the installed folder before copying the new one: a kill in between
+    would leave no kernel at all."""
+    manager = KernelSpecManager()
+    folder = Path(manager._get_destination_dir(KERNEL_NAME, user=user, prefix=prefix))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "kernel.json", json.dumps(spec(), indent=2).encode("utf-8"), check=_check_spec)
+    return str(folder)
+
+
+def _check_spec(data: bytes) -> None:
+    """The written kernel.json must read back as the spec."""
+    if json.loads(data) != spec():
+        raise ValueError("kernel.json did not read back as written")

@@ -5,7 +5,7 @@ A cell whose first line starts with ``%tactus`` is a magic cell:
     %tactus help                       this list
     %tactus records                    procedures with recorded checkpoints
     %tactus show NAME                  the checkpoints of one procedure
-    %tactus reset [NAME ...]           forget checkpoints (all, or of NAME)
+    %tactus reset [NAME ...]           forget checkpoints and declarations (all, or of NAME)
     %tactus run NAME [key=value ...]   run a declared procedure with params
     %tactus divergence strict|allow    stop on replay divergence (default) or re-record
     %tactus answer NAME VALUE          answer the next request NAME (its hitl key or message)

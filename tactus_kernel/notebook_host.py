@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .checkpoints import MetadataError, Records, parse_metadata
+from .comm_schema import CommInputError, parse_op, parse_open
+
+log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.05
@@ -36,6 +40,7 @@ class RecordsChannel:
         self.options: dict[str, Any] = {}
         self.warning: str | None = None
         self._scheduled: asyncio.TimerHandle | None = None
+        self._sent_at = float("-inf")  # when the last update went out (see changed)
         self.on_open: list[Callable[[dict[str, Any]], None]] = []
 
     @property
@@ -43,8 +48,14 @@ class RecordsChannel:
         return self.comm is not None
 
     def open(self, comm: Any, msg: dict[str, Any]) -> None:
-        """A frontend opened the comm with the notebook's ``metadata.tactus``."""
-        data = msg["content"].get("data") or {}
+        """A frontend opened the comm with the notebook's ``metadata.tactus``.
+        Open data that fails the schema (comm_schema.py) is refused with a
+        warning op: that comm is not used, and the kernel stays unconnected."""
+        try:
+            data = parse_open(msg.get("content", {}).get("data"))
+        except CommInputError as exc:
+            self._refuse(comm, f"Tactus: {exc}; this comm is not used, so checkpoints are not saved through it")
+            return
         self.comm = comm
         comm.on_close(self._closed)
         comm.on_msg(self._received)
@@ -66,6 +77,7 @@ class RecordsChannel:
         self.records.fill_deferred()
         for key, rec in stored.items():
             self.records.procedures.setdefault(key, rec)
+        self.records.recount()
         # Send what the notebook lacks or has older (a page reloaded while
         # this kernel ran on), so the frontend shows what replay will use.
         mine = {key for key, rec in self.records.procedures.items() if stored.get(key) != rec}
@@ -93,24 +105,25 @@ class RecordsChannel:
         is left; a procedure without an index (or unknown here) is forgotten
         whole, as without ``from``.
         """
-        data = msg["content"].get("data") or {}
-        if not isinstance(data, dict) or data.get("op") != "reset" or self.comm is None:
+        if self.comm is None:
             return
-        keys = data.get("procedures")
+        try:
+            data = parse_op(msg.get("content", {}).get("data"))
+        except CommInputError as exc:
+            self._refuse(self.comm, f"Tactus: {exc}")
+            return
+        if data is None:
+            return
+        keys = data["procedures"]
         every = keys is None
         if every:
             keys = list(self.records.procedures)
-        elif not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
-            self.comm.send({"op": "warning", "message": "Tactus: reset needs a list of procedure names"})
-            return
         start = data.get("from") or {}
         if not (isinstance(start, dict) and all(_is_index(i) for i in start.values())):
-            self.comm.send(
-                {
-                    "op": "warning",
-                    "message": 'Tactus: reset\'s "from" must map procedure names to checkpoint indexes (0 or more), '
-                    f"got {json.dumps(start)[:80]}",
-                }
+            self._refuse(
+                self.comm,
+                'Tactus: reset\'s "from" must map procedure names to checkpoint indexes (0 or more), '
+                f"got {json.dumps(start)[:80]}",
             )
             return
         truncated = [k for k in keys if k in start and self._forget_from(k, start[k])]
@@ -131,9 +144,25 @@ class RecordsChannel:
         self.records.touch(key)
         return True
 
+    @staticmethod
+    def _refuse(comm: Any, message: str) -> None:
+        """Bad input from a frontend: a warning op back and a line in the kernel's log."""
+        log.warning("%s", message)
+        comm.send({"op": "warning", "message": message})
+
     def changed(self) -> None:
-        """Coalesce updates: one message per UPDATE_DELAY at most."""
-        if self._scheduled is not None or self.comm is None:
+        """Coalesce updates: about one message per UPDATE_DELAY.
+
+        The timer covers a procedure that waits (the event loop runs); a
+        procedure that computes without yielding never lets the timer fire,
+        so the recording path itself sends once UPDATE_DELAY has passed since
+        the last send: a kill loses at most the last UPDATE_DELAY of records."""
+        if self.comm is None:
+            return
+        if time.monotonic() - self._sent_at >= UPDATE_DELAY:
+            self.flush()
+            return
+        if self._scheduled is not None:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -151,6 +180,8 @@ class RecordsChannel:
         ops = self.records.take_changes()
         for op in ops:
             self.comm.send(op)
+        if ops:
+            self._sent_at = time.monotonic()
         return len(ops)
 
 

@@ -128,9 +128,7 @@ class NotebookReplay(pytest.Item):
     def runtest(self) -> None:
         import asyncio
 
-        import nbformat
-
-        from .replay_client import describe_failure, mark_failure, prepare, read_notebook, replay
+        from .replay_client import describe_failure, mark_failure, prepare, read_notebook, replay, write_notebook
         from .replay_params import InputError
 
         options = self.config.stash[_OPTIONS_KEY]
@@ -149,10 +147,13 @@ class NotebookReplay(pytest.Item):
             )
             mark_failure(nb, result.failure, message)
         out_dir = self.config.getoption("tactus_output_dir")
-        if out_dir:
+        if out_dir and (result.failure is None or result.exit_code != 4):
             target = Path(out_dir) / label
             target.parent.mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, str(target))
+            try:
+                write_notebook(nb, target)
+            except InputError as exc:
+                raise ReplayFailed(f"{label}: nothing written to {target}: {exc}", 4) from None
         self.user_properties.append(("tactus-cells", len(result.cells)))
         if message is not None:
             raise ReplayFailed(message, result.exit_code)

@@ -168,9 +168,17 @@ def replay_file(
     notebook: str, output: str | None, options: Any, quiet: bool = False, stderr: IO[str] | None = None
 ) -> int:
     """Replay one notebook file, write the result, print the outcome."""
-    import nbformat
-
-    from .replay_client import EXIT_INTERRUPTED, describe_failure, mark_failure, prepare, read_notebook, replay
+    from .replay_client import (
+        EXIT_INTERRUPTED,
+        check_notebook_bytes,
+        describe_failure,
+        mark_failure,
+        prepare,
+        read_notebook,
+        replay,
+        serialise_notebook,
+        write_notebook,
+    )
 
     err = stderr or sys.stderr
     try:
@@ -190,12 +198,24 @@ def replay_file(
         return EXIT_INTERRUPTED
     if result.failure is not None:
         mark_failure(nb, result.failure, describe_failure(result, notebook))
+    if result.failure is not None and result.failure.exit_code == EXIT_INPUT:
+        output = None  # the kernel's records cannot be written (see describe_failure): nothing is
     if output:
         try:
             if output == "-":
-                nbformat.write(nb, sys.stdout)
+                data = serialise_notebook(nb)
+                check_notebook_bytes(data, nb)
+                out = getattr(sys.stdout, "buffer", None)
+                if out is not None:
+                    out.write(data)
+                else:  # a replaced stdout (a host capturing it) takes text
+                    sys.stdout.write(data.decode("utf-8"))
+                sys.stdout.flush()
             else:
-                nbformat.write(nb, output)
+                write_notebook(nb, output)
+        except InputError as exc:
+            err.write(f"tactus-kernel replay: {notebook}: nothing written to {output}: {exc}\n")
+            return EXIT_INPUT
         except OSError as exc:
             err.write(f"tactus-kernel replay: cannot write {output}: {exc.strerror or exc}\n")
             if result.failure is None:

@@ -42,7 +42,17 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbformat import NotebookNode
 
 from .checkpoints import SCHEMA_VERSION, MetadataError, parse_metadata
-from .replay_params import INJECTED_TAG, InputError, inject_parameters, parameters_cell_source
+from .replay_params import (
+    INJECTED_TAG,
+    MAX_INPUT_DEPTH,
+    InputError,
+    deep_path_in_text,
+    inject_parameters,
+    json_path,
+    parameters_cell_source,
+    too_deep,
+    unencodable,
+)
 
 COMM_TARGET = "tactus"
 KERNEL_NAME = "tactus"
@@ -120,7 +130,7 @@ class CellReport:
 class ReplayFailure:
     """Why a replay stopped."""
 
-    kind: str  # no-answer | divergence | error | timeout | dead-kernel | kernel-start
+    kind: str  # no-answer | divergence | error | timeout | dead-kernel | kernel-start | unwritable
     message: str  # ``ename: evalue`` or the reason
     cell: CellReport | None = None
     ename: str = ""
@@ -129,7 +139,8 @@ class ReplayFailure:
 
     @property
     def exit_code(self) -> int:
-        return {"no-answer": EXIT_NO_ANSWER, "divergence": EXIT_DIVERGENCE}.get(self.kind, EXIT_CELL_ERROR)
+        codes = {"no-answer": EXIT_NO_ANSWER, "divergence": EXIT_DIVERGENCE, "unwritable": EXIT_INPUT}
+        return codes.get(self.kind, EXIT_CELL_ERROR)
 
 
 @dataclass
@@ -162,13 +173,88 @@ def read_notebook(path: str | Path) -> NotebookNode:
         raise InputError(f"{path}: cannot read it ({exc})") from None
     try:
         nb = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+    except RecursionError:
+        deep = deep_path_in_text(text)
+        where = json_path(deep) if deep is not None else "somewhere"
+        raise InputError(f"{path}: nested more than {MAX_INPUT_DEPTH} levels deep at {where}") from None
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds; each means "not a notebook"
         reason = "not JSON" if type(exc).__name__ == "NotJSONError" else " ".join(str(exc).split())[:200]
         raise InputError(f"{path}: not a Jupyter notebook ({reason})") from None
     if not isinstance(nb, dict) or nb.get("nbformat") != 4 or not isinstance(nb.get("cells"), list):
         found = nb.get("nbformat") if isinstance(nb, dict) else type(nb).__name__
         raise InputError(f"{path}: not a Jupyter notebook in format 4 (found {found!r})")
+    deep = too_deep(nb)
+    if deep is not None:
+        raise InputError(f"{path}: nested more than {MAX_INPUT_DEPTH} levels deep at {json_path(deep)}")
+    unicode_problem = lone_surrogate(nb)
+    if unicode_problem is not None:
+        raise InputError(f"{path}: {unicode_problem}")
     return cast(NotebookNode, nb)
+
+
+def describe_place(path: list[str | int], nb: Any) -> str:
+    """A place in a notebook for an error: a recorded checkpoint as
+    "procedure 'p', checkpoint #3 (step 'fetch')", anything else as its JSON path."""
+    if len(path) >= 6 and path[:3] == ["metadata", "tactus", "procedures"]:
+        node: Any = nb["metadata"]["tactus"]["procedures"]
+        key = [str(path[3])]
+        node = node[path[3]]
+        rest = path[4:]
+        while len(rest) >= 2 and rest[0] == "children":
+            key.append(str(rest[1]))
+            node = node["children"][rest[1]]
+            rest = rest[2:]
+        if len(rest) >= 2 and rest[0] == "checkpoints" and isinstance(rest[1], int):
+            from .checkpoints import describe_entry
+
+            where = describe_entry("/".join(key), rest[1], node["checkpoints"][rest[1]])
+            return f"{where}, at {json_path(path)}"
+    return json_path(path)
+
+
+def lone_surrogate(nb: Any) -> str | None:
+    """Why `nb` cannot be written as UTF-8, naming the place, or None."""
+    path = unencodable(nb)
+    if path is None:
+        return None
+    return (f"{describe_place(path, nb)} holds text that is not valid Unicode (a lone surrogate such as "
+            "\\ud800), which cannot be written to a notebook file; fix or remove it")
+
+
+def unwritable_metadata(meta: dict[str, Any] | None) -> str | None:
+    """Why the records a kernel sent cannot go into the notebook (nested too
+    deep, or text that is not Unicode), naming the place; None when they can."""
+    if meta is None:
+        return None
+    wrapped = {"metadata": {"tactus": meta}}
+    deep = too_deep(wrapped, MAX_INPUT_DEPTH)
+    if deep is not None:
+        return (f"the kernel's records are nested more than {MAX_INPUT_DEPTH} levels deep at {json_path(deep)} "
+                "(a recursion too deep?); they cannot be written to the notebook, so nothing was written")
+    return lone_surrogate(wrapped)
+
+
+def serialise_notebook(nb: NotebookNode) -> bytes:
+    """The notebook as the bytes of its file. Raises InputError naming the place of a value that
+    cannot be written (then nothing is written)."""
+    where = lone_surrogate(nb)
+    if where is not None:
+        raise InputError(where)
+    return nbformat.writes(nb).encode("utf-8")
+
+
+def check_notebook_bytes(data: bytes, nb: NotebookNode) -> None:
+    """Raise InputError unless `data` reads back as `nb` (the check before a file is replaced)."""
+    back = nbformat.reads(data.decode("utf-8"), as_version=nbformat.NO_CONVERT)
+    if back != nb:
+        raise InputError("the notebook did not read back as written; nothing was written")
+
+
+def write_notebook(nb: NotebookNode, target: str | Path) -> None:
+    """Write `nb` to `target` atomically (see atomic.py): old file or new file, never a part."""
+    from .atomic import atomic_write
+
+    atomic_write(target, serialise_notebook(nb), check=lambda data: check_notebook_bytes(data, nb))
 
 
 def prepare(nb: NotebookNode, options: ReplayOptions) -> list[str]:
@@ -399,7 +485,10 @@ async def replay(
     finally:
         result.warnings.extend(client.warnings)
         new_meta = client.metadata(original)
-        if new_meta is not None:
+        problem = unwritable_metadata(new_meta)
+        if problem is not None:
+            result.failure = ReplayFailure("unwritable", problem)
+        elif new_meta is not None:
             nb.metadata["tactus"] = new_meta
         await _shutdown(km, client, graceful)
         if result.failure is not None and result.failure.kind in ("kernel-start", "dead-kernel"):

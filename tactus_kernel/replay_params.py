@@ -30,6 +30,11 @@ LUA_KEYWORDS = frozenset(
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LUA_INT_MAX = 2**63 - 1
+# Deeper input is refused: a recorded value may nest 100 levels (convert.MAX_DEPTH),
+# its place in metadata.tactus (and child procedures' records) adds a few more,
+# and past a few hundred levels Python's own readers and copiers overflow.
+MAX_INPUT_DEPTH = 200
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
 
 
 class InputError(ValueError):
@@ -37,10 +42,101 @@ class InputError(ValueError):
     one-line message for the user, never a traceback."""
 
 
-def parse_value(text: str) -> Any:
-    """A command-line value: JSON when it parses, else the string itself."""
+def too_deep(value: Any, limit: int = MAX_INPUT_DEPTH) -> list[str | int] | None:
+    """The path to the first place where `value` nests deeper than `limit`
+    levels (None if it does not); iterative, so any depth can be checked."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            items: Any = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            continue
+        if len(path) >= limit:
+            return path
+        stack.extend((v, [*path, k]) for k, v in items if isinstance(v, (dict, list)))
+    return None
+
+
+def json_path(path: list[str | int], root: str = "") -> str:
+    """``root.a.0.b``: where a value is, as the other errors name fields
+    (a long path shows its start and end: ``root.a.0.b.…(195 more).0.0``)."""
+    parts = [str(p) for p in path]
+    if len(parts) > 14:
+        parts = [*parts[:10], f"…({len(parts) - 12} more)", *parts[-2:]]
+    return ".".join([root, *parts] if root else parts) or "(the top)"
+
+
+def deep_path_in_text(text: str, limit: int = MAX_INPUT_DEPTH) -> list[str | int] | None:
+    """:func:`too_deep` for JSON text that ``json.loads`` cannot read because
+    it nests too deep (RecursionError): a scan of its tokens, no parsing."""
+    path: list[str | int] = []
+    kinds: list[str] = []
+    last_string = ""
+    for m in _JSON_TOKEN.finditer(text):
+        tok = m.group()
+        if tok[0] == '"':
+            last_string = tok
+        elif tok in "[{":
+            if len(kinds) >= limit:
+                return path
+            kinds.append(tok)
+            path.append(0 if tok == "[" else "")
+        elif tok in "]}":
+            if kinds:
+                kinds.pop()
+                path.pop()
+        elif tok == ":" and kinds and kinds[-1] == "{":
+            try:
+                path[-1] = json.loads(last_string)
+            except ValueError:
+                path[-1] = last_string
+        elif tok == "," and kinds and kinds[-1] == "[":
+            path[-1] = int(path[-1]) + 1
+    return None
+
+
+def unencodable(value: Any) -> list[str | int] | None:
+    """The path to the first string (or key) that cannot be written as UTF-8
+    (a lone surrogate such as a ``"\\ud800"`` JSON escape), or None."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                stack.append((k, [*path, k]) if isinstance(k, str) else (None, path))
+                stack.append((v, [*path, k]))
+        elif isinstance(node, list):
+            stack.extend((v, [*path, i]) for i, v in enumerate(node))
+    return None
+
+
+def check_depth(value: Any, where: str) -> Any:
+    """`value`, or InputError naming `where` and the path if it nests too deep."""
+    path = too_deep(value)
+    if path is not None:
+        raise InputError(
+            f"{where}: the value is nested more than {MAX_INPUT_DEPTH} levels deep (at {json_path(path, 'value')})"
+        )
+    return value
+
+
+def parse_value(text: str, where: str = "value") -> Any:
+    """A command-line value: JSON when it parses, else the string itself.
+    JSON nested too deep is an InputError naming `where`."""
     try:
-        return json.loads(text)
+        return check_depth(json.loads(text), where)
+    except RecursionError:
+        raise InputError(f"{where}: the value is nested more than {MAX_INPUT_DEPTH} levels deep") from None
+    except InputError:
+        raise
     except ValueError:
         return text
 
@@ -59,7 +155,7 @@ def parse_parameters(items: Iterable[str], option: str = "-p") -> dict[str, Any]
     for item in items:
         key, value = split_assignment(item, option)
         check_global_name(key, f"{option} {item!r}")
-        out[key] = parse_value(value)
+        out[key] = parse_value(value, f"{option} {key}")
     return out
 
 
@@ -76,6 +172,9 @@ def load_parameters_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InputError(f"-f {path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise InputError(f"-f {path}: nested more than {MAX_INPUT_DEPTH} levels deep") from None
+    check_depth(data, f"-f {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -105,7 +204,7 @@ def parse_procedure_params(items: Iterable[str], option: str = "-P") -> dict[str
         proc, dot, key = target.rpartition(".")
         if not dot or not proc or not key:
             raise InputError(f"{option} {item!r}: expected PROCEDURE.PARAM=VALUE")
-        out.setdefault(proc, {})[key] = parse_value(value)
+        out.setdefault(proc, {})[key] = parse_value(value, f"{option} {target}")
     return out
 
 
@@ -123,12 +222,15 @@ def parse_answers(items: Iterable[str], files: Iterable[str | Path] = (), option
             raise InputError(f"--answers {path}: cannot read it ({exc.strerror or exc})") from None
         except ValueError as exc:
             raise InputError(f"--answers {path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise InputError(f"--answers {path}: nested more than {MAX_INPUT_DEPTH} levels deep") from None
+        check_depth(data, f"--answers {path}")
         if not isinstance(data, dict):
             raise InputError(f"--answers {path}: expected a JSON object of request name or message to answer")
         out.update(data)
     for item in items:
         key, value = split_assignment(item, option)
-        out[key] = parse_value(value)
+        out[key] = parse_value(value, f"{option} {key}")
     return out
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from lupa import lua54
 
 from . import errors
-from .checkpoints import DivergenceError, Records, RunLog
+from .checkpoints import DivergenceError, RecordLimitError, Records, RunLog
 from .convert import NotRecordable, UnfitJson, check_value, loads, to_json, to_lua, to_plain
 from .display import displayable, lua_repr
 from .errors import CellError, ParamError, not_utf8, tagged
@@ -122,6 +122,7 @@ _TAGGED: tuple[tuple[type[Exception], str], ...] = (
     (DivergenceError, "DivergenceError"),
     (ParamError, "ParamError"),
     (NotRecordable, "NotRecordableError"),
+    (RecordLimitError, "NotRecordableError"),
     (FileError, "SandboxError"),
 )
 LUA_ERRORS: tuple[type[Exception], ...] = (BridgeError, *(cls for cls, _ in _TAGGED))
@@ -348,6 +349,9 @@ class Runtime:
         finally:
             for observer in self.run_observers:
                 observer.cell_closed(cell)
+            # Run logs end with their cell; a view or widget that outlives the
+            # cell must not keep their entries (a record `%tactus reset` drops).
+            cell.logs.clear()
             self.records.fill_deferred()
             self._close_unfinished()
             self._cell = None
@@ -388,9 +392,17 @@ class Runtime:
                 raise CellError.simple("DivergenceError", str(exc)) from None
 
     def reset(self, keys: list[str] | None = None) -> list[str]:
-        """Forget recorded checkpoints (all, or of the named procedures)."""
+        """Forget the recorded checkpoints and the declarations of the named
+        procedures (of every procedure with no names), and give the memory
+        back: running a procedure's cell again declares and runs it afresh.
+        Returns the keys whose records were forgotten."""
         targets = list(self.records.procedures) if not keys else keys
-        return self.records.delete(targets)
+        gone = self.records.delete(targets)
+        for key in list(self.procedures) if not keys else [k for k in keys if k in self.procedures]:
+            del self.procedures[key]
+            self.K.forget_procedure(key)
+        self._collectgarbage("collect")  # the Lua code and values only they held
+        return gone
 
     def fields(self, path: str) -> list[str]:
         """Names reachable at a dotted path of globals (for completion)."""

@@ -30,6 +30,7 @@ import datetime as dt
 import html
 import json
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .checkpoints import now_iso
@@ -125,7 +126,9 @@ class Trail:
         # no name and a cell's own code, the cell ("cell 3: local ok = ...")
         self.label = run.title or run.key
         self.run_id = run.id
-        self.log = run.log
+        # a proxy: the RunLog holds this trail, and a strong reference back would make a
+        # cycle that keeps the log's (possibly large) entries alive until a full gc
+        self.log = weakref.proxy(run.log)
         self.events = events
         self.view = view
         self.depth = depth

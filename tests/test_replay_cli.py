@@ -367,15 +367,18 @@ def test_no_orphan_kernels_after_error_and_divergence(recorded: Path, tmp_path: 
 
 
 def test_sigterm_shuts_the_kernel_down(recorded: Path, tmp_path: Path):
-    nb_path = edit_cell(recorded, tmp_path / "slow.ipynb", 3, "Sleep(60)")
+    # the cell says it is running by writing a file (File.write is atomic), then sleeps
+    nb_path = edit_cell(recorded, tmp_path / "slow.ipynb", 3, 'File.write("sleeping.txt", "yes")\nSleep(60)')
+    marker = tmp_path / "sleeping.txt"
     seen: dict[str, Any] = {}
 
     def terminate_when_running(proc):
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not kernels_of(proc.pid):
-            time.sleep(0.1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not marker.exists():  # the event itself: the Sleep cell runs
+            assert proc.poll() is None, "the replay ended before its Sleep cell ran"
+            time.sleep(0.02)
+        assert marker.read_text() == "yes", "the Sleep cell did not start within 60 s"
         seen["kernels"] = set(kernels_of(proc.pid))
-        time.sleep(1.5)  # well inside the Sleep cell
         os.kill(proc.pid, signal.SIGTERM)
 
     # the edited cell no longer matches its record: re-record it (and sleep)

@@ -362,6 +362,9 @@ function K.run_procedure(key, given)
   return out
 end
 
+-- %tactus reset: the declaration goes (and with it the body and what it holds).
+function K.forget_procedure(key) PROCEDURES[key] = nil end
+
 -- A function Python can start as a coroutine to run one procedure.
 function K.procedure_main(key, p)
   return function() return K.run_procedure(key, p) end
