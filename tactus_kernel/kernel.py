@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -86,7 +87,8 @@ class TactusKernel(Kernel):
         comm.create_comm = _create_comm
         comm.get_comm_manager = lambda: self.comm_manager
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
-            self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
+            self.shell_handlers[msg_type] = self._with_comm_status(getattr(self.comm_manager, msg_type))
+        self._dispatching: dict[str, Any] | None = None  # the shell message handled in turn (a cell)
         self._runtime: Runtime | None = None
         self.records = Records()
         self.channel = RecordsChannel(self.records)
@@ -123,6 +125,47 @@ class TactusKernel(Kernel):
             self.comm_manager.targets[target](comm_, msg)
 
         return opened
+
+    # ------------------------------------------------------- comm status
+    def pre_handler_hook(self) -> None:
+        """Note the shell message ipykernel handles in turn (not concurrently)."""
+        super().pre_handler_hook()
+        self._dispatching = self.get_parent("shell")
+
+    def post_handler_hook(self) -> None:
+        super().post_handler_hook()
+        self._dispatching = None
+
+    def _with_comm_status(self, handler: Any) -> Any:
+        """A comm handler that publishes busy/idle even while a cell runs.
+
+        ipykernel 7.4 handles a comm message that arrives while an async cell
+        runs concurrently (``dispatch_shell(..., concurrent=True)``) and then
+        publishes no status for it. The ipywidgets frontend sends a widget's
+        next state change only after the ``idle`` whose parent is its last
+        one, so every keystroke after the first was held back for good. Here
+        such a message gets the busy/idle pair ipykernel gives any other
+        message, and then ``busy`` again under the running cell, because
+        JupyterLab's status bar shows the latest status: the cell still runs
+        while its card waits.
+        """
+
+        async def handle(stream: Any, ident: Any, msg: dict[str, Any]) -> None:
+            running = self._dispatching
+            concurrent = running is not msg
+            if concurrent:
+                self._publish_status("busy", "shell", parent=msg)
+            try:
+                result = handler(stream, ident, msg)
+                if inspect.isawaitable(result):
+                    await result
+            finally:
+                if concurrent:
+                    self._publish_status("idle", "shell", parent=msg)
+                    if running is not None:
+                        self._publish_status("busy", "shell", parent=running)
+
+        return handle
 
     def _apply_client_options(self, options: dict[str, Any]) -> None:
         """Options a client may send next to the metadata when it opens the

@@ -67,7 +67,10 @@ class KernelDriver:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
         self.comm_msgs: list[dict[str, Any]] = []  # comm traffic seen on IOPub
-        self.widgets: dict[str, dict[str, Any]] = {}  # comm_id -> widget model state
+        self.widgets: dict[str, dict[str, Any]] = {}  # comm_id -> state of each widget not closed
+        self.displays: dict[str, dict[str, Any]] = {}  # display_id -> what it shows now
+        self.cards: list[dict[str, Any]] = []  # every static card (application/vnd.tactus.card+json) shown
+        self.statuses: list[tuple[str, str | None]] = []  # (execution_state, parent msg_id), in order
         self.pending: dict[str, CellRun] = {}
 
     # ----------------------------------------------------------- messages
@@ -82,6 +85,17 @@ class KernelDriver:
                 data = content.get("data", {})
                 if data.get("method") == "update":
                     self.widgets[content["comm_id"]].update(data.get("state", {}))
+            elif t == "comm_close":
+                self.widgets.pop(content["comm_id"], None)
+        elif t == "status":
+            self.statuses.append((msg["content"]["execution_state"], msg.get("parent_header", {}).get("msg_id")))
+        elif t in ("display_data", "update_display_data"):
+            data = msg["content"]["data"]
+            display_id = msg["content"].get("transient", {}).get("display_id")
+            if display_id:
+                self.displays[display_id] = data
+            if "application/vnd.tactus.card+json" in data:
+                self.cards.append(data["application/vnd.tactus.card+json"])
         parent = msg.get("parent_header", {}).get("msg_id")
         if parent in self.pending:
             self.pending[parent].messages.append(msg)
@@ -139,8 +153,11 @@ class KernelDriver:
             self.drain(0.02)
 
     # --------------------------------------------------------------- comms
-    def send_comm(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
-        self.kc.shell_channel.send(self.kc.session.msg(msg_type, content, metadata=metadata))
+    def send_comm(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None) -> str:
+        """Send a comm message; returns its msg_id (the parent of its status messages)."""
+        msg = self.kc.session.msg(msg_type, content, metadata=metadata)
+        self.kc.shell_channel.send(msg)
+        return str(msg["header"]["msg_id"])
 
     def open_tactus(self, metadata: dict[str, Any] | None, **options: Any) -> str:
         """Open the ``tactus`` comm as the lab extension does."""
@@ -176,11 +193,12 @@ class KernelDriver:
             raise LookupError(f"no enabled button {description!r}")
         return ids[-1]
 
-    def click(self, comm_id: str) -> None:
-        self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "custom", "content": {"event": "click"}}})
+    def click(self, comm_id: str) -> str:
+        return self.send_comm("comm_msg", {"comm_id": comm_id,
+                                           "data": {"method": "custom", "content": {"event": "click"}}})
 
-    def set_value(self, comm_id: str, value: Any) -> None:
-        self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": value},
+    def set_value(self, comm_id: str, value: Any) -> str:
+        return self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": value},
                                                                  "buffer_paths": []}})
 
     # ----------------------------------------------------------- lifecycle
