@@ -20,6 +20,7 @@ import asyncio
 import datetime as dt
 import html
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -48,6 +49,7 @@ COLORS = {"info": INFO, "warning": WARN, "error": ERROR, "critical": CRITICAL,
           "low": INFO, "medium": WARN, "high": ERROR}
 TITLES = {"approve": "Approval needed", "input": "Input needed", "review": "Review needed",
           "escalate": "Escalation"}
+TYPING_GRACE = 0.3  # seconds a card's text boxes must be quiet before a click answers (Card._answer)
 BUTTON_STYLES = ["success", "danger", "warning", "info"]
 STYLE_COLORS = {"success": SUCCESS, "danger": ERROR, "warning": WARN, "info": INFO, "": BRAND}
 
@@ -334,10 +336,15 @@ class Card:
         self.screen = screen
         self.cell_id = cell_id
         self.display_id = f"tactus-card-{uuid.uuid4().hex}"
-        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+        self.future: asyncio.Future[Any] = self.loop.create_future()
         self.started = time.monotonic()
         self.since = iso()
         self.settled = False
+        self.texts: list[Any] = []  # text boxes, whose last keys may still be on their way
+        self._answering: Callable[[], Any] | None = None
+        self._quiet: asyncio.TimerHandle | None = None
         w = _w()
         color = COLORS.get(req.severity, WARN) if req.request == "escalate" else BRAND
         self.header = w.HTML(header_html(TITLES[req.request], req.message, req.context, color,
@@ -345,6 +352,8 @@ class Card:
         self.status = w.HTML(self._status_text())
         self.controls: list[Any] = []
         body = self._build(w)
+        for text in self.texts:
+            text.observe(self._typed, "value")
         self.box = w.VBox([self.header, *body, self.status],
                           layout=w.Layout(border=f"1px solid {BORDER}", border_left=f"4px solid {color}",
                                           padding="6px 10px", margin="4px 0"))
@@ -378,6 +387,7 @@ class Card:
             box = cls(placeholder=req.placeholder, value="" if req.default is None else str(req.default),
                       layout=w.Layout(width="60%"))
             self.controls.append(box)
+            self.texts.append(box)
             if one_line:
                 # Enter sends a "submit" event (ipywidgets 8, where on_submit is deprecated)
                 def on_msg(_widget: Any, content: dict[str, Any], _buffers: Any) -> None:
@@ -395,9 +405,11 @@ class Card:
                 edit = w.Textarea(value=text, layout=w.Layout(width="95%", height="8em"),
                                   description="Artifact" + (f" ({req.artifact_type})" if req.artifact_type else ""))
                 self.controls.append(edit)
+                self.texts.append(edit)
                 parts.append(edit)
             feedback = w.Textarea(placeholder="Feedback (optional)", layout=w.Layout(width="95%"))
             self.controls.append(feedback)
+            self.texts.append(feedback)
             parts.append(feedback)
 
             def decide(label: str) -> Callable[[], Any]:
@@ -411,14 +423,40 @@ class Card:
 
     # ------------------------------------------------------------ answering
     def _answer(self, make_value: Callable[[], Any], button: Any) -> None:
-        if self.future.done():
+        """A click (or Enter): the answer, once the typed text has arrived.
+
+        The ipywidgets frontend sends a click or an Enter at once, but holds
+        a text box's latest change until the kernel has said idle for the
+        one before: a quick typist's last keys can arrive just after the
+        Enter. So a card with text boxes answers once they have been quiet
+        for TYPING_GRACE seconds; a change meanwhile restarts the wait.
+        """
+        if threading.get_ident() != self.thread:
+            # a comm handled in another thread (a kernel subshell): futures belong to their loop
+            self.loop.call_soon_threadsafe(self._answer, make_value, button)
+            return
+        if self.future.done() or self._answering is not None:
             return  # a second click changes nothing
-        self.future.set_result(make_value())
         # Until the static card replaces it: the chosen button ticked, the rest disabled.
         if button is not None:
             button.icon = "check"
         for c in self.controls:
             c.disabled = True
+        if not self.texts:
+            self.future.set_result(make_value())
+            return
+        self._answering = make_value
+        self._quiet = self.loop.call_later(TYPING_GRACE, self._commit)
+
+    def _typed(self, _change: Any) -> None:
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = self.loop.call_later(TYPING_GRACE, self._commit)
+
+    def _commit(self) -> None:
+        self._quiet = None
+        if self._answering is not None and not self.future.done():
+            self.future.set_result(self._answering())
 
     def _status_text(self) -> str:
         waited = int(time.monotonic() - self.started)
@@ -440,6 +478,8 @@ class Card:
                 except TimeoutError:
                     self.status.value = self._status_text()
         finally:
+            if self._quiet is not None:
+                self._quiet.cancel()
             if not self.future.done():
                 self.future.cancel()
             for c in self.controls:

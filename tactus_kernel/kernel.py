@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import os
 import signal
@@ -32,6 +33,10 @@ from .notebook_host import NotebookHost, RecordsChannel
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+
+
+_CONCURRENT: contextvars.ContextVar[bool] = contextvars.ContextVar("tactus_concurrent", default=False)
+COMM_MESSAGES = ("comm_open", "comm_msg", "comm_close")
 
 
 def _create_comm(*args: Any, **kwargs: Any) -> BaseComm:
@@ -86,9 +91,9 @@ class TactusKernel(Kernel):
         self.comm_manager = TactusCommManager(kernel=self)
         comm.create_comm = _create_comm
         comm.get_comm_manager = lambda: self.comm_manager
-        for msg_type in ("comm_open", "comm_msg", "comm_close"):
+        for msg_type in COMM_MESSAGES:
             self.shell_handlers[msg_type] = self._with_comm_status(getattr(self.comm_manager, msg_type))
-        self._dispatching: dict[str, Any] | None = None  # the shell message handled in turn (a cell)
+        self._cell_parent: dict[str, Any] | None = None  # the execute request running, if any
         self._runtime: Runtime | None = None
         self.records = Records()
         self.channel = RecordsChannel(self.records)
@@ -127,14 +132,33 @@ class TactusKernel(Kernel):
         return opened
 
     # ------------------------------------------------------- comm status
-    def pre_handler_hook(self) -> None:
-        """Note the shell message ipykernel handles in turn (not concurrently)."""
-        super().pre_handler_hook()
-        self._dispatching = self.get_parent("shell")
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        """ipykernel's, without "kernel subshells".
 
-    def post_handler_hook(self) -> None:
-        super().post_handler_hook()
-        self._dispatching = None
+        JupyterLab (4.4+) sends the comm messages of a kernel that offers
+        subshells on a subshell, handled in a thread of its own. Widget
+        clicks resolve the asyncio futures cards wait on and the ``tactus``
+        comm changes the records: both belong to the event loop of the main
+        thread, which stays free while a cell waits (see _with_comm_status).
+        """
+        info = dict(super().kernel_info)
+        info["supported_features"] = [f for f in info.get("supported_features", []) if f != "kernel subshells"]
+        return info
+
+    async def dispatch_shell(self, msg: Any, /, subshell_id: str | None = None, *, concurrent: bool = False) -> None:
+        token = _CONCURRENT.set(concurrent)  # a context of its own: ipykernel runs a concurrent one as a task
+        try:
+            await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+        finally:
+            _CONCURRENT.reset(token)
+
+    async def execute_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        self._cell_parent = parent  # see _publish_status
+        try:
+            await super().execute_request(stream, ident, parent)
+        finally:
+            self._cell_parent = None
 
     def _with_comm_status(self, handler: Any) -> Any:
         """A comm handler that publishes busy/idle even while a cell runs.
@@ -145,14 +169,11 @@ class TactusKernel(Kernel):
         next state change only after the ``idle`` whose parent is its last
         one, so every keystroke after the first was held back for good. Here
         such a message gets the busy/idle pair ipykernel gives any other
-        message, and then ``busy`` again under the running cell, because
-        JupyterLab's status bar shows the latest status: the cell still runs
-        while its card waits.
+        message (and _publish_status then says busy again for the cell).
         """
 
         async def handle(stream: Any, ident: Any, msg: dict[str, Any]) -> None:
-            running = self._dispatching
-            concurrent = running is not msg
+            concurrent = _CONCURRENT.get()
             if concurrent:
                 self._publish_status("busy", "shell", parent=msg)
             try:
@@ -162,8 +183,6 @@ class TactusKernel(Kernel):
             finally:
                 if concurrent:
                     self._publish_status("idle", "shell", parent=msg)
-                    if running is not None:
-                        self._publish_status("busy", "shell", parent=running)
 
         return handle
 
@@ -336,5 +355,15 @@ class TactusKernel(Kernel):
         return {"status": "ok", "restart": restart}
 
     def _publish_status(self, status: str, channel: str, parent: Any = None) -> None:
-        if not self._shutting_down:  # see do_shutdown
-            super()._publish_status(status, channel, parent)
+        """ipykernel's, quiet while shutting down (see do_shutdown), and busy
+        again under a running cell after the idle of a comm message: the
+        status bar shows the latest status, and the cell still runs while
+        its card waits."""
+        if self._shutting_down:
+            return
+        super()._publish_status(status, channel, parent)
+        cell = self._cell_parent
+        if status == "idle" and channel == "shell" and cell is not None:
+            done = parent or self.get_parent(channel)
+            if done is not cell and (done or {}).get("header", {}).get("msg_type") in COMM_MESSAGES:
+                super()._publish_status("busy", channel, cell)
