@@ -45,10 +45,16 @@ INVERSE = "var(--jp-ui-inverse-font-color1, #ffffff)"
 LAYOUT = "var(--jp-layout-color1, #ffffff)"
 LAYOUT2 = "var(--jp-layout-color2, #f6f8fa)"
 
-COLORS = {"info": INFO, "warning": WARN, "error": ERROR, "critical": CRITICAL,
-          "low": INFO, "medium": WARN, "high": ERROR}
-TITLES = {"approve": "Approval needed", "input": "Input needed", "review": "Review needed",
-          "escalate": "Escalation"}
+COLORS = {
+    "info": INFO,
+    "warning": WARN,
+    "error": ERROR,
+    "critical": CRITICAL,
+    "low": INFO,
+    "medium": WARN,
+    "high": ERROR,
+}
+TITLES = {"approve": "Approval needed", "input": "Input needed", "review": "Review needed", "escalate": "Escalation"}
 TYPING_GRACE = 0.3  # seconds a card's text boxes must be quiet before a click answers (Card._answer)
 BUTTON_STYLES = ["success", "danger", "warning", "info"]
 STYLE_COLORS = {"success": SUCCESS, "danger": ERROR, "warning": WARN, "info": INFO, "": BRAND}
@@ -57,8 +63,9 @@ STYLE_COLORS = {"success": SUCCESS, "danger": ERROR, "warning": WARN, "info": IN
 class Screen(Protocol):
     """Where cards go: a cell's outputs (NotebookHost)."""
 
-    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None,
-                display_id: str | None = None) -> None: ...
+    def display(
+        self, data: dict[str, Any], metadata: dict[str, Any] | None = None, display_id: str | None = None
+    ) -> None: ...
 
     def update_display(self, data: dict[str, Any], display_id: str) -> None: ...
 
@@ -102,14 +109,22 @@ def _context_html(context: Any) -> str:
         return ""
     if isinstance(context, dict):
         rows = "".join(
-            f"<tr><th style='text-align:left;padding:0 1em 0 0;color:{FONT2};font-weight:600'>"
+            f"<tr style='background:transparent'><th style='text-align:left;padding:0 1em 0 0;color:{FONT2};"
+            "font-weight:600;background:transparent'>"
             f"{html.escape(str(k))}</th>"
-            f"<td style='text-align:left;color:{FONT1}'>{html.escape(v if isinstance(v, str) else _json(v))}</td></tr>"
+            f"<td style='text-align:left;color:{FONT1};background:transparent'>"
+            f"{html.escape(v if isinstance(v, str) else _json(v))}</td></tr>"
             for k, v in context.items()
         )
         return f"<table class='tactus-context' style='margin:0 0 4px;border-collapse:collapse'>{rows}</table>"
-    return (f"<pre style='margin:0 0 4px;color:{FONT1};background:{LAYOUT2}'>"
-            f"{html.escape(json.dumps(context, indent=2, ensure_ascii=False))}</pre>")
+    return (
+        f"<pre style='margin:0 0 4px;color:{FONT1};background:{LAYOUT2}'>"
+        f"{html.escape(json.dumps(context, indent=2, ensure_ascii=False))}</pre>"
+    )
+
+
+def _label(text: str) -> str:
+    return f"<span style='color:{FONT2};font-size:0.85em'>{html.escape(text)}</span>"
 
 
 def where(req: HumanRequest, cell_id: str | None) -> str:
@@ -129,9 +144,11 @@ def header_html(title: str, message: str, context: Any, color: str, sub: str = "
 
 
 def frame_html(inner: str, color: str, state: str) -> str:
-    return (f"<div class='tactus-card tactus-card-{state}' style='border:1px solid {BORDER};"
-            f"border-left:4px solid {color};border-radius:3px;padding:6px 10px;margin:4px 0;"
-            f"background:{LAYOUT};color:{FONT1}'>{inner}</div>")
+    return (
+        f"<div class='tactus-card tactus-card-{state}' style='border:1px solid {BORDER};"
+        f"border-left:4px solid {color};border-radius:3px;padding:6px 10px;margin:4px 0;"
+        f"background:{LAYOUT};color:{FONT1}'>{inner}</div>"
+    )
 
 
 def answer_text(req: HumanRequest, value: Any, timed_out: bool = False) -> str:
@@ -153,8 +170,9 @@ def _options(req: HumanRequest) -> list[tuple[str, str]]:
     if req.request == "approve":
         return [("Approve", "success"), ("Reject", "danger")]
     if req.request == "review":
-        return [(label, BUTTON_STYLES[i] if i < len(BUTTON_STYLES) else "")
-                for i, label in enumerate(req.review_options())]
+        return [
+            (label, BUTTON_STYLES[i] if i < len(BUTTON_STYLES) else "") for i, label in enumerate(req.review_options())
+        ]
     if req.request == "escalate":
         return [("Resolve", "warning")]
     return []
@@ -189,13 +207,17 @@ def _choice_row(req: HumanRequest, value: Any) -> str:
     for label, style in _options(req):
         color = STYLE_COLORS[style]
         if label == chosen:
-            pills.append(f"<span class='tactus-chosen' style='display:inline-block;padding:2px 10px;margin-right:6px;"
-                         f"border:1px solid {color};border-radius:2px;background:{color};color:{INVERSE};"
-                         f"font-weight:600'>✓ {html.escape(label)}</span>")
+            pills.append(
+                f"<span class='tactus-chosen' style='display:inline-block;padding:2px 10px;margin-right:6px;"
+                f"border:1px solid {color};border-radius:2px;background:{color};color:{INVERSE};"
+                f"font-weight:600'>✓ {html.escape(label)}</span>"
+            )
         else:
-            pills.append(f"<span style='display:inline-block;padding:2px 10px;margin-right:6px;"
-                         f"border:1px dashed {BORDER};border-radius:2px;color:{FONT2};opacity:0.7'>"
-                         f"{html.escape(label)}</span>")
+            pills.append(
+                f"<span style='display:inline-block;padding:2px 10px;margin-right:6px;"
+                f"border:1px dashed {BORDER};border-radius:2px;color:{FONT2};opacity:0.7'>"
+                f"{html.escape(label)}</span>"
+            )
     return f"<div style='margin:2px 0 4px'>{''.join(pills)}</div>" if pills else ""
 
 
@@ -209,15 +231,22 @@ def _details_html(req: HumanRequest, value: Any) -> str:
         return ""
     parts = []
     if value.get("feedback"):
-        parts.append(f"<div style='color:{FONT2};font-size:0.85em'>Feedback</div>"
-                     f"<div class='tactus-feedback' style='{box}'>{html.escape(str(value['feedback']))}</div>")
+        parts.append(
+            f"<div style='color:{FONT2};font-size:0.85em'>Feedback</div>"
+            f"<div class='tactus-feedback' style='{box}'>{html.escape(str(value['feedback']))}</div>"
+        )
     edited = value.get("edited_artifact")
-    original = req.artifact if isinstance(req.artifact, str) else (
-        None if req.artifact is None else json.dumps(req.artifact, indent=2, ensure_ascii=False))
+    original = (
+        req.artifact
+        if isinstance(req.artifact, str)
+        else (None if req.artifact is None else json.dumps(req.artifact, indent=2, ensure_ascii=False))
+    )
     if edited is not None and edited != original:
-        parts.append(f"<div style='color:{FONT2};font-size:0.85em'>Edited artifact</div>"
-                     f"<pre class='tactus-artifact' style='{box};max-height:16em;overflow:auto;font-size:0.9em'>"
-                     f"{html.escape(str(edited))}</pre>")
+        parts.append(
+            f"<div style='color:{FONT2};font-size:0.85em'>Edited artifact</div>"
+            f"<pre class='tactus-artifact' style='{box};max-height:16em;overflow:auto;font-size:0.9em'>"
+            f"{html.escape(str(edited))}</pre>"
+        )
     return "".join(parts)
 
 
@@ -237,8 +266,9 @@ def status_line(req: HumanRequest, state: str, value: Any, at: str | None) -> st
     return f"{answer_text(req, value)} at {when}"
 
 
-def static_card(req: HumanRequest, state: str, value: Any, at: str | None, index: int | None,
-                cell_id: str | None) -> dict[str, Any]:
+def static_card(
+    req: HumanRequest, state: str, value: Any, at: str | None, index: int | None, cell_id: str | None
+) -> dict[str, Any]:
     """The saved form of a card: what was asked, the answer and its time.
 
     ``state`` is ``answered``, ``recorded`` (replayed from the notebook),
@@ -255,12 +285,16 @@ def static_card(req: HumanRequest, state: str, value: Any, at: str | None, index
     body = header_html(title, req.message, req.context, color, sub=where(req, cell_id))
     if state in ("answered", "recorded"):
         body += _choice_row(req, value) + _details_html(req, value)
-    body += (f"<div class='tactus-status tactus-status-{state}' style='color:{color};font-weight:700'>"
-             f"{html.escape(line)}</div>")
+    body += (
+        f"<div class='tactus-status tactus-status-{state}' style='color:{color};font-weight:700'>"
+        f"{html.escape(line)}</div>"
+    )
     plain = f"[Tactus] {req.message} -> {line}"
     if state == "recorded":
-        body += (f"<div style='color:{FONT2};font-size:0.85em'>recorded · to ask again use Ask again in "
-                 f"JupyterLab, or <code>%tactus reset {html.escape(req.procedure)}</code> and run the cell</div>")
+        body += (
+            f"<div style='color:{FONT2};font-size:0.85em'>recorded · to ask again use Ask again in "
+            f"JupyterLab, or <code>%tactus reset {html.escape(req.procedure)}</code> and run the cell</div>"
+        )
         plain += f"\n  to ask again: %tactus reset {req.procedure}, then run the cell"
     card = {
         "version": VERSION,
@@ -347,16 +381,18 @@ class Card:
         self._quiet: asyncio.TimerHandle | None = None
         w = _w()
         color = COLORS.get(req.severity, WARN) if req.request == "escalate" else BRAND
-        self.header = w.HTML(header_html(TITLES[req.request], req.message, req.context, color,
-                                         sub=where(req, cell_id)))
+        self.header = w.HTML(header_html(TITLES[req.request], req.message, req.context, color, sub=where(req, cell_id)))
         self.status = w.HTML(self._status_text())
         self.controls: list[Any] = []
         body = self._build(w)
         for text in self.texts:
             text.observe(self._typed, "value")
-        self.box = w.VBox([self.header, *body, self.status],
-                          layout=w.Layout(border=f"1px solid {BORDER}", border_left=f"4px solid {color}",
-                                          padding="6px 10px", margin="4px 0"))
+        self.box = w.VBox(
+            [self.header, *body, self.status],
+            layout=w.Layout(
+                border=f"1px solid {BORDER}", border_left=f"4px solid {color}", padding="6px 10px", margin="4px 0"
+            ),
+        )
         self.box.add_class("tactus-card")
         bundle = self.box._repr_mimebundle_()
         bundle["text/plain"] = waiting_text(req, self.since)
@@ -372,20 +408,31 @@ class Card:
     def _build(self, w: Any) -> list[Any]:
         req = self.req
         if req.request == "approve":
-            return [w.HBox([self._button(w, "Approve", "success", lambda: True),
-                            self._button(w, "Reject", "danger", lambda: False)])]
+            return [
+                w.HBox(
+                    [
+                        self._button(w, "Approve", "success", lambda: True),
+                        self._button(w, "Reject", "danger", lambda: False),
+                    ]
+                )
+            ]
         if req.request == "input":
             if req.options:
                 labels = [str(o.get("label", o.get("value")) if isinstance(o, dict) else o) for o in req.options]
                 values = [o.get("value", o.get("label")) if isinstance(o, dict) else o for o in req.options]
-                choice = w.Dropdown(options=list(zip(labels, values, strict=True)),
-                                    value=req.default if req.default in values else values[0])
+                choice = w.Dropdown(
+                    options=list(zip(labels, values, strict=True)),
+                    value=req.default if req.default in values else values[0],
+                )
                 self.controls.append(choice)
                 return [w.HBox([choice, self._button(w, "Submit", "primary", lambda: choice.value)])]
             one_line = not (req.multiline or len(req.placeholder) > 60)
             cls = w.Text if one_line else w.Textarea
-            box = cls(placeholder=req.placeholder, value="" if req.default is None else str(req.default),
-                      layout=w.Layout(width="60%"))
+            box = cls(
+                placeholder=req.placeholder,
+                value="" if req.default is None else str(req.default),
+                layout=w.Layout(width="60%"),
+            )
             self.controls.append(box)
             self.texts.append(box)
             if one_line:
@@ -402,20 +449,23 @@ class Card:
             edit = None
             if artifact is not None:
                 text = artifact if isinstance(artifact, str) else json.dumps(artifact, indent=2, ensure_ascii=False)
-                edit = w.Textarea(value=text, layout=w.Layout(width="95%", height="8em"),
-                                  description="Artifact" + (f" ({req.artifact_type})" if req.artifact_type else ""))
+                kind = f" ({req.artifact_type})" if req.artifact_type else ""
+                edit = w.Textarea(value=text, layout=w.Layout(width="95%", height="8em"))
                 self.controls.append(edit)
                 self.texts.append(edit)
-                parts.append(edit)
+                parts += [w.HTML(_label(f"Artifact{kind}: edit it here if needed")), edit]
             feedback = w.Textarea(placeholder="Feedback (optional)", layout=w.Layout(width="95%"))
             self.controls.append(feedback)
             self.texts.append(feedback)
-            parts.append(feedback)
+            parts += [w.HTML(_label("Feedback")), feedback]
 
             def decide(label: str) -> Callable[[], Any]:
-                return lambda: {"decision": label, "feedback": feedback.value,
-                                "edited_artifact": edit.value if edit is not None else None,
-                                "responded_at": _utc().strftime("%Y-%m-%dT%H:%M:%SZ")}
+                return lambda: {
+                    "decision": label,
+                    "feedback": feedback.value,
+                    "edited_artifact": edit.value if edit is not None else None,
+                    "responded_at": _utc().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
 
             parts.append(w.HBox([self._button(w, label, style, decide(label)) for label, style in _options(req)]))
             return parts
@@ -494,12 +544,10 @@ class Card:
         _close_tree(self.box)
 
 
-def answered(req: HumanRequest, entry: dict[str, Any], screen: Screen, index: int | None,
-             cell_id: str | None) -> None:
+def answered(req: HumanRequest, entry: dict[str, Any], screen: Screen, index: int | None, cell_id: str | None) -> None:
     """A replayed request: the recorded answer, shown static (the lab
     extension's card renderer adds "Ask again")."""
-    screen.display(static_card(req, "recorded", entry.get("value"), str(entry.get("at") or "") or None, index,
-                               cell_id))
+    screen.display(static_card(req, "recorded", entry.get("value"), str(entry.get("at") or "") or None, index, cell_id))
 
 
 def notice(n: dict[str, Any], screen: Screen) -> None:
@@ -510,7 +558,11 @@ def notice(n: dict[str, Any], screen: Screen) -> None:
     color = COLORS.get(n["level"], INFO)
     at = str(n.get("at", ""))
     when = at if not at or at.endswith("UTC") else f"{at} UTC"
-    screen.display({"text/html": frame_html(header_html(title, n["message"], n.get("context"), color, sub=when),
-                                            color, "notice"),
-                    "text/plain": f"[{title}] {n['message']}"
-                    + (f" {_json(n['context'])}" if n.get("context") else "")})
+    screen.display(
+        {
+            "text/html": frame_html(
+                header_html(title, n["message"], n.get("context"), color, sub=when), color, "notice"
+            ),
+            "text/plain": f"[{title}] {n['message']}" + (f" {_json(n['context'])}" if n.get("context") else ""),
+        }
+    )

@@ -201,6 +201,35 @@ class KernelDriver:
         return self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": value},
                                                                  "buffer_paths": []}})
 
+    def live_widgets(self) -> int:
+        """How many widgets the kernel holds: asked on the ``jupyter.widget.control``
+        comm, as a reloaded page asks for every widget's state."""
+        control = uuid.uuid4().hex
+        self.send_comm("comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
+                       metadata={"version": "1.0.0"})
+        self.send_comm("comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
+        found: list[int] = []
+
+        def answered() -> bool:
+            for m in self.comm_msgs:
+                data = m["content"].get("data", {})
+                if m["content"].get("comm_id") == control and data.get("method") == "update_states":
+                    found.append(len(data["states"]))
+                    return True
+            return False
+
+        self.wait_until(answered, timeout=60)
+        self.send_comm("comm_close", {"comm_id": control, "data": {}})
+        return found[0]
+
+    def open_comms(self) -> int:
+        """How many comms the kernel has open (``comm_info_request``)."""
+        msg_id = self.kc.comm_info()
+        while True:
+            reply = self.kc.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return len(reply["content"]["comms"])
+
     # ----------------------------------------------------------- lifecycle
     def interrupt(self) -> None:
         self.km.interrupt_kernel()

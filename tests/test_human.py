@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -445,3 +447,16 @@ def test_waiting_cards_can_be_restored_after_a_page_reload(live):
     live.click(live.button("Approve"))
     live.wait(run)
     assert run.status == "ok"
+
+
+def test_answered_cards_release_their_widgets(live):
+    """A static card leaves no widget behind: after 200 answered cards the
+    kernel holds as many widgets and comms as after one."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from bench_cards import answer_all
+
+    answer_all(live, 1, "one")
+    widgets, comms = live.live_widgets(), live.open_comms()
+    answer_all(live, 200, "many")
+    assert (live.live_widgets(), live.open_comms()) == (widgets, comms)
+    assert len(live.cards) == 201 and {c["state"] for c in live.cards} == {"answered"}

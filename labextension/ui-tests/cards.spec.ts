@@ -212,7 +212,6 @@ test('typed answers reach the kernel whole, Enter submits, the status bar says B
   // the cell still runs while its card waits: the kernel is busy, and says so
   await expect.poll(() => kernelStatus(page)).toBe('busy');
   await expect(page.locator('#jp-main-statusbar')).toContainText(/Busy/);
-  await shot(input, 'input-light');
   await input.getByRole('button', { name: 'Submit' }).click();
   await executionDone(page, 0);
   await expect(result(page, 0)).toContainText('"Blue sky"');
@@ -237,7 +236,6 @@ test('typed answers reach the kernel whole, Enter submits, the status bar says B
   }
   await page.keyboard.type('o', { delay: 80 }); // "Hello w|rld" -> "Hello world"
   await expect(artifact).toHaveValue('Hello world');
-  await shot(review, 'review-light');
   await review.getByRole('button', { name: 'Approve' }).click();
   await executionDone(page, 1);
   await expect(result(page, 1)).toContainText('"Looks good"');
@@ -310,17 +308,34 @@ async function everyCardKind(page: Page, suffix: string): Promise<void> {
   await runCell(page, 4);
   await executionDone(page, 4);
   await expect(output(page, 4).locator('div.tactus-card')).toHaveCount(2);
-  await shot(output(page, 4), `notice-${suffix}`);
+  await shot(output(page, 4).locator('div.tactus-card').first(), `notice-${suffix}`);
 
   await runCell(page, 5);
   await executionDone(page, 5);
   await expect(staticCard(page, 5)).toContainText(new RegExp(`Timed out at ${AT.source}; returned the default false`));
   await shot(staticCard(page, 5), `timed-out-${suffix}`);
+
+  await runCell(page, 6);
+  const input = liveCard(page, 6);
+  await input.locator('input.widget-input').click();
+  await page.keyboard.type('Blue sky', { delay: 40 });
+  await shot(input, `input-${suffix}`);
+  await page.keyboard.press('Enter');
+  await executionDone(page, 6);
+
+  await runCell(page, 7);
+  const review = liveCard(page, 7);
+  await review.getByPlaceholder('Feedback (optional)').click();
+  await page.keyboard.type('Looks good', { delay: 40 });
+  await shot(review, `review-${suffix}`);
+  await review.getByRole('button', { name: 'Approve' }).click();
+  await executionDone(page, 7);
+  await shot(staticCard(page, 7), `reviewed-${suffix}`);
 }
 
 test('Approve and Reject read apart; every card kind in the light and the dark theme', async ({ page }) => {
   const name = 'cards-kinds.ipynb';
-  fs.writeFileSync(path.join(process.env.TACTUS_E2E_ROOT!, name), notebook(['%tactus reset', SHIP, DROP, PAGE, NOTIFY, QUICK]));
+  fs.writeFileSync(path.join(process.env.TACTUS_E2E_ROOT!, name), notebook(['%tactus reset', SHIP, DROP, PAGE, NOTIFY, QUICK, COLOUR, DRAFT]));
   await open(page, name);
   await kernelReady(page);
   await theme(page, 'JupyterLab Light');
