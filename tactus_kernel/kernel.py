@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import inspect
 import os
 import signal
 import socket
@@ -31,6 +33,10 @@ from .notebook_host import NotebookHost, RecordsChannel
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+
+
+_CONCURRENT: contextvars.ContextVar[bool] = contextvars.ContextVar("tactus_concurrent", default=False)
+COMM_MESSAGES = ("comm_open", "comm_msg", "comm_close")
 
 
 def _create_comm(*args: Any, **kwargs: Any) -> BaseComm:
@@ -85,8 +91,9 @@ class TactusKernel(Kernel):
         self.comm_manager = TactusCommManager(kernel=self)
         comm.create_comm = _create_comm
         comm.get_comm_manager = lambda: self.comm_manager
-        for msg_type in ("comm_open", "comm_msg", "comm_close"):
-            self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
+        for msg_type in COMM_MESSAGES:
+            self.shell_handlers[msg_type] = self._with_comm_status(getattr(self.comm_manager, msg_type))
+        self._cell_parent: dict[str, Any] | None = None  # the execute request running, if any
         self._runtime: Runtime | None = None
         self.records = Records()
         self.channel = RecordsChannel(self.records)
@@ -141,6 +148,61 @@ class TactusKernel(Kernel):
         if isinstance(content, dict) and content.get("target_name") in ("jupyter.widget", "jupyter.widget.control"):
             self.widget_frontend = True
         await super().comm_info_request(stream, ident, parent)
+
+    # ------------------------------------------------------- comm status
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        """ipykernel's, without "kernel subshells".
+
+        JupyterLab (4.4+) sends the comm messages of a kernel that offers
+        subshells on a subshell, handled in a thread of its own. Widget
+        clicks resolve the asyncio futures cards wait on and the ``tactus``
+        comm changes the records: both belong to the event loop of the main
+        thread, which stays free while a cell waits (see _with_comm_status).
+        """
+        info = dict(super().kernel_info)
+        info["supported_features"] = [f for f in info.get("supported_features", []) if f != "kernel subshells"]
+        return info
+
+    async def dispatch_shell(self, msg: Any, /, subshell_id: str | None = None, *, concurrent: bool = False) -> None:
+        token = _CONCURRENT.set(concurrent)  # a context of its own: ipykernel runs a concurrent one as a task
+        try:
+            await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+        finally:
+            _CONCURRENT.reset(token)
+
+    async def execute_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        self._cell_parent = parent  # see _publish_status
+        try:
+            await super().execute_request(stream, ident, parent)
+        finally:
+            self._cell_parent = None
+
+    def _with_comm_status(self, handler: Any) -> Any:
+        """A comm handler that publishes busy/idle even while a cell runs.
+
+        ipykernel 7.4 handles a comm message that arrives while an async cell
+        runs concurrently (``dispatch_shell(..., concurrent=True)``) and then
+        publishes no status for it. The ipywidgets frontend sends a widget's
+        next state change only after the ``idle`` whose parent is its last
+        one, so every keystroke after the first was held back for good. Here
+        such a message gets the busy/idle pair ipykernel gives any other
+        message (and _publish_status then says busy again for the cell).
+        """
+
+        async def handle(stream: Any, ident: Any, msg: dict[str, Any]) -> None:
+            concurrent = _CONCURRENT.get()
+            if concurrent:
+                self._publish_status("busy", "shell", parent=msg)
+            try:
+                result = handler(stream, ident, msg)
+                if inspect.isawaitable(result):
+                    await result
+            finally:
+                if concurrent:
+                    self._publish_status("idle", "shell", parent=msg)
+
+        return handle
 
     def _apply_client_options(self, options: dict[str, Any]) -> None:
         """Options a client may send next to the metadata when it opens the
@@ -338,23 +400,34 @@ class TactusKernel(Kernel):
         return {"status": "ok", "restart": restart}
 
     def _publish_status(self, status: str, channel: str, parent: Any = None) -> None:
-        if self._shutting_down:  # see do_shutdown
+        """ipykernel's, with three changes.
+
+        Quiet while shutting down (see do_shutdown). The "idle" that ends a
+        cell goes under the cell's own request (comm messages handled while
+        it waited changed the current parent) and with its cell id and
+        execution count, so a reopened page that did not send the request
+        can number the cell (labextension/src/orphans.ts). And busy again
+        under a running cell after the idle of a comm message: the status bar
+        shows the latest status, and the cell still runs while its card waits.
+        """
+        if self._shutting_down:
             return
         ending = self._ending
-        if ending is None or status != "idle" or channel != "shell" or parent is not None or self.session is None:
-            super()._publish_status(status, channel, parent)
+        if ending is not None and status == "idle" and channel == "shell" and parent is None and self.session:
+            self._ending = None
+            request, metadata = ending
+            self.session.send(
+                self.iopub_socket,
+                "status",
+                {"execution_state": status},
+                parent=request,
+                ident=self._topic("status"),
+                metadata=metadata,
+            )
             return
-        self._ending = None
-        # The "idle" that ends a cell: under the cell's own request (comm
-        # messages handled while it waited changed the current parent) and
-        # with its cell id and execution count, so a reopened page that did
-        # not send the request can number the cell (labextension/src/orphans.ts).
-        request, metadata = ending
-        self.session.send(
-            self.iopub_socket,
-            "status",
-            {"execution_state": status},
-            parent=request,
-            ident=self._topic("status"),
-            metadata=metadata,
-        )
+        super()._publish_status(status, channel, parent)
+        cell = self._cell_parent
+        if status == "idle" and channel == "shell" and cell is not None:
+            done = parent or self.get_parent(channel)
+            if done is not cell and (done or {}).get("header", {}).get("msg_type") in COMM_MESSAGES:
+                super()._publish_status("busy", channel, cell)

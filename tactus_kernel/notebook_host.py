@@ -206,6 +206,7 @@ class NotebookHost:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._sent = 0
         self._truncated = False
+        self._cards: dict[int, Any] = {}  # cards answered, until their answer is recorded
 
     def _send(self, msg_type: str, content: dict[str, Any]) -> None:
         display_id = (content.get("transient") or {}).get("display_id")
@@ -269,9 +270,9 @@ class NotebookHost:
         transient = {"display_id": display_id} if display_id else {}
         self._send("display_data", {"data": data, "metadata": metadata or {}, "transient": transient})
 
-    def update_display(self, data: dict[str, Any], metadata: dict[str, Any] | None, display_id: str) -> None:
+    def update_display(self, data: dict[str, Any], display_id: str, metadata: dict[str, Any] | None = None) -> None:
         """Replace what an earlier ``display(..., display_id=...)`` showed
-        (the live timeline becomes static HTML when its cell ends)."""
+        (an answered card, a finished timeline: static from then on)."""
         self.flush()
         self._send("update_display_data",
                    {"data": data, "metadata": metadata or {}, "transient": {"display_id": display_id}})
@@ -279,9 +280,20 @@ class NotebookHost:
     def records_changed(self) -> None:
         self.channel.changed()
 
+    @property
+    def cell_id(self) -> str | None:
+        """The id JupyterLab sends with the cell's execute request, if any."""
+        cell_id = (self.parent.get("metadata") or {}).get("cellId")
+        return cell_id if isinstance(cell_id, str) else None
+
     # ------------------------------------------------------ human requests
     async def ask_human(self, req: Any) -> Any:
-        """Show a card and wait for its click (the event loop stays free).
+        """Show a live card and wait for its click (the event loop stays free).
+
+        An answer, or a timeout that returns the default, is recorded at
+        once by the caller, which then calls ``human_recorded``: the card
+        turns static there, with the record's time and position. A timeout
+        that asks again or fails, and a stopped run, turn it static here.
 
         With no widget manager connected (nbconvert, papermill, nbclient, a
         terminal frontend) nobody can ever click, so the request fails at
@@ -294,20 +306,33 @@ class NotebookHost:
 
             raise BridgeError(cards.no_widgets_message(req))
         self.flush()
-        return await cards.ask(req, self.display)
+        card = cards.Card(req, self, self.cell_id)
+        try:
+            value = await card.wait()
+        except BaseException:
+            timed_out = card.timed_out()
+            if timed_out and req.on_timeout == "default":
+                self._cards[id(req)] = card
+            else:
+                card.settle("timed_out" if timed_out else "stopped")
+            raise
+        self._cards[id(req)] = card
+        return value
 
-    def show_answered(self, req: Any, entry: dict[str, Any], forget: Callable[[], bool]) -> None:
-        """A replayed answer; batch runs get static HTML, live ones an "Ask again" button."""
+    def human_recorded(self, req: Any, entry: dict[str, Any], index: int | None) -> None:
+        """The answer of a card shown by ``ask_human`` is in the record."""
+        card = self._cards.pop(id(req), None)
+        if card is not None:
+            card.settle("timed_out" if entry.get("timed_out") else "answered", entry.get("value"),
+                        entry.get("at"), index)
+
+    def show_answered(self, req: Any, entry: dict[str, Any], index: int | None = None) -> None:
+        """A replayed answer, shown static (live runs and batch replays alike)."""
         from . import cards
 
-        def forget_and_sync() -> bool:
-            done = forget()
-            self.channel.flush()
-            return done
-
-        cards.answered(req, entry, self.display, forget_and_sync, widgets=not self.kernel.runtime.batch)
+        cards.answered(req, entry, self, index, self.cell_id)
 
     def notice(self, notice: dict[str, Any]) -> None:
         from . import cards
 
-        cards.notice(notice, self.display)
+        cards.notice(notice, self)

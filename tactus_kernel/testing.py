@@ -137,9 +137,17 @@ class Card:
         self.click("Resolve")
 
     def _text_box(self, which: str | None) -> str:
-        boxes = self._of("TextModel") + self._of("TextareaModel")
-        for cid, st in boxes:
-            names = (str(st.get("placeholder", "")), str(st.get("description", "")))
+        """The first text box, or the one whose placeholder, label or the
+        text shown just before it (a card's caption) mentions `which`."""
+        caption = ""
+        for cid, st in self._parts():
+            model = st.get("_model_name")
+            if model == "HTMLModel":
+                caption = html.unescape(_TAG.sub(" ", st.get("value", "")))
+                continue
+            if model not in ("TextModel", "TextareaModel"):
+                continue
+            names = (str(st.get("placeholder", "")), str(st.get("description", "")), caption)
             if which is None or any(which.lower() in n.lower() for n in names):
                 return cid
         raise LookupError(f"the card has no text box {which or ''!r}".replace(" ''", ""))
@@ -201,7 +209,10 @@ class KernelDriver:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
         self.comm_msgs: list[dict[str, Any]] = []  # comm traffic seen on IOPub
-        self.widgets: dict[str, dict[str, Any]] = {}  # comm_id -> widget model state
+        self.widgets: dict[str, dict[str, Any]] = {}  # comm_id -> state of each widget not closed
+        self.displays: dict[str, dict[str, Any]] = {}  # display_id -> what it shows now
+        self.static_cards: list[dict[str, Any]] = []  # every static card (application/vnd.tactus.card+json) shown
+        self.statuses: list[tuple[str, str | None]] = []  # (execution_state, parent msg_id), in order
         self.pending: dict[str, CellRun] = {}
         self._stored: dict[str, Any] = {}  # the records a notebook brought (run_notebook)
         self.answered: set[str] = set()  # cards clicked here, whose disabled state may not have arrived yet
@@ -234,6 +245,17 @@ class KernelDriver:
                 data = content.get("data", {})
                 if data.get("method") == "update":
                     self.widgets[content["comm_id"]].update(data.get("state", {}))
+            elif t == "comm_close":
+                self.widgets.pop(content["comm_id"], None)
+        elif t == "status":
+            self.statuses.append((msg["content"]["execution_state"], msg.get("parent_header", {}).get("msg_id")))
+        elif t in ("display_data", "update_display_data"):
+            data = msg["content"]["data"]
+            display_id = msg["content"].get("transient", {}).get("display_id")
+            if display_id:
+                self.displays[display_id] = data
+            if "application/vnd.tactus.card+json" in data:
+                self.static_cards.append(data["application/vnd.tactus.card+json"])
         parent = msg.get("parent_header", {}).get("msg_id")
         if parent in self.pending:
             self.pending[parent].messages.append(msg)
@@ -295,8 +317,11 @@ class KernelDriver:
             self.drain(0.02)
 
     # --------------------------------------------------------------- comms
-    def send_comm(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
-        self.kc.shell_channel.send(self.kc.session.msg(msg_type, content, metadata=metadata))
+    def send_comm(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None) -> str:
+        """Send a comm message; returns its msg_id (the parent of its status messages)."""
+        msg = self.kc.session.msg(msg_type, content, metadata=metadata)
+        self.kc.shell_channel.send(msg)
+        return str(msg["header"]["msg_id"])
 
     def open_tactus(self, metadata: dict[str, Any] | None, **options: Any) -> str:
         """Open the ``tactus`` comm as the lab extension does."""
@@ -338,8 +363,7 @@ class KernelDriver:
             if state.get("_model_name") != "VBoxModel":
                 continue
             card = Card(self, cid)
-            # a replayed answer's card offers only "Ask again": nothing waits there
-            if cid not in self.answered and set(card.buttons) - {"Ask again"}:
+            if cid not in self.answered and card.buttons:
                 found.append(card)
         return found
 
@@ -395,12 +419,42 @@ class KernelDriver:
             raise LookupError(f"no enabled button {description!r}")
         return ids[-1]
 
-    def click(self, comm_id: str) -> None:
-        self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "custom", "content": {"event": "click"}}})
+    def click(self, comm_id: str) -> str:
+        return self.send_comm("comm_msg", {"comm_id": comm_id,
+                                           "data": {"method": "custom", "content": {"event": "click"}}})
 
-    def set_value(self, comm_id: str, value: Any) -> None:
-        self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": value},
+    def set_value(self, comm_id: str, value: Any) -> str:
+        return self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": value},
                                                                  "buffer_paths": []}})
+
+    def live_widgets(self) -> int:
+        """How many widgets the kernel holds: asked on the ``jupyter.widget.control``
+        comm, as a reloaded page asks for every widget's state."""
+        control = uuid.uuid4().hex
+        self.send_comm("comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
+                       metadata={"version": "1.0.0"})
+        self.send_comm("comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
+        found: list[int] = []
+
+        def answered() -> bool:
+            for m in self.comm_msgs:
+                data = m["content"].get("data", {})
+                if m["content"].get("comm_id") == control and data.get("method") == "update_states":
+                    found.append(len(data["states"]))
+                    return True
+            return False
+
+        self.wait_until(answered, timeout=60)
+        self.send_comm("comm_close", {"comm_id": control, "data": {}})
+        return found[0]
+
+    def open_comms(self) -> int:
+        """How many comms the kernel has open (``comm_info_request``)."""
+        msg_id = self.kc.comm_info()
+        while True:
+            reply = self.kc.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return len(reply["content"]["comms"])
 
     # ----------------------------------------------------------- lifecycle
     def interrupt(self) -> None:

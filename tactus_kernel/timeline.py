@@ -498,8 +498,8 @@ class CellTimeline:
         update = getattr(self.host, "update_display", None)
         if update is None or self.display_id is None:
             return
-        update({"text/html": self.html(), "text/plain": self.plain_text()}, {"tactus": {"timeline": True}},
-               self.display_id)
+        update({"text/html": self.html(), "text/plain": self.plain_text()}, self.display_id,
+               metadata={"tactus": {"timeline": True}})
         for w in (self.box, *self.box.children, self.widget, self.toggle, self.rows_widget):
             for part in (getattr(w, "layout", None), getattr(w, "style", None), w):
                 if part is not None:

@@ -37,8 +37,9 @@ class HumanRequest:
     request: str
     name: str
     message: str
-    procedure: str
+    procedure: str  # how a card names it (an unnamed procedure: "cell 3: its first line")
     context: Any = None
+    key: str = ""  # the record's key (metadata.tactus.procedures); for an unnamed procedure its cell id
     default: Any = None
     timeout: float | None = None
     on_timeout: str = "default"
@@ -136,6 +137,7 @@ def build_request(runtime: Runtime, run: RunState, lua_req: Any) -> HumanRequest
         name=name or str(message),
         message=str(message),
         procedure=run.title or run.key,  # what the card names: a person knows "cell 3: ...", not the cell's UUID
+        key=run.key,
         context=context,
         default=merged.get("default"),
         timeout=float(timeout) if timeout is not None else None,
@@ -185,7 +187,7 @@ async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[A
             )
         show = getattr(host, "show_answered", None)
         if show is not None:
-            show(req, entry, forget=lambda: forget_from(runtime, run.key, entry))
+            show(req, entry, _index(run, entry))
         return _results(runtime, req, entry.get("value"), bool(entry.get("timed_out", False)))
 
     given, raw = _presupplied(runtime, req)
@@ -227,23 +229,18 @@ def _record(runtime: Runtime, run: RunState, req: HumanRequest, value: Any, time
         extra["timed_out"] = True
     if source != "human":
         extra["source"] = source
-    run.log.append("human", req.name, value, **extra)
+    entry = run.log.append("human", req.name, value, **extra)
     runtime.host.records_changed()
+    recorded = getattr(runtime.host, "human_recorded", None)
+    if recorded is not None:  # the card turns static, showing the answer as recorded
+        recorded(req, entry, _index(run, entry))
     return _results(runtime, req, value, timed_out)
 
 
-def forget_from(runtime: Runtime, key: str, entry: dict[str, Any]) -> bool:
-    """The card's "Ask again": forget this answer and everything after it."""
-    rec = runtime.records.lookup(key)  # a child procedure's record is nested in its caller's
-    if not rec:
-        return False
-    for i, e in enumerate(rec["checkpoints"]):
-        if e is entry or (e.get("at") == entry.get("at") and e.get("name") == entry.get("name")):
-            del rec["checkpoints"][i:]
-            runtime.records.touch(key)
-            runtime.host.records_changed()
-            return True
-    return False
+def _index(run: RunState, entry: dict[str, Any]) -> int | None:
+    """Where `entry` sits in its procedure's record (the card says so)."""
+    i = run.log.position - 1
+    return i if 0 <= i < len(run.log.entries) and run.log.entries[i] is entry else None
 
 
 async def notice_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[Any, ...]:
