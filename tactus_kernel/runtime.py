@@ -407,8 +407,13 @@ class Runtime:
             return False, f"internal error: no handler for effect {kind!r}"
         try:
             values = await handler(self, run, request)
+            for value in values:  # lupa copies an answer's text into Lua: it must fit under the cap
+                if type(value) is str:
+                    to_lua(self.lua, value)
         except LUA_ERRORS as exc:
             return False, lua_message(exc)
+        except lua54.LuaMemoryError:
+            return False, "not enough memory"
         except UnicodeDecodeError as exc:  # lupa reading a string the effect was given
             return False, tagged("SandboxError", not_utf8(exc))
         return (True, *values)
@@ -627,4 +632,4 @@ class Runtime:
 
     @_bridge
     def _b_file(self, op: str, path: str, data: str | None = None) -> Any:
-        return file_op(self.root, op, path, data)
+        return to_lua(self.lua, file_op(self.root, op, path, data))  # a big file must fit under the cap
