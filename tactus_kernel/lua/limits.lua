@@ -16,6 +16,19 @@ local s_rep, s_find, s_match, s_gmatch, s_gsub, s_sub, s_byte, s_char =
   string.rep, string.find, string.match, string.gmatch, string.gsub, string.sub, string.byte, string.char
 local t_insert, t_remove, t_move, t_sort, t_concat = table.insert, table.remove, table.move, table.sort, table.concat
 local floor, huge = math.floor, math.huge
+local pcall = pcall
+
+-- A C function's own error, raised at the cell's line as a direct call would
+-- have had it (called from here, C would name this file's line instead).
+-- Only for calls that run no cell code: an error from a callback already
+-- names its line, and must pass as it is.
+local function passed(name, ok, ...)
+  if ok then return ... end
+  local e = ...
+  if type(e) ~= "string" then error(e, 0) end
+  -- called by pcall, C cannot tell its own name
+  raise((s_gsub(e, "^(bad argument #%d+ to ')[^']*(')", "%1" .. name .. "%2", 1)))
+end
 
 -- The cap in bytes (0 or nil: none); see sandbox.py.
 local MAX_MEMORY = K.max_memory
@@ -30,7 +43,8 @@ end
 -- string.rep: an empty result is made at once (C copies nothing 2^40 times),
 -- and a result larger than the memory cap is refused before allocating.
 ------------------------------------------------------------------------------
-function string.rep(s, n, sep)
+function string.rep(...)
+  local s, n, sep = ...
   n = math.tointeger(n) or n  -- 2^40 is a float: C takes it all the same
   if type(s) == "string" and math_type(n) == "integer" and (sep == nil or type(sep) == "string") then
     local unit = #s + (sep and #sep or 0)
@@ -39,8 +53,9 @@ function string.rep(s, n, sep)
       raise("LuaMemoryError: string.rep: the result would be " .. mib(#s * n + (unit - #s) * (n - 1)) ..
         ", over the memory limit of " .. mib(MAX_MEMORY))
     end
+    return passed("rep", pcall(s_rep, s, n, sep))
   end
-  return s_rep(s, n, sep)
+  return passed("rep", pcall(s_rep, ...))
 end
 
 ------------------------------------------------------------------------------
@@ -50,19 +65,29 @@ end
 -- the interrupt reaches it. table.sort of a long array without a comparison
 -- function sorts with a Lua one, for the same reason.
 ------------------------------------------------------------------------------
-local LOOP_LIMIT = 1 << 16
+local LOOP_LIMIT = 1 << 20  -- elements: a C loop of ~10 ms
 
 local tointeger = math.tointeger
 local function length(t)  -- `#t` as an integer, as the C functions take it (with __len)
   return tointeger(#t)
 end
 
+-- No cell code can run in a call on a table without a metatable: C's own
+-- errors are then raised at the cell's line (see passed).
+local function plain(t) return type(t) ~= "table" or getmetatable(t) == nil end
+
 function table.insert(t, ...)
   local nargs = select("#", ...)
-  if nargs ~= 2 or type(t) ~= "table" then return t_insert(t, ...) end
+  if nargs ~= 2 or type(t) ~= "table" then
+    if plain(t) then return passed("insert", pcall(t_insert, t, ...)) end
+    return t_insert(t, ...)
+  end
   local pos, v = ...
   local e, at = length(t), tointeger(pos)
-  if e == nil or at == nil or e - at < LOOP_LIMIT then return t_insert(t, pos, v) end
+  if e == nil or at == nil or e - at < LOOP_LIMIT then
+    if plain(t) then return passed("insert", pcall(t_insert, t, pos, v)) end
+    return t_insert(t, pos, v)
+  end
   pos = at
   e = e + 1
   if not math.ult(pos - 1, e) then  -- the C function's check and message
@@ -72,10 +97,17 @@ function table.insert(t, ...)
   t[pos] = v
 end
 
-function table.remove(t, pos)
-  if type(t) ~= "table" or pos == nil then return t_remove(t, pos) end
+function table.remove(t, ...)
+  local pos = ...
+  if type(t) ~= "table" or pos == nil then
+    if plain(t) then return passed("remove", pcall(t_remove, t, ...)) end
+    return t_remove(t, ...)
+  end
   local size, at = length(t), tointeger(pos)
-  if size == nil or at == nil or size - at < LOOP_LIMIT then return t_remove(t, pos) end
+  if size == nil or at == nil or size - at < LOOP_LIMIT then
+    if plain(t) then return passed("remove", pcall(t_remove, t, pos)) end
+    return t_remove(t, pos)
+  end
   pos = at
   if math.ult(size, pos - 1) then
     error("bad argument #2 to 'remove' (position out of bounds)", 2)
@@ -90,6 +122,7 @@ function table.move(a1, f, e, t, a2)
   local fi, ei, ti = tointeger(f), tointeger(e), tointeger(t)
   if fi == nil or ei == nil or ti == nil or ei - fi < LOOP_LIMIT
     or type(a1) ~= "table" or (a2 ~= nil and type(a2) ~= "table") then
+    if plain(a1) and plain(a2) then return passed("move", pcall(t_move, a1, f, e, t, a2)) end
     return t_move(a1, f, e, t, a2)
   end
   f, e, t = fi, ei, ti
@@ -114,7 +147,7 @@ local function less(a, b) return a < b end
 function table.sort(t, comp)
   if comp == nil and type(t) == "table" then
     local n = length(t)
-    if n and n > LOOP_LIMIT then return t_sort(t, less) end
+    if n and n > LOOP_LIMIT then return t_sort(t, less) end  -- C sorts 2^20 numbers in ~0.4 s
   end
   return t_sort(t, comp)
 end
@@ -128,7 +161,7 @@ end
 -- over it runs in the Lua port of the matcher below, step for step the
 -- same algorithm (so the same results), which the interrupt can stop.
 ------------------------------------------------------------------------------
-local BUDGET = 1e8 -- bound on matcher steps a single C call may take
+local BUDGET = 5e8 -- bound on the matcher steps a single C call may take (about a second)
 -- (tests set it to -1 to run every match in Lua, and compare with C)
 function K.set_pattern_budget(n) local old = BUDGET; BUDGET = n; return old end
 
@@ -246,7 +279,7 @@ local function compile(pat, gmatch)
       p = e
     end
   end
-  return {items = items, anchor = anchor, work = work}
+  return {items = items, anchor = anchor, work = work, plain = not s_find(pat, SPECIALS)}
 end
 
 -- Compiled patterns, by pattern text (and gmatch's reading of a leading '^').
@@ -264,27 +297,51 @@ local function compiled(pat, gmatch)
   return c
 end
 
--- The longest run of `item`'s class in s, as far as it matters: 8, 64, or #s.
+-- The longest run of `item`'s class in s, as far as it matters: 8, 64, 512
+-- or #s. A probe looks for L members of the class at the start of a run (the
+-- frontier %f[set] lets C skip every position inside one), so each costs
+-- one pass over s, whatever the runs are.
+local PROBES = setmetatable({}, {__mode = "k"})
+local RUNS = {8, 64, 512}
+
 local function longest_run(s, item)
   local unit = item.text
   if unit == "." then return #s end
-  if #unit == 1 and s_find(unit, "%W") then unit = "%" .. unit end  -- "-", "^": literally
-  for _, len in ipairs({8, 64}) do
-    if not s_find(s, s_rep(unit, len)) then return len end
+  local probes = PROBES[item]
+  if not probes then
+    if #unit == 1 and s_find(unit, "%W") then unit = "%" .. unit end  -- "-", "^": literally
+    local set = s_byte(unit) == 91 and unit or "[" .. unit .. "]"
+    probes = {}
+    for k = 1, #RUNS do
+      local run = s_rep(unit, RUNS[k])
+      probes[k] = {"^" .. run, "%f" .. set .. run}
+    end
+    PROBES[item] = probes
+  end
+  for k = 1, #RUNS do
+    if not s_find(s, probes[k][1]) and not s_find(s, probes[k][2]) then return RUNS[k] end
   end
   return #s
 end
 
--- An upper bound of the matcher's steps for `pat` on `s` from `init`.
-local function cost(s, c, init)
+-- Whether matching compiled pattern `c` on s from `init` may cost more than
+-- the budget. First a bound from the pattern's shape alone: with q items that
+-- branch, each path of the matcher's search splits the subject among them, so
+-- there are at most C(n + q, q) paths from each start. Then, if that is too
+-- many, a closer one from the subject: a repeated class takes at most its
+-- longest run (found with C's matcher on patterns that cannot backtrack).
+local function too_costly(s, c, init)
+  if not c then return false end  -- malformed: C says what is wrong, in its words
   local n = #s - init + 1
   if n < 0 then n = 0 end
-  local items = c.items
   local starts = c.anchor and 1 or n + 1
-  local coarse = starts * (n + 2) ^ (c.work + 1)
-  if coarse <= BUDGET then return coarse end
-  -- closer: a repeated class can take at most its longest run in s
-  local w = 1
+  local bound = starts * (#c.items + 1)
+  for i = 1, c.work do
+    bound = bound * (n + i) / i
+    if bound > BUDGET then break end
+  end
+  if bound <= BUDGET then return false end
+  local items, w = c.items, 1
   for i = #items, 1, -1 do
     local it = items[i]
     if it.k == "c" and it.q then
@@ -295,9 +352,9 @@ local function cost(s, c, init)
     else
       w = 1 + w
     end
-    if starts * w > BUDGET then return starts * w end
+    if starts * w > BUDGET then return true end
   end
-  return starts * w
+  return false
 end
 
 ------------------------------------------------------------------------------
@@ -462,43 +519,52 @@ local function start_at(init, len)  -- posrelatI
   return len + init + 1
 end
 
--- Whether a call must run in Lua (false for a malformed pattern: C says what is wrong).
-local function too_costly(s, c, init)
-  return c and cost(s, c, init) > BUDGET
+-- A plain search (lmemfind) costs up to #s x #pat steps: over the budget,
+-- search windows of s in turn, each bounded, each overlapping the next.
+local function plain_find(s, pat, first)
+  local m = #pat
+  local window = math.max(BUDGET // m, m)
+  local a = first
+  while a <= #s - m + 1 do
+    local i = s_find(s_sub(s, a, a + window + m - 2), pat, 1, true)
+    if i then return a + i - 1, a + i + m - 2 end
+    a = a + window
+  end
+  return nil
 end
 
-local function pattern_call(cfun, find)
-  return function(s, pat, init, plain, ...)
+local function pattern_call(name, cfun, find)
+  return function(...)
+    local s, pat, init, plain = ...
     if type(s) ~= "string" or type(pat) ~= "string" or (init ~= nil and math_type(init) ~= "integer") then
-      return cfun(s, pat, init, plain, ...)
+      return passed(name, pcall(cfun, ...))
     end
-    local first = start_at(init, #s)
-    if first > #s + 1 then return cfun(s, pat, init, plain, ...) end  -- nil at once
-    if find and (plain or not s_find(pat, SPECIALS)) then
-      -- a plain search costs up to (#s) x (#pat): search windows of s in turn
-      local m = #pat
-      if m <= 1 or (#s - first + 1) * m <= BUDGET then return cfun(s, pat, init, plain, ...) end
-      local window = math.max(BUDGET // m, m)
-      local a = first
-      while a <= #s - m + 1 do
-        local i = s_find(s_sub(s, a, a + window + m - 2), pat, 1, true)
-        if i then return a + i - 1, a + i + m - 2 end
-        a = a + window
-      end
-      return nil
+    if find and plain then
+      if #s * #pat <= BUDGET or #pat <= 1 then return passed(name, pcall(cfun, ...)) end
+      local first = start_at(init, #s)
+      if first > #s + 1 then return nil end
+      return plain_find(s, pat, first)
     end
-    local c = compiled(pat, false)
-    if not too_costly(s, c, first) then return cfun(s, pat, init, plain, ...) end
+    local c = CACHE[pat]
+    if c == nil then c = compiled(pat, false) end
+    if c and c.plain and find then
+      if #s * #pat <= BUDGET then return passed(name, pcall(cfun, ...)) end
+      local first = start_at(init, #s)
+      if first > #s + 1 then return nil end
+      return plain_find(s, pat, first)
+    end
+    local first = init and start_at(init, #s) or 1
+    if first > #s + 1 or not too_costly(s, c, first) then return passed(name, pcall(cfun, ...)) end
     return lua_find(s, pat, first, c, find)
   end
 end
 
-string.find = pattern_call(s_find, true)
-string.match = pattern_call(s_match, false)
+string.find = pattern_call("find", s_find, true)
+string.match = pattern_call("match", s_match, false)
 
 function string.gmatch(s, pat, init)
   if type(s) ~= "string" or type(pat) ~= "string" or (init ~= nil and math_type(init) ~= "integer") then
-    return s_gmatch(s, pat, init)
+    return passed("gmatch", pcall(s_gmatch, s, pat, init))
   end
   local first = start_at(init, #s)
   local c = compiled(pat, true)
@@ -541,10 +607,14 @@ function string.gsub(s, pat, repl, max_n)
   if type(s) ~= "string" or type(pat) ~= "string"
     or not (tr == "string" or tr == "number" or tr == "table" or tr == "function")
     or (max_n ~= nil and math_type(max_n) ~= "integer") then
-    return s_gsub(s, pat, repl, max_n)
+    if tr == "function" or tr == "table" then return s_gsub(s, pat, repl, max_n) end
+    return passed("gsub", pcall(s_gsub, s, pat, repl, max_n))
   end
   local c = compiled(pat, false)
-  if not too_costly(s, c, 1) then return s_gsub(s, pat, repl, max_n) end
+  if not too_costly(s, c, 1) then
+    if tr == "string" or tr == "number" then return passed("gsub", pcall(s_gsub, s, pat, repl, max_n)) end
+    return s_gsub(s, pat, repl, max_n)  -- the callback's errors name their own lines
+  end
   if tr == "number" then repl = tostring(repl); tr = "string" end
   max_n = max_n or #s + 1
   local ms = new_state(s, c)
