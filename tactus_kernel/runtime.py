@@ -619,7 +619,8 @@ class Runtime:
     @_bridge
     def _b_json_encode(self, value: Any) -> str:
         try:
-            return json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":"))
+            # lupa copies the text into Lua: it must fit under the cap (see make_room)
+            return to_lua(self.lua, json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":")))
         except NotRecordable as exc:
             raise BridgeError(f"Json.encode: {exc}") from None
 

@@ -305,3 +305,23 @@ end)"""
         "the cell ran out of memory (limit 48 MiB); the kernel is still running",
     )
     assert asyncio.run(rt.execute("HOLD_NEXT = false return 1 + 1", "[cell 4]", "after")) == [2]
+
+
+def test_json_encode_of_text_bigger_than_the_memory_left_is_a_memory_error(tmp_path):
+    """The encoded text is copied into Lua too: 30 MB of text held, 30 MB
+    more encoded, under a 48 MiB cap."""
+    import asyncio
+
+    from conftest import RecordingHost
+
+    from tactus_kernel.errors import CellError
+    from tactus_kernel.runtime import Runtime
+
+    rt = Runtime(root=tmp_path, host=RecordingHost(), max_memory=48 * 2**20)
+    with pytest.raises(CellError) as info:
+        asyncio.run(rt.execute("local s = string.rep('x', 30 * 2^20) local j = Json.encode({s}) return #j", "[cell 1]"))
+    assert (info.value.ename, info.value.evalue) == (
+        "LuaMemoryError",
+        "the cell ran out of memory (limit 48 MiB); the kernel is still running",
+    )
+    assert asyncio.run(rt.execute("return Json.encode({1, 'a'})", "[cell 2]")) == ['[1,"a"]']

@@ -49,8 +49,9 @@ function string.rep(...)
   if type(s) == "string" and math_type(n) == "integer" and (sep == nil or type(sep) == "string") then
     local unit = #s + (sep and #sep or 0)
     if n > 1 and unit == 0 then return "" end
-    if n > 1 and #s * n + (unit - #s) * (n - 1) > MAX_MEMORY then
-      raise("LuaMemoryError: string.rep: the result would be " .. mib(#s * n + (unit - #s) * (n - 1)) ..
+    local size = #s * (n + 0.0) + (unit - #s) * (n - 1.0)  -- in floats: no wrap-around
+    if n > 1 and size > MAX_MEMORY then
+      raise("LuaMemoryError: string.rep: the result would be " .. mib(size) ..
         ", over the memory limit of " .. mib(MAX_MEMORY))
     end
     return passed("rep", pcall(s_rep, s, n, sep))
