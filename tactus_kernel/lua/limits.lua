@@ -54,6 +54,8 @@ function string.rep(...)
       raise("LuaMemoryError: string.rep: the result would be " .. mib(size) ..
         ", over the memory limit of " .. mib(MAX_MEMORY))
     end
+    -- under a cap, C can only fail here for memory, which names no line
+    if MAX_MEMORY < huge then return s_rep(s, n, sep) end
     return passed("rep", pcall(s_rep, s, n, sep))
   end
   return passed("rep", pcall(s_rep, ...))
@@ -79,6 +81,7 @@ local function plain(t) return type(t) ~= "table" or getmetatable(t) == nil end
 
 function table.insert(t, ...)
   local nargs = select("#", ...)
+  if nargs == 1 and type(t) == "table" then return t_insert(t, ...) end  -- append: the common case
   if nargs ~= 2 or type(t) ~= "table" then
     if plain(t) then return passed("insert", pcall(t_insert, t, ...)) end
     return t_insert(t, ...)
@@ -100,6 +103,7 @@ end
 
 function table.remove(t, ...)
   local pos = ...
+  if pos == nil and type(t) == "table" then return t_remove(t, ...) end  -- pop: the common case
   if type(t) ~= "table" or pos == nil then
     if plain(t) then return passed("remove", pcall(t_remove, t, ...)) end
     return t_remove(t, ...)
