@@ -238,8 +238,87 @@ def _plain_key(k: Any) -> str:
     return f"<{kind}>" if kind is not None else str(k)
 
 
+# What lupa's table_from costs in Lua 5.4 (64-bit), measured and rounded up:
+# a table ~77 bytes, an array slot ~21, a string key's node and string ~72,
+# a string 24 + its bytes. Generous, so a value that fits is never refused
+# for want of a few bytes it did not need.
+_TABLE, _SLOT, _NODE, _STRING = 96, 32, 64, 48
+# Room kept free for what else Lua allocates on the way (stack, string table).
+MEMORY_MARGIN = 1 << 20
+
+
+def lua_size(value: Any, limit: float = float("inf")) -> int:
+    """An upper estimate of the bytes Lua needs to hold ``to_lua(value)``;
+    the walk stops once the sum passes ``limit``."""
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        v = stack.pop()
+        kind = type(v)
+        if kind is str:
+            total += _STRING + (len(v) if v.isascii() else 4 * len(v))
+        elif kind is dict:
+            total += _TABLE + _NODE * len(v)
+            for k, x in v.items() if total <= limit else ():
+                if type(k) is str:
+                    total += _STRING + (len(k) if k.isascii() else 4 * len(k))
+                if type(x) in _NESTED:
+                    stack.append(x)
+        elif kind is list or kind is tuple:
+            total += _TABLE + _SLOT * len(v)
+            if total <= limit:
+                stack.extend(x for x in v if type(x) in _NESTED)
+        elif kind is bytes:
+            total += _STRING + len(v)
+    return total
+
+
+_NESTED = frozenset({str, dict, list, tuple, bytes})
+
+
+def make_room(runtime: lua54.LuaRuntime, need: int) -> None:
+    """Raise LuaMemoryError unless Lua's memory cap leaves ``need`` bytes
+    free (after a full collection, if it takes one to find them).
+
+    Python must never run into the cap while it builds Lua values itself:
+    the allocation error is a C ``longjmp`` that skips lupa's Python frames
+    and its release of the GIL, so the next wait for the GIL (lupa's own,
+    when the Lua call returns, and every other Python thread's, the SIGINT
+    watcher's included) waits for ever. Outside a Lua call it is a
+    "PANIC: unprotected error in call to Lua API" that aborts the process.
+    """
+    limit = runtime.get_max_memory()
+    if not limit:
+        return
+    need += MEMORY_MARGIN
+    if runtime.get_memory_used() + need <= limit:
+        return
+    runtime.eval("collectgarbage")("collect")
+    if runtime.get_memory_used() + need > limit:
+        raise lua54.LuaMemoryError("not enough memory")
+
+
 def to_lua(runtime: lua54.LuaRuntime, value: Any) -> Any:
-    """Convert JSON-shaped Python to Lua values (lists become 1-based tables)."""
-    if isinstance(value, (dict, list, tuple)):
-        return runtime.table_from(value, recursive=True)
+    """Convert JSON-shaped Python to Lua values (lists become 1-based tables).
+
+    Raises LuaMemoryError, before building anything, when the value would
+    not fit under the runtime's memory cap (see :func:`make_room`); a string
+    is checked too, since lupa copies it into Lua when it hands it over."""
+    kind = type(value)
+    if kind is dict or kind is list or kind is tuple:
+        limit = runtime.get_max_memory()
+        if not limit:
+            return runtime.table_from(value, recursive=True)
+        make_room(runtime, lua_size(value, limit))
+        # The estimate is generous, but it is an estimate: lift the cap while
+        # lupa builds the table, so a miss costs a little memory over the
+        # cap (Lua's next allocation then fails, in Lua, as it should)
+        # rather than a deadlock.
+        runtime.set_max_memory(0)
+        try:
+            return runtime.table_from(value, recursive=True)
+        finally:
+            runtime.set_max_memory(limit)
+    if kind is str and len(value) > MEMORY_MARGIN:
+        make_room(runtime, lua_size(value))
     return value

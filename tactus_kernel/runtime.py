@@ -482,8 +482,13 @@ class Runtime:
             return False, tagged("InternalError", f"no handler for effect {kind!r} of run {run_id!r}")
         try:
             values = await handler(self, run, request)
+            for value in values:  # lupa copies an answer's text into Lua: it must fit under the cap
+                if type(value) is str:
+                    to_lua(self.lua, value)
         except LUA_ERRORS as exc:
             return False, lua_message(exc)
+        except lua54.LuaMemoryError:
+            return False, "not enough memory"
         except UnicodeDecodeError as exc:  # lupa reading a string the effect was given
             return False, tagged("SandboxError", not_utf8(exc))
         except Exception as exc:
@@ -703,7 +708,8 @@ class Runtime:
     @_bridge
     def _b_json_encode(self, value: Any) -> str:
         try:
-            return json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":"))
+            # lupa copies the text into Lua: it must fit under the cap (see make_room)
+            return to_lua(self.lua, json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":")))
         except NotRecordable as exc:
             raise BridgeError(f"Json.encode: {exc}") from None
 
@@ -718,4 +724,4 @@ class Runtime:
 
     @_bridge
     def _b_file(self, op: str, path: str, data: str | None = None) -> Any:
-        return file_op(self.root, op, path, data)
+        return to_lua(self.lua, file_op(self.root, op, path, data))  # a big file must fit under the cap

@@ -27,7 +27,7 @@ from lupa import lua54
 DEFAULT_MAX_MEMORY = 512 * 1024 * 1024
 # Lua files loaded after the sandbox, in order; each chunk gets (B, K).
 # A missing optional file is skipped, so features can land one by one.
-LUA_MODULES = ["primitives.lua", "human.lua", "agents.lua", "composition.lua"]
+LUA_MODULES = ["primitives.lua", "human.lua", "agents.lua", "composition.lua", "limits.lua"]
 HOOK_COUNT = 100_000
 
 
@@ -67,6 +67,10 @@ def load_prelude(lua: lua54.LuaRuntime, bridge: dict[str, Callable[..., Any]], h
     if sandbox_chunk is None:
         raise RuntimeError(f"tactus sandbox prelude does not compile: {err}")
     k = sandbox_chunk(b, config)
+    try:
+        k.max_memory = lua.get_max_memory() or 0  # limits.lua bounds results against it
+    except RuntimeError:  # a runtime made without a cap
+        k.max_memory = 0
     for name in LUA_MODULES:
         if not resources.files("tactus_kernel").joinpath("lua", name).is_file():
             continue
