@@ -7,18 +7,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-as_root() {  # run as root: directly when we are root, else through sudo
-  if [ "$(id -u)" = 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null; then
-    sudo "$@"
-  else
-    echo "setup: '$*' needs root and there is no sudo: run it as root, then run this again" >&2
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {  # apt_install PACKAGE...: install Debian packages (called only when one is missing)
+  echo "== installing Debian packages: $* (apt-get, as root)"
+  if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then
+    echo "setup: this needs root and there is no sudo: as root, run  apt-get install $*  then run this again" >&2
     return 1
   fi
-}
-apt_install() {  # apt_install PACKAGE...: install the Debian packages (only called when one is missing)
-  echo "== installing Debian packages: $* (apt-get, as root)"
   [ -n "${_TACTUS_APT_UPDATED:-}" ] || { as_root apt-get update -qq; _TACTUS_APT_UPDATED=1; }
   as_root apt-get install -y -qq "$@" >/dev/null
 }
@@ -33,7 +28,7 @@ if [ "$(cat "$lock_stamp" 2>/dev/null)" = "$lock_hash" ]; then
   echo "== lab extension: node dependencies up to date with package-lock.json"
 else
   echo "== lab extension: installing node dependencies from package-lock.json (npm ci, about a minute)"
-  (cd labextension && npm ci --no-audit --no-fund --loglevel=error)
+  (cd labextension && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error)
   echo "$lock_hash" >"$lock_stamp"
 fi
 
@@ -43,9 +38,22 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install --quiet --upgrade pip
-echo "== installing tactus-kernel editable with [${TACTUS_EXTRAS:-lab}] into .venv (pip; builds the lab extension when its source changed; a few minutes the first time)"
-python -m pip install --progress-bar off -e ".[${TACTUS_EXTRAS:-lab}]" \
-  | { grep -E "^(Successfully installed|ERROR)" || true; }
+# pip install -e takes a minute or more even when nothing changed (it builds in
+# a fresh environment with JupyterLab): skip it while what it installs from is
+# unchanged. Python and Lua sources need no reinstall (the install is editable).
+install_hash="$({ echo "${TACTUS_EXTRAS:-lab}"; cat pyproject.toml install.json;
+  find labextension/src labextension/style labextension/package.json labextension/tsconfig.json share \
+    -type f -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -d' ' -f1)"
+install_stamp=.venv/.tactus-install-hash
+if [ "$(cat "$install_stamp" 2>/dev/null)" = "$install_hash" ] && [ -d tactus_kernel/labextension ]; then
+  echo "== tactus-kernel: installed in .venv, up to date with pyproject.toml and the lab extension's source"
+else
+  python -m pip install --quiet --upgrade pip
+  echo "== installing tactus-kernel editable with [${TACTUS_EXTRAS:-lab}] into .venv" \
+    "(pip; builds the lab extension when its source changed; a few minutes the first time)"
+  python -m pip install --progress-bar off -e ".[${TACTUS_EXTRAS:-lab}]" \
+    | awk '/^Successfully installed/ { n = NF - 2; print "   installed " n (n == 1 ? " package" : " packages") } /^ERROR/'
+  echo "$install_hash" >"$install_stamp"
+fi
 jupyter labextension list 2>&1 | grep -E "tactus-kernel-labextension .*enabled.*OK" \
   || { echo "the Tactus lab extension is not installed and enabled"; exit 1; }
