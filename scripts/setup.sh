@@ -40,20 +40,30 @@ fi
 . .venv/bin/activate
 # pip install -e takes a minute or more even when nothing changed (it builds in
 # a fresh environment with JupyterLab): skip it while what it installs from is
-# unchanged. Python and Lua sources need no reinstall (the install is editable).
-install_hash="$({ echo "${TACTUS_EXTRAS:-lab}"; cat pyproject.toml install.json;
+# unchanged and the extras asked for were installed. Python and Lua sources
+# need no reinstall (the install is editable).
+extras="${TACTUS_EXTRAS:-lab}"
+install_hash="$({ cat pyproject.toml install.json;
   find labextension/src labextension/style labextension/package.json labextension/tsconfig.json share \
     -type f -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -d' ' -f1)"
-install_stamp=.venv/.tactus-install-hash
-if [ "$(cat "$install_stamp" 2>/dev/null)" = "$install_hash" ] && [ -d tactus_kernel/labextension ]; then
-  echo "== tactus-kernel: installed in .venv, up to date with pyproject.toml and the lab extension's source"
+install_stamp=.venv/.tactus-install-hash  # "<hash> <extras installed>"
+read -r stamp_hash stamp_extras <"$install_stamp" 2>/dev/null || true
+up_to_date=""
+if [ "${stamp_hash:-}" = "$install_hash" ] && [ -d tactus_kernel/labextension ]; then
+  up_to_date=1
+  for extra in ${extras//,/ }; do
+    case ",${stamp_extras:-}," in *",$extra,"*) ;; *) up_to_date="" ;; esac
+  done
+fi
+if [ -n "$up_to_date" ]; then
+  echo "== tactus-kernel: installed in .venv with [$stamp_extras], up to date with pyproject.toml and the lab extension's source"
 else
   python -m pip install --quiet --upgrade pip
-  echo "== installing tactus-kernel editable with [${TACTUS_EXTRAS:-lab}] into .venv" \
+  echo "== installing tactus-kernel editable with [$extras] into .venv" \
     "(pip; builds the lab extension when its source changed; a few minutes the first time)"
-  python -m pip install --progress-bar off -e ".[${TACTUS_EXTRAS:-lab}]" \
+  python -m pip install --progress-bar off -e ".[$extras]" \
     | awk '/^Successfully installed/ { n = NF - 2; print "   installed " n (n == 1 ? " package" : " packages") } /^ERROR/'
-  echo "$install_hash" >"$install_stamp"
+  echo "$install_hash $extras" >"$install_stamp"
 fi
 jupyter labextension list 2>&1 | grep -E "tactus-kernel-labextension .*enabled.*OK" \
   || { echo "the Tactus lab extension is not installed and enabled"; exit 1; }
