@@ -28,8 +28,7 @@ git ls-files -z --cached --others --exclude-standard \
   | python -c 'import os, sys; sys.stdout.write("".join(p + "\0" for p in sys.stdin.read().split("\0") if p and os.path.lexists(p)))' \
   | tar --null -T - -cf - | tar -xf - -C "$work/src"
 if [ -n "$release" ]; then
-  # the node dependencies already installed from the lockfile (setup.sh); no download
-  ln -s "$PWD/labextension/node_modules" "$work/src/labextension/node_modules"
+  # npm installs the node dependencies afresh there (hatch-jupyter-builder runs `npm install`)
   echo "-- dist: python -m build (the lab extension's production build, the sdist with it, the wheel from the sdist)"
 else
   python -c 'import sys; from hatch_jupyter_builder.utils import is_stale
