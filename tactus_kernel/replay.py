@@ -228,7 +228,8 @@ def replay_file(
         return result.exit_code
     if not quiet:
         where = f", wrote {output}" if output and output != "-" else ""
-        err.write(f"tactus-kernel replay: {notebook}: {len(result.cells)} cells ran in {result.elapsed:.1f}s{where}\n")
+        cells = f"{len(result.cells)} cell{'' if len(result.cells) == 1 else 's'}"
+        err.write(f"tactus-kernel replay: {notebook}: {cells} ran in {result.elapsed:.1f}s{where}\n")
     return 0
 
 

@@ -64,7 +64,7 @@ def _as_lua_error(exc: Exception) -> Exception:
 
         return BridgeError(f"AgentError: {not_utf8(exc)}")
     if isinstance(exc, ImportError):
-        return BridgeError(f"AgentError: agents need pydantic-ai: pip install 'tactus-kernel[agents]' ({exc})")
+        return BridgeError(f"AgentError: agents need pydantic-ai, a dependency of tactus-kernel: reinstall it ({exc})")
     return BridgeError(f"AgentError: internal error: {type(exc).__name__}: {exc}")
 
 
