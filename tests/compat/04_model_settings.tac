@@ -13,18 +13,18 @@ agent("busy", {
     provider = "openai",
     model = "gpt-4o-mini",
     system_prompt = "Call done when finished.",
-    request_limit = 1,  -- a tool call and the answer after it need two requests
+    request_limit = 2,  -- the done call and the answer after it: two requests
 })
 
 procedure({
     name = "settings",
     outputs = {
         answer = {type = "string", required = true},
-        limited = {type = "boolean", required = true},
-        limit_error = {type = "string", required = true},
+        finished = {type = "boolean", required = true},
+        requests = {type = "number", required = true},
     },
 }, function()
     local r = Physicist.turn({temperature = 0.2})
-    local ok, err = pcall(Busy.turn)
-    return {answer = r.text, limited = not ok, limit_error = tostring(err)}
+    local b = Busy.turn()
+    return {answer = r.text, finished = Tool.called("done"), requests = b.usage.requests}
 end)
