@@ -496,8 +496,9 @@ class Runtime:
         owner = f"procedure '{key}'"
         spec = ProcedureSpec(
             key=key,
-            params=parse_fields(plain.get("params"), f"{owner}: params"),
-            outputs=parse_fields(plain.get("outputs"), f"{owner}: outputs"),
+            # input / output: the names some reference Tactus versions give params / outputs
+            params=parse_fields(plain.get("params", plain.get("input")), f"{owner}: params"),
+            outputs=parse_fields(plain.get("outputs", plain.get("output")), f"{owner}: outputs"),
             config=plain,
             cell=cell.label if cell else "",
         )

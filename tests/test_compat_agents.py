@@ -397,3 +397,15 @@ def test_request_limit_ends_a_turn_that_needs_more(cells: Any, no_keys: None, mo
     assert (
         "AgentError: agent 'busy': usage limit exceeded: The next request would exceed the request_limit of 1" in out[1]
     )
+
+
+def test_input_and_output_are_params_and_outputs(cells: Any) -> None:
+    # some reference versions of the procedure({...}, fn) era name them so, and read `input.x`
+    code = (
+        'procedure({name = "p", input = {topic = {type = "string", default = "tides"}},'
+        ' output = {summary = {type = "string", required = true}}, state = {}},'
+        ' function() return {summary = "on " .. input.topic, extra = 1} end)'
+    )
+    assert cells(code) == [{"summary": "on tides"}]
+    err = cells.error('Procedure.run("p", {topic = 3})', key="c2")
+    assert err.ename == "ParamError" and "topic" in err.evalue

@@ -286,6 +286,9 @@ params = setmetatable({}, {
   __pairs = function() return next, current_ctx().params, nil end,
 })
 
+-- input: the same view, by the name some reference Tactus versions use.
+input = params
+
 function procedure(a, b, c)
   local name, config, fn
   if type(a) == "function" then fn = a
