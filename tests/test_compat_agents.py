@@ -410,3 +410,16 @@ def test_input_and_output_are_params_and_outputs(cells: Any) -> None:
     assert cells(code) == [{"summary": "on tides"}]
     err = cells.error('Procedure.run("p", {topic = 3})', key="c2")
     assert err.ename == "ParamError" and "topic" in err.evalue
+
+
+def test_tool_parameters_and_model_type(cells: Any, no_keys: None, monkeypatch: Any) -> None:
+    monkeypatch.setenv("TACTUS_OFFLINE", "1")
+    [out] = cells(
+        'tool("echo", {description = "Echo", parameters = {text = {type = "string", required = true}}},'
+        " function(a) return a.text end)\n"
+        'agent("a", {provider = "openai", model = "gpt-5-mini", model_type = "responses", toolsets = {"echo"}})\n'
+        "A.turn()\nreturn {Tool.last_call('echo').args, Tool.called('done')}"
+    )
+    assert out == [{"text": "a"}, False]  # the schema came from parameters; done was not listed
+    [turn] = [e for e in cells.runtime.records.procedures["cell-a"]["checkpoints"] if e["kind"] == "agent"]
+    assert turn["request"]["model"] == "openai-responses:gpt-5-mini"
