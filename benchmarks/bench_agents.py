@@ -71,7 +71,7 @@ from tactus_kernel.host import NullHost
 from tactus_kernel.runtime import Runtime
 
 CELL = """
-agent("bench", {model = "test", system_prompt = "You are a benchmark.", quiet = %s})
+agent("bench", {model = "test", system_prompt = "You are a benchmark.", quiet = %s, tools = {}})
 procedure({name = "bench"}, function()
   for i = 1, %d do Bench.turn({inject = "turn " .. i}) end
   return Iterations.current()
@@ -82,7 +82,7 @@ end)
 TOOL_CELL = """
 tool("lookup", {description = "Look a word up.", params = {q = {type = "string", required = true}}},
      function(a) return {q = a.q, hits = 2} end)
-""" + CELL.replace('quiet = %s}', 'quiet = %s, tools = {"lookup"}}')
+""" + CELL.replace('tools = {}}', 'tools = {"lookup"}}')
 
 
 SHORT = 20  # turns of the short conversation

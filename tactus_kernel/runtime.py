@@ -307,11 +307,29 @@ class Runtime:
             cell.collecting = False
             shown = [self.show(v) for v in values if not self.K.is_handle(v)]
             for proc_key in cell.declared:
+                if self._needs_params(proc_key):
+                    continue  # declared, not run: it waits for its params (%tactus run)
                 out = await self._drive(self.K.start(self.K.procedure_main(proc_key), ctx))
                 if not shown and out and out[0] is not None:
                     shown = [self.show(out[0])]
             await self._settle(cell)
             return [v for v in shown if v is not None]
+
+    def _needs_params(self, key: str) -> bool:
+        """A procedure with required params that have no default (nor a value
+        given for the notebook) is only declared when its cell runs: say which
+        params it needs and how to run it, instead of failing the cell."""
+        spec = self.procedures[key]
+        given = self.param_overrides.get(key, {})
+        missing = [n for n, f in spec.params.items() if f.required and f.default is None and n not in given]
+        if not missing:
+            return False
+        needs = ", ".join(f"{n} ({spec.params[n].type})" for n in missing)
+        example = " ".join(f"{n}=..." for n in missing)
+        self.host.write("stdout", f"procedure '{key}' is declared, not run: it needs the param"
+                                  f"{'s' if len(missing) > 1 else ''} {needs}. Run it with "
+                                  f"`%tactus run {key} {example}` or Procedure.run(\"{key}\", {{...}}).\n")
+        return True
 
     async def run_procedure(self, name: str, params: dict[str, Any] | None = None, label: str = "[run]") -> Any:
         """Run a declared procedure by name (the ``%tactus run`` magic);
@@ -572,8 +590,9 @@ class Runtime:
         owner = f"procedure '{key}'"
         spec = ProcedureSpec(
             key=key,
-            params=parse_fields(plain.get("params"), f"{owner}: params"),
-            outputs=parse_fields(plain.get("outputs"), f"{owner}: outputs"),
+            # input / output: the names some reference Tactus versions give params / outputs
+            params=parse_fields(plain.get("params", plain.get("input")), f"{owner}: params"),
+            outputs=parse_fields(plain.get("outputs", plain.get("output")), f"{owner}: outputs"),
             config=plain,
             cell=cell.label if cell else "",
         )

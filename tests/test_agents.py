@@ -94,10 +94,12 @@ def test_text_turn_result(cells):
     assert cells("Iterations.current()", key="c2") == [0]  # a later cell is a new run
     [cost] = cells("r.cost()", key="c2")
     assert cost["currency"] == "USD" and cost.get("total_cost") is None  # no price for the mock model
-    [new] = cells("r.new_messages()", key="c2")
+    [new] = cells("r.raw_messages()", key="c2")  # pydantic-ai's own messages (new_messages() gives records)
     assert [m["kind"] for m in new] == ["request", "response"]
     assert new[0]["parts"][0]["content"] == "Say hello"
     assert new[1]["parts"][0]["content"] == "Hello there, friend"
+    assert cells("r.new_messages()", key="c2") == [[{"role": "user", "content": "Say hello"},
+                                                    {"role": "assistant", "content": "Hello there, friend"}]]
 
 
 def test_a_turn_result_is_plain_data_that_a_procedure_can_return(cells):
@@ -130,7 +132,8 @@ def test_each_turn_counts_one_iteration_and_all_messages_grows(cells):
 
 
 def test_default_model_is_the_offline_test_model(cells):
-    [out] = cells('default_model("test")\nagent("plain", {})\nreturn Plain.turn().data')
+    # tools = {}: an agent that lists no tools gets the built-in done tool, which TestModel would call
+    [out] = cells('default_model("test")\nagent("plain", {tools = {}})\nreturn Plain.turn().data')
     assert out == "success (no tool calls)"
 
 
@@ -454,7 +457,7 @@ def test_replay_rebuilds_history_and_reapplies_tool_calls(cells, monkeypatch):
     procedure({name = "multi"}, function()
       local r1 = W.turn({inject = "go"})
       local r2 = W.turn()
-      return {r1.data, r2.data, #r2.all_messages(), Tool.last_call("note").args.text, Stop.reason(),
+      return {r1.data, r2.data, #r2.raw_messages("all"), Tool.last_call("note").args.text, Stop.reason(),
               #MessageHistory.get()}
     end)
     """
@@ -859,7 +862,7 @@ def test_a_tool_that_returns_nothing_is_recorded_and_replayed(cells, monkeypatch
 
 # ------------------------------------------------------- deferred recording
 TWO_TURNS = """
-agent("writer", {model = "test", quiet = true})
+agent("writer", {model = "test", quiet = true, tools = {}})
 procedure({name = "two"}, function()
   Writer.turn({inject = "one"})
   Writer.turn({inject = "two"})

@@ -120,9 +120,14 @@ def test_bad_params_are_clear_errors_and_nothing_runs(cells, params, message):
 
 
 def test_required_param_missing(cells):
-    err = cells.error('procedure({params = {who = {type = "string", required = true}}}, function() return 1 end)')
+    # the cell declares it (it cannot run without its param); a run without the param fails
+    assert cells('procedure({name = "hi", params = {who = {type = "string", required = true}}}, '
+                 'function() return 1 end)') == []
+    assert "procedure 'hi' is declared, not run: it needs the param who (string)" in cells.host.stdout
+    err = cells.error('Procedure.run("hi")', key="c2")
     assert err.ename == "ParamError"
     assert "required param 'who' is missing" in err.evalue
+    assert cells('Procedure.run("hi", {who = "Ada"})', key="c2") == [1]
 
 
 def test_invalid_output_is_an_output_error(cells):

@@ -74,7 +74,7 @@ def test_review_with_feedback_and_an_edited_artifact(tactus_kernel: KernelDriver
 
 
 def test_an_error_is_data(tactus_kernel: KernelDriver) -> None:
-    run = tactus_kernel.run('procedure({params = {n = {type = "number", required = true}}}, function() end)')
+    run = tactus_kernel.run('procedure({params = {n = {type = "number", default = "x"}}}, function() end)')
     assert run.status == "error"
     assert run.error is not None and run.error["ename"] == "ParamError"
 

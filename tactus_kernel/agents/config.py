@@ -7,6 +7,7 @@ types can be used without importing pydantic-ai (slow to import).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,24 @@ PROVIDER_KEYS = {
 }
 # Alternative variables a provider also accepts.
 ALSO_ACCEPTED = {"GOOGLE_API_KEY": ("GEMINI_API_KEY",), "OPENAI_API_KEY": ("OPENAI_BASE_URL",)}
+# The reference Tactus's ``provider = "..."`` -> pydantic-ai's model-name prefix.
+PROVIDERS = {
+    "openai": "openai", "openai-chat": "openai-chat", "openai-responses": "openai-responses",
+    "azure": "azure", "anthropic": "anthropic", "bedrock": "bedrock", "google": "google-gla",
+    "gemini": "google-gla", "google-gla": "google-gla", "google-vertex": "google-vertex", "vertex": "google-vertex",
+    "vertexai": "google-vertex", "groq": "groq", "mistral": "mistral", "cohere": "cohere", "deepseek": "deepseek",
+    "openrouter": "openrouter", "xai": "xai", "grok": "grok", "cerebras": "cerebras", "huggingface": "huggingface",
+    "ollama": "ollama", "fireworks": "fireworks", "together": "together", "heroku": "heroku", "github": "github",
+    "moonshotai": "moonshotai", "litellm": "litellm", "nebius": "nebius", "ovhcloud": "ovhcloud",
+}
+# The model an agent that names a provider but no model gets (the reference
+# requires a provider, not a model).
+PROVIDER_DEFAULT_MODELS = {
+    "openai": "gpt-4o-mini", "openai-chat": "gpt-4o-mini", "openai-responses": "gpt-4o-mini",
+    "anthropic": "claude-sonnet-4-5", "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "google-gla": "gemini-2.0-flash", "google-vertex": "gemini-2.0-flash", "groq": "llama-3.3-70b-versatile",
+    "mistral": "mistral-small-latest", "cohere": "command-r-plus", "deepseek": "deepseek-chat",
+}
 # A bare model name (no "provider:") is inferred by pydantic-ai from its prefix.
 BARE_PREFIXES = {"gpt-": "openai", "o1": "openai", "o3": "openai", "o4": "openai", "claude": "anthropic",
                  "gemini": "google-gla"}
@@ -90,6 +109,62 @@ def settings_from(opts: Mapping[str, Any], where: str) -> dict[str, Any]:
             value = int(value)
         out[key] = value
     return out
+
+
+# Provider-specific settings pydantic-ai's model settings accept as they are
+# (``openai_reasoning_effort``, ``anthropic_thinking``, ...), and the others
+# it knows beside the common ones.
+PROVIDER_SETTING = re.compile(r"^(openai|anthropic|bedrock|google|gemini|groq|mistral|cohere|huggingface|xai)_[a-z_]+$")
+PASSED_SETTINGS = ("extra_headers", "extra_body", "logit_bias", "thinking")
+
+
+def model_settings_from(decl: Any, where: str) -> dict[str, Any]:
+    """``model_settings = {temperature = 0.7, top_p = 0.9, ...}`` -> pydantic-ai ModelSettings.
+
+    The common settings are checked by type; provider-specific ones (named
+    ``openai_...``, ``anthropic_...`` as pydantic-ai names them) pass as
+    they are; anything else is an unknown setting.
+    """
+    if decl is None or decl == [] or decl == {}:
+        return {}
+    if not isinstance(decl, dict):
+        raise ConfigError(f"{where}: model_settings must be a table such as {{temperature = 0.7}}")
+    out = settings_from(decl, where)
+    for key, value in decl.items():
+        if key in SETTINGS:
+            continue
+        if not isinstance(key, str) or not (PROVIDER_SETTING.match(key) or key in PASSED_SETTINGS):
+            raise ConfigError(f"{where}: unknown model setting {key!r} (known: {', '.join(SETTINGS)}, "
+                              "and provider settings such as openai_reasoning_effort)")
+        out[key] = value
+    return out
+
+
+def provider_prefix(provider: Any, where: str) -> str:
+    """``provider = "bedrock"`` -> ``"bedrock"`` (pydantic-ai's prefix); a clear error for others."""
+    if not isinstance(provider, str) or provider.strip().lower() not in PROVIDERS:
+        known = ", ".join(sorted(PROVIDERS))
+        raise ConfigError(f"{where}: unknown provider {provider!r} (known: {known})")
+    return PROVIDERS[provider.strip().lower()]
+
+
+def model_name(model: str | None, provider: str) -> str | None:
+    """The pydantic-ai model name for a model and the reference's provider.
+
+    ``model = "test"`` stays the offline model whatever the provider, and a
+    name that already starts with a pydantic-ai provider (``"openai:..."``)
+    stays as it is. Otherwise the model is prefixed as it is (a Bedrock id
+    holds colons of its own); without a model, the provider's default model.
+    """
+    if model == TEST_MODEL:
+        return model
+    if model is None:
+        model = PROVIDER_DEFAULT_MODELS.get(provider)
+        if model is None:
+            return None
+    if ":" in model and model.split(":", 1)[0] in PROVIDERS.values():
+        return model
+    return f"{provider}:{model}"
 
 
 def provider_of(name: str) -> str | None:

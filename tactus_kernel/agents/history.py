@@ -39,6 +39,7 @@ from .config import ConfigError
 
 ROLES = ("user", "assistant", "system", "tool")
 MODES = ("isolated", "shared")
+SOURCES = {"shared": "shared", "own": "isolated", "isolated": "isolated"}  # session.source -> mode
 
 
 class HistoryError(ConfigError):
@@ -308,11 +309,18 @@ def check_config(config: Any, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(config, dict):
         raise HistoryError(f"{where}: message_history must be a table {{mode = ..., filter = ...}}")
+    config = dict(config)
+    if "source" in config:  # the reference's session = {source = "shared" | "own", filter = ...}
+        source = config.pop("source")
+        if source not in SOURCES:
+            raise HistoryError(f"{where}: message_history.source must be shared or own, got {source!r}")
+        config.setdefault("mode", SOURCES[source])
     mode = config.get("mode", "isolated")
     if mode not in MODES:
         raise HistoryError(f"{where}: message_history.mode must be isolated or shared, got {mode!r}")
     unknown = sorted(set(config) - {"mode", "max_tokens", "filter"})
     if unknown:
-        raise HistoryError(f"{where}: unknown message_history key '{unknown[0]}' (known: mode, max_tokens, filter)")
+        raise HistoryError(f"{where}: unknown message_history key '{unknown[0]}' "
+                           "(known: mode, source, max_tokens, filter)")
     apply_filter(config.get("filter"), [])  # validates the descriptor
-    return dict(config)
+    return config

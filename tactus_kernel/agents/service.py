@@ -49,6 +49,7 @@ from pydantic_ai.messages import (
     TextPartDelta,
 )
 from pydantic_ai.models import Model, infer_model
+from pydantic_ai.usage import UsageLimits
 
 from ..checkpoints import describe_entry
 from ..convert import NotRecordable, to_json, to_lua, to_plain
@@ -56,7 +57,19 @@ from ..errors import CellError
 from ..runtime import BridgeError
 from ..schema import ParamError, validate_params
 from . import history as hist
-from .config import DEFAULT_MODEL_ENV, TEST_MODEL, ConfigError, missing_key, offline, parse_model, settings_from
+from .config import (
+    DEFAULT_MODEL_ENV,
+    SETTINGS,
+    TEST_MODEL,
+    ConfigError,
+    missing_key,
+    model_name,
+    model_settings_from,
+    offline,
+    parse_model,
+    provider_prefix,
+    settings_from,
+)
 from .models import MockScript, ScriptCursor, offline_model, parse_mock
 from .schema import output_model
 from .templates import render, uses
@@ -66,14 +79,17 @@ if TYPE_CHECKING:
     from ..runtime import RunState, Runtime
 
 AGENT_KEYS = ("model", "system_prompt", "instructions", "initial_message", "continue_message", "tools",
-              "output_type", "max_turns", "message_history", "mock", "retries", "quiet", "description")
+              "output_type", "max_turns", "message_history", "mock", "retries", "quiet", "description",
+              # the reference Tactus's keys (v0.3 to v0.7)
+              "provider", "model_type", "model_settings", "toolsets", "request_limit", "disable_streaming",
+              "session", *SETTINGS)
 SHARED = "\x00shared"  # history key of a run's shared history (not a valid agent name)
 # Errors from inside a Lua tool that keep their own name (the rest become AgentError).
 PASS_THROUGH = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "HumanTimeout", "LuaMemoryError",
                 "NotRecordableError", "AgentError", "CheckpointError"}
 KEPT_SNAPSHOTS = 64
 NOT_RECORDABLE = "not recordable: "  # what a turn's messages say when they could not be recorded
-TURN_OPTIONS = frozenset({"inject", "tools", "temperature", "max_tokens", "top_p", "seed"})
+TURN_OPTIONS = frozenset({"inject", "tools", "toolsets", "temperature", "max_tokens", "top_p", "seed"})
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "requests", "tool_calls")  # as in lua/agents.lua
 _UNPRICED: set[tuple[str | None, str | None]] = set()  # (provider, model) genai-prices does not know
 T = TypeVar("T")
@@ -91,6 +107,7 @@ class AgentSpec:
 
     name: str
     model: str | None
+    provider: str | None  # pydantic-ai's prefix for the reference's provider = "..."
     settings: dict[str, Any]
     system_prompt: str | None
     initial_message: str | None
@@ -102,6 +119,8 @@ class AgentSpec:
     mock: list[dict[str, Any]] | None
     quiet: bool
     agent_options: dict[str, Any]  # for pydantic-ai's Agent(...)
+    stream: bool = True  # disable_streaming = true: the text is shown once the turn ends
+    request_limit: int | None = None  # UsageLimits(request_limit=...) of each turn
     output_digest: str = ""
     declared: Any = None  # the plain config this spec was made from
     agents: PerTools[Agent[TurnDeps, Any]] = field(default_factory=dict)  # the Agent offering a turn's tools
@@ -172,6 +191,7 @@ class TurnPlan:
     tools_digest: str
     model: str
     settings: dict[str, Any]
+    generation: int  # AgentService.generation when made
     uses_params: bool  # the agent's own templates read params (or context)
     uses_state: bool
 
@@ -280,14 +300,30 @@ def _names(value: Any, where: str) -> list[str]:
     return list(value)
 
 
+def _tool_names(config: dict[str, Any], where: str, default: list[str]) -> list[str]:
+    """``tools`` and the reference's ``toolsets`` together (tool and toolset
+    names); ``default`` when neither is given. ``{}`` in either means none."""
+    if "tools" not in config and "toolsets" not in config:
+        return list(default)
+    names = _names(config.get("tools"), f"{where}: tools")
+    for name in _names(config.get("toolsets"), f"{where}: toolsets"):
+        if name not in names:
+            names.append(name)
+    return names
+
+
 class AgentService:
     """Agents of one runtime. Tools and the notebook default model are kept
     by the caller (:class:`tactus_kernel.primitives.agents.AgentHub`)."""
 
-    def __init__(self, runtime: Runtime, tools: dict[str, ToolSpec]) -> None:
+    def __init__(self, runtime: Runtime, tools: dict[str, ToolSpec],
+                 toolsets: dict[str, list[str]] | None = None) -> None:
         self.runtime = runtime
         self.tools = tools
+        self.toolsets = {} if toolsets is None else toolsets
         self.default_model: tuple[str | None, dict[str, Any]] = (None, {})
+        self.default_provider: str | None = None
+        self.generation = 0  # bumped when a toolset or the default provider changes: plans are remade
         self.agents: dict[str, AgentSpec] = {}
         self.scopes: dict[int, RunScope] = {}
         self.snapshots: OrderedDict[int, tuple[list[ModelMessage], list[ModelMessage]]] = OrderedDict()
@@ -307,27 +343,42 @@ class AgentService:
         if unknown:
             raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(AGENT_KEYS)})")
         model, settings = parse_model(config.get("model"), where)
+        # the reference's model_settings, and settings given on the agent itself
+        settings = {**model_settings_from(config.get("model_settings"), f"{where}: model_settings"),
+                    **settings_from(config, where), **settings}
+        provider = config.get("provider")
+        if provider is not None:
+            provider = provider_prefix(provider, where)
+            model_type = _str_or_none(config.get("model_type"), f"{where}: model_type")
+            if provider == "openai" and model_type in ("responses", "chat"):
+                provider = f"openai-{model_type}"  # the reference's model_type = "responses"
+            if model is not None:
+                model, provider = model_name(model, provider), None
         output = config.get("output_type")
         out_model: type[BaseModel] | None = None
         if output is not None and output != {}:
             out_model = output_model(output, name.title().replace("_", "") + "Output")
-        history = hist.check_config(config.get("message_history"), where)
+        history = hist.check_config(config.get("message_history", config.get("session")), where)
         retries = _int_or_none(config.get("retries"), f"{where}: retries")
         spec = AgentSpec(
             name=name,
             model=model,
+            provider=provider,
             settings=settings,
             system_prompt=_str_or_none(config.get("system_prompt", config.get("instructions")),
                                        f"{where}: system_prompt"),
             initial_message=_str_or_none(config.get("initial_message"), f"{where}: initial_message"),
             continue_message=_str_or_none(config.get("continue_message"), f"{where}: continue_message")
             or "Continue.",
-            tools=_names(config.get("tools"), f"{where}: tools"),
+            # the reference gives every agent its done tool unless it lists its tools
+            tools=_tool_names(config, where, [DONE]),
             output_schema=out_model.model_json_schema() if out_model else None,
             max_turns=_int_or_none(config.get("max_turns"), f"{where}: max_turns"),
             history=history,
             mock=parse_mock(config.get("mock"), where),
             quiet=bool(config.get("quiet", False)),
+            stream=not config.get("disable_streaming", False),
+            request_limit=_int_or_none(config.get("request_limit"), f"{where}: request_limit"),
             agent_options={
                 "output_type": out_model if out_model is not None else str,
                 "deps_type": TurnDeps,
@@ -347,6 +398,12 @@ class AgentService:
     def set_default_model(self, decl: Any) -> None:
         self.default_model = parse_model(decl, "default_model")
 
+    def set_default_provider(self, provider: str) -> None:
+        """``default_provider("openai")``: the provider of agents that name none."""
+        if provider != self.default_provider:
+            self.default_provider = provider
+            self.generation += 1
+
     # -------------------------------------------------------------- scopes
     def scope(self, run: RunState) -> RunScope:
         scope = self.scopes.get(run.id)
@@ -359,7 +416,7 @@ class AgentService:
 
     def history_config(self, spec: AgentSpec | None, run: RunState) -> dict[str, Any]:
         """Agent-level ``message_history`` over the procedure's."""
-        proc = run.spec.config.get("message_history") if run.spec is not None else None
+        proc = run.spec.config.get("message_history", run.spec.config.get("session")) if run.spec is not None else None
         base = hist.check_config(proc, f"procedure '{run.key}'") if proc else {}
         return {**base, **(spec.history if spec is not None else {})}
 
@@ -404,31 +461,46 @@ class AgentService:
         and kept while the declarations it comes from stay the same objects."""
         plan = scope.plans.get(spec.name)
         if (plan is not None and plan.spec is spec and plan.default_model is self.default_model
+                and plan.generation == self.generation
                 and all(self.tools.get(t.name) is t for t in plan.tools if t is not DONE_TOOL)):
             return plan
         tools = self._tools(spec, spec.tools)
+        model = spec.model or self.default_model[0]
+        provider = spec.provider or self.default_provider
+        if provider is not None:
+            model = model_name(model, provider)
+            if model is None:
+                raise agent_error(spec.name, f"provider '{provider}' has no default model here: name one "
+                                             "(model = \"...\") or set default_model(...)")
         static = [t for t in (spec.system_prompt, spec.initial_message, spec.continue_message) if t]
         plan = scope.plans[spec.name] = TurnPlan(
             spec=spec, default_model=self.default_model, hconf=self.history_config(spec, run),
             history=scope.histories.setdefault(self.history_key(spec, run), []),
             cursor=scope.scripts.setdefault(spec.name, ScriptCursor()),
             tools=tools, tools_digest=self._tools_digest(tools),
-            model=spec.model or self.default_model[0] or self._env_default(),
-            settings={**self.default_model[1], **spec.settings},
+            model=model or self._env_default(),
+            settings={**self.default_model[1], **spec.settings}, generation=self.generation,
             uses_params=uses(static, "params", "context"), uses_state=uses(static, "state", "context"),
         )
         return plan
 
     def _tools(self, spec: AgentSpec, names: list[str]) -> list[ToolSpec]:
+        """The declarations of these tool and toolset names, in order, each once."""
         tools: list[ToolSpec] = []
         for tool_name in names:
-            if tool_name == DONE:
-                tools.append(DONE_TOOL)
-            elif tool_name in self.tools:
-                tools.append(self.tools[tool_name])
-            else:
-                known = ", ".join(sorted({DONE, *self.tools}))
-                raise agent_error(spec.name, f"unknown tool '{tool_name}' (defined: {known})")
+            members = self.toolsets.get(tool_name, [tool_name]) if tool_name not in self.tools else [tool_name]
+            for member in members:
+                if member == DONE:
+                    found = DONE_TOOL
+                elif member in self.tools:
+                    found = self.tools[member]
+                else:
+                    known = ", ".join(sorted({DONE, *self.tools}))
+                    where = f" (in toolset '{tool_name}')" if member != tool_name else ""
+                    sets = f"; toolsets: {', '.join(sorted(self.toolsets))}" if self.toolsets else ""
+                    raise agent_error(spec.name, f"unknown tool '{member}'{where} (defined: {known}{sets})")
+                if found not in tools:
+                    tools.append(found)
         return tools
 
     def _request(self, plan: TurnPlan, opts: dict[str, Any], scope: RunScope, lua_ctx: Any, first: bool) -> Request:
@@ -451,8 +523,8 @@ class AgentService:
         tools, tools_digest, settings = plan.tools, plan.tools_digest, plan.settings
         if len(opts) > (inject is not None):  # per-turn tools or settings
             where = f"agent '{spec.name}'"
-            if "tools" in opts:
-                tools = self._tools(spec, _names(opts["tools"], f"{where}: turn tools"))
+            if "tools" in opts or "toolsets" in opts:  # the reference's per-turn toolsets, the same
+                tools = self._tools(spec, _tool_names(opts, f"{where}: turn", []))
                 tools_digest = self._tools_digest(tools)
             settings = {**settings, **settings_from(opts, f"{where}: turn")}
         try:
@@ -572,7 +644,8 @@ class AgentService:
         deps = TurnDeps(spec.name, lua_ctx)
         host = self.runtime.host
         # a quiet agent shows nothing as it comes: pydantic-ai's plain path costs less
-        streamer = None if spec.quiet else _Streamer(host)
+        streamer = None if spec.quiet or not spec.stream else _Streamer(host)
+        limits = None if spec.request_limit is None else UsageLimits(request_limit=spec.request_limit)
         log = run.log
         start = log.position
         self.model_calls += 1
@@ -580,7 +653,7 @@ class AgentService:
             result = await self._agent(spec, req.tools).run(
                 req.message, model=model, instructions=req.instructions, message_history=req.history,
                 deps=deps, model_settings=cast(ModelSettings, req.settings) if req.settings else None,
-                event_stream_handler=None if streamer is None else streamer.handle,
+                event_stream_handler=None if streamer is None else streamer.handle, usage_limits=limits,
             )
         except asyncio.CancelledError:
             raise
@@ -595,10 +668,7 @@ class AgentService:
                 streamer.close()
 
         new = result.new_messages()
-        prior = len(result.all_messages()) - len(new)
-        replaces = max(0, len(req.history) - prior)
-        if replaces and req.history[-replaces:] != history[-replaces:]:
-            replaces = 0
+        replaces = self._replaced(req.history, history, new)
         # the live history must hash like the one replay rebuilds from the
         # record: the usual parts do; others are taken from their dump
         dumped = None if hist.same_when_loaded(new) else hist.dump(new)
@@ -625,9 +695,35 @@ class AgentService:
         log.records.defer(functools.partial(_fill_turn, entry, new, req))
         host.records_changed()
         if not spec.quiet:
+            if not spec.stream and isinstance(value, str) and value:  # disable_streaming: shown at the end
+                host.write("stdout", value if value.endswith("\n") else value + "\n")
             self._show_usage(spec.name, label, usage, cost, recorded=False)
         turn_id = self._snapshot(history, messages)
         return self._result(None, spec.name, turn_id, value, usage, cost, label)
+
+    @staticmethod
+    def _replaced(sent: list[ModelMessage], history: list[ModelMessage], new: list[ModelMessage]) -> int:
+        """How many messages at the end of the stored history this turn's new
+        messages stand for.
+
+        With no prompt of its own (a user message appended before the turn)
+        pydantic-ai takes the trailing requests of the history it was sent as
+        the turn's request: consecutive requests are merged into one, and
+        that request is re-emitted among the new messages when it is the
+        run's first. Only then does it replace those trailing requests; when
+        the new messages start with the response, the requests were folded
+        into the history pydantic-ai kept and must stay in the stored one
+        (counting messages instead lost the user's message after an
+        ``inject_system``).
+        """
+        if not new or not isinstance(new[0], ModelRequest):
+            return 0
+        replaces = 0
+        while replaces < len(sent) and isinstance(sent[len(sent) - 1 - replaces], ModelRequest):
+            replaces += 1
+        if replaces and sent[-replaces:] != history[-replaces:]:
+            return 0  # a filter changed the tail: the view is not the stored history's end
+        return replaces
 
     def _mark_failed(self, run: RunState, agent: str, start: int) -> None:
         """Entries a failed turn recorded (a human's answer in a tool) stay,
@@ -775,7 +871,10 @@ class AgentService:
         if snap is None:
             raise BridgeError("AgentError: the messages of this turn are no longer kept "
                               f"(only the last {KEPT_SNAPSHOTS} turns are)")
-        return to_lua(self.runtime.lua, hist.dump(snap[1] if which == "new" else snap[0]))
+        messages = snap[0] if which.endswith("all") else snap[1]
+        if which.startswith("raw_"):  # pydantic-ai's own JSON form (result.raw_messages())
+            return to_lua(self.runtime.lua, hist.dump(messages))
+        return to_lua(self.runtime.lua, hist.simple(messages))  # {role, content} records, as the reference
 
     def history_op(self, run: RunState, op: str, value: Any, agent: str | None) -> Any:
         where = f"MessageHistory.{op}"

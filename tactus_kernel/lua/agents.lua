@@ -9,7 +9,8 @@ local B, K = ...
 local type, tostring, ipairs, select = type, tostring, ipairs, select
 local perform, current_ctx, raise = K.perform, K.current_ctx, K.raise
 local upper, sub, match = string.upper, string.sub, string.match
-local setmetatable = setmetatable
+local setmetatable, pairs, pcall = setmetatable, pairs, pcall
+local json_encode = Json.encode
 -- a turn result's id and cost, beside it: the result itself holds only its
 -- data, so it can be shown, returned and stored like any table
 local TURN_ID, TURN_COST = setmetatable({}, {__mode = "k"}), setmetatable({}, {__mode = "k"})
@@ -29,12 +30,65 @@ function tool(name, spec, fn)
   if type(spec) == "function" and fn == nil then spec, fn = {}, spec end
   if spec == nil then spec = {} end
   if type(spec) ~= "table" then raise("tool '" .. name .. "': the spec must be a table") end
+  if spec.parameters ~= nil and spec.params == nil then  -- the reference's name for params
+    local copy = {}
+    for k, v in pairs(spec) do if k ~= "parameters" then copy[k] = v end end
+    copy.params = spec.parameters
+    spec = copy
+  end
   if type(fn) ~= "function" then
     raise("tool '" .. name .. "': expected tool(name, {description = ..., params = {...}}, function(args) ... end)")
   end
   perform({kind = "agent.tool", run = current_ctx().run, name = name, spec = spec})
   TOOLS[name] = fn
 end
+
+-- toolset(name, {type = "lua", tools = {...}}): a named group of tools, as in
+-- the reference Tactus. Each entry is a declared tool's name, or a table
+-- {name = ..., description = ..., parameters = {...}, handler = function(args) ... end}
+-- declared here as tool(...) would. Agents name the group in toolsets = {...}.
+local TOOLSETS = {}
+function toolset(name, spec)
+  check_name("toolset", name)
+  if type(spec) ~= "table" then
+    raise("toolset '" .. name .. "': expected toolset(name, {type = \"lua\", tools = {...}})")
+  end
+  local kind = spec.type or "lua"
+  if kind == "plugin" then
+    raise("SandboxError: toolset '" .. name .. "': type = \"plugin\" loads Python files, which the sandbox refuses "
+          .. "(no Python code runs inside a notebook's procedures); serve those tools from an MCP server instead, "
+          .. "or write them in Lua with tool(...) or toolset(name, {tools = {...}})")
+  end
+  if kind ~= "lua" then
+    raise("toolset '" .. name .. "': type " .. tostring(kind) .. " is not supported here "
+          .. "(supported: \"lua\"; Python plugins are refused by the sandbox: use an MCP server)")
+  end
+  if type(spec.tools) ~= "table" then raise("toolset '" .. name .. "': tools must be a list") end
+  local names = {}
+  for i, entry in ipairs(spec.tools) do
+    if type(entry) == "string" then
+      names[#names + 1] = entry
+    elseif type(entry) == "table" then
+      local handler = entry.handler or entry.fn or entry[1]
+      tool(entry.name, {description = entry.description, params = entry.parameters or entry.params}, handler)
+      names[#names + 1] = entry.name
+    else
+      raise("toolset '" .. name .. "': tools[" .. i .. "] must be a tool name or {name = ..., handler = ...}")
+    end
+  end
+  perform({kind = "agent.toolset", run = current_ctx().run, name = name, tools = names})
+  TOOLSETS[name] = {name = name, type = kind, tools = names}
+end
+
+Toolset = {
+  get = function(name)
+    local set = TOOLSETS[name]
+    if set == nil then raise("Toolset.get: unknown toolset '" .. tostring(name) .. "' (declare it with toolset(...))") end
+    local tools = {}
+    for i, t in ipairs(set.tools) do tools[i] = t end
+    return {name = set.name, type = set.type, tools = tools}
+  end,
+}
 
 -- The built-in done(reason, success): asks the procedure to stop.
 local function done_tool(args)
@@ -76,6 +130,11 @@ local function messages_method(which)
 end
 
 local RESULT_METHODS = {
+  text = function(r)  -- a value, not a method: the reference's result.text
+    local data = r.data
+    if type(data) == "string" or data == nil then return data end
+    return json_encode(data)
+  end,
   cost = function(r)
     local usage = r.usage
     return function()
@@ -85,6 +144,16 @@ local RESULT_METHODS = {
   end,
   new_messages = messages_method("new"),
   all_messages = messages_method("all"),
+  raw_messages = function(r)
+    local turn_id = TURN_ID[r]
+    return function(which)
+      if which ~= nil and which ~= "new" and which ~= "all" then
+        raise("result.raw_messages: expected \"new\" (the default) or \"all\", got " .. tostring(which))
+      end
+      return perform({kind = "agent.messages", run = current_ctx().run, turn = turn_id,
+                      which = "raw_" .. (which or "new")})
+    end
+  end,
 }
 local RESULT_MT = {
   __metatable = false,  -- shared by every result: not for cell code to change
@@ -117,6 +186,7 @@ local function turn(name, opts)
   end
   local ctx = current_ctx()
   K.count_iteration()
+  ctx.last_agent = name  -- return_prompt / error_prompt ask this agent
   local req = {kind = "agent.turn", run = ctx.run, name = name}
   -- The usual options (none, or only a text to inject) go as a plain field:
   -- Python reads one value instead of walking a table on every turn.
@@ -156,6 +226,62 @@ function default_model(model)
     raise("default_model: expected a model name such as \"test\" or a table {name = ...}")
   end
   perform({kind = "agent.default_model", run = current_ctx().run, model = model})
+end
+
+-- default_provider("openai"): the provider of every agent that names none.
+function default_provider(provider)
+  if type(provider) ~= "string" then raise("default_provider: expected a provider name such as \"openai\"") end
+  perform({kind = "agent.default_provider", run = current_ctx().run, provider = provider})
+end
+
+-- prompt(name, text) and prompts.NAME: named prompt templates.
+prompts = {}
+function prompt(name, text)
+  check_name("prompt", name)
+  if type(text) ~= "string" then raise("prompt '" .. name .. "': the text must be a string") end
+  prompts[name] = text
+end
+
+-- return_prompt / error_prompt / status_prompt, with the reference's meaning:
+-- when a procedure's body returns, its last agent takes one more turn with the
+-- return prompt (no tools), and that summary is the procedure's result if the
+-- body returned nothing; when the body fails, the agent takes a turn with the
+-- error prompt and the error, to explain it (the error still ends the run).
+-- A procedure's own config (return_prompt = ..., error_prompt = ...) wins over
+-- these notebook-wide declarations.
+local SUMMARY_PROMPTS = {}
+local function prompt_setter(kind)
+  return function(text)
+    if type(text) ~= "string" then raise(kind .. "_prompt: expected a string") end
+    SUMMARY_PROMPTS[kind] = text
+  end
+end
+return_prompt = prompt_setter("return")
+error_prompt = prompt_setter("error")
+status_prompt = prompt_setter("status")
+
+-- Errors that must end the run at once: no agent is asked to explain them.
+local NO_EXPLAIN = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "LuaMemoryError", "HumanTimeout"}
+
+function K.finish_run(ctx, config, ok, result)
+  local agent_name = ctx.last_agent
+  if agent_name == nil then return ok, result end
+  if ok then
+    local text = config.return_prompt or SUMMARY_PROMPTS["return"]
+    if type(text) ~= "string" then return ok, result end
+    local good, summary = pcall(turn, agent_name, {inject = text, tools = {}})
+    if not good then return false, K.capture_error(summary) end
+    if result == nil then result = summary.data end
+    return ok, result
+  end
+  local text = config.error_prompt or SUMMARY_PROMPTS["error"]
+  if type(text) ~= "string" or K.was_interrupted() then return ok, result end
+  local message = type(result) == "table" and result.message or tostring(result)
+  for _, name in ipairs(NO_EXPLAIN) do
+    if match(tostring(message), "^" .. name) then return ok, result end
+  end
+  pcall(turn, agent_name, {inject = text .. "\n\nThe error: " .. tostring(message), tools = {}})
+  return ok, result
 end
 
 ------------------------------------------------------------------------------

@@ -124,6 +124,10 @@ function K.child_main(key, params)
       K.run_guards(key, def.config)
       return def.fn(K.copy_params(params))
     end, K.capture_error)
+    if ctx.last_agent ~= nil then  -- return_prompt / error_prompt (agents.lua)
+      local def = PROCEDURES[key]
+      ok, result = K.finish_run(ctx, def and def.config or {}, ok, result)
+    end
     local out = bcall(B.end_run, ctx.run, ok, result)
     if not ok then error(result, 0) end
     return out

@@ -210,6 +210,9 @@ function Tool.last_result(name)
   local c = Tool.last_call(name)
   return c and c.result
 end
+-- Tool.reset(): forget the tool calls made so far in this run (the
+-- reference's way to loop "until Tool.called('done')" more than once).
+function Tool.reset() current_ctx().tool_calls = {} end
 function K.record_tool_call(name, args, result)
   local calls = current_ctx().tool_calls
   calls[#calls + 1] = {name = name, args = args, result = result}
@@ -302,6 +305,9 @@ function rawset(t, k, v)
   return raw_rawset(t, k, v)
 end
 
+-- input: the same view, by the name some reference Tactus versions use.
+input = params
+
 function procedure(a, b, c)
   local name, config, fn
   if type(a) == "function" then fn = a
@@ -356,6 +362,9 @@ function K.run_procedure(key, given)
     run_guards(key, def.config)
     return def.fn(copy(validated))
   end, K.capture_error)
+  if ctx.last_agent ~= nil then  -- return_prompt / error_prompt (agents.lua)
+    ok, result = K.finish_run(ctx, def.config, ok, result)
+  end
   set_ctx(parent)
   local out = bcall(B.end_run, run_id, ok, result)
   if not ok then error(result, 0) end

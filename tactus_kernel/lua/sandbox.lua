@@ -55,9 +55,15 @@ local function error_text(v)
 end
 
 -- An error value as its message (nil is "nil", as tostring says).
+-- Code written for the reference Tactus may reach for lupa's `python` (as
+-- `python.iter(list)`): say why it is gone and what to do instead.
+local PYTHON_HINT = " (this sandbox has no `python`: iterate Lua tables with ipairs or pairs, and serve "
+  .. "Python code to agents from an MCP server)"
 local function error_message(err)
   if err == nil then return "nil" end
-  return error_text(err)
+  local text = error_text(err)
+  if type(text) == "string" and find(text, "(global 'python')", 1, true) then text = text .. PYTHON_HINT end
+  return text
 end
 
 -- Python converts a table by walking it as a tree, 100 levels deep: a table

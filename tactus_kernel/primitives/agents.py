@@ -74,8 +74,10 @@ class AgentHub:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.tools: dict[str, ToolSpec] = {}
+        self.toolsets: dict[str, list[str]] = {}  # toolset(name, {...}) -> its tools' names
         self._service: AgentService | None = None
         self._default_model: Any = None
+        self._default_provider: str | None = None
 
     @property
     def service(self) -> AgentService:
@@ -83,9 +85,11 @@ class AgentHub:
         if self._service is None:
             from ..agents.service import AgentService
 
-            self._service = AgentService(self.runtime, self.tools)
+            self._service = AgentService(self.runtime, self.tools, self.toolsets)
             if self._default_model is not None:
                 self._service.set_default_model(self._default_model)
+            if self._default_provider is not None:
+                self._service.set_default_provider(self._default_provider)
         return self._service
 
     @_guarded
@@ -97,6 +101,28 @@ class AgentHub:
         tool = parse_tool(name, spec)
         if self.tools.get(name) != tool:  # the same declaration keeps its object: Agents built for it serve on
             self.tools[name] = tool
+        return ()
+
+    @_guarded
+    async def declare_toolset(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        names = to_plain(request["tools"]) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ParamError(f"toolset '{request['name']}': tools must be a list of tool names")
+        name = str(request["name"])
+        if self.toolsets.get(name) != names:
+            self.toolsets[name] = names
+            if self._service is not None:
+                self._service.generation += 1  # plans that expanded the old toolset are stale
+        return ()
+
+    @_guarded
+    async def default_provider(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        from ..agents.config import provider_prefix
+
+        provider = provider_prefix(request["provider"], "default_provider")
+        if self._service is not None:
+            self._service.set_default_provider(provider)
+        self._default_provider = provider
         return ()
 
     @_guarded
@@ -140,6 +166,8 @@ def register(runtime: Runtime) -> None:
         "agent.tool": hub.declare_tool,
         "agent.declare": hub.declare_agent,
         "agent.default_model": hub.default_model,
+        "agent.default_provider": hub.default_provider,
+        "agent.toolset": hub.declare_toolset,
         "agent.turn": hub.turn,
         "agent.history": hub.history,
         "agent.messages": hub.messages,
