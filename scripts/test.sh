@@ -20,6 +20,7 @@ python -m pytest -q -n 2 "$@"
 echo "== example notebooks replay"
 python -m pytest -q --tactus-replay notebooks/
 python -m pytest -q --tactus-specs notebooks/
+python -m pytest -q --tactus-evals notebooks/
 echo "== lab extension: unit tests"
 (cd labextension && npm test)
 echo "== lab extension: browser end-to-end test"

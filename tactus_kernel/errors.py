@@ -22,6 +22,8 @@ KNOWN = {
     "GuardError",
     "DependencyError",
     "SpecificationError",
+    "EvaluationError",
+    "EvaluationThresholdError",
     "SandboxError",
     "CheckpointError",
     "NoRecordedAnswer",
