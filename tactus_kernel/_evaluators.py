@@ -161,8 +161,9 @@ class Length(Check):
         assert limit is not None
         if (n <= limit) if self.most else (n >= limit):
             return None
-        return (f"{_where(self.field)} has length {n}, "
-                f"{'above the maximum' if self.most else 'below the minimum'} {limit}")
+        return (
+            f"{_where(self.field)} has length {n}, {'above the maximum' if self.most else 'below the minimum'} {limit}"
+        )
 
 
 @dataclass(repr=False)
@@ -234,8 +235,9 @@ class ToolCalled(Check):
 
     def problem(self, ctx: EvaluatorContext[Any, Any, Any]) -> str | None:
         calls = list(ctx.attributes.get("tool_calls") or [])
-        problem = _count_problem(f"the tool {self.tool!r} was called {{n}} time(s)", calls.count(self.tool),
-                                 self.low, self.high)
+        problem = _count_problem(
+            f"the tool {self.tool!r} was called {{n}} time(s)", calls.count(self.tool), self.low, self.high
+        )
         if problem is None:
             return None
         names = sorted({str(c) for c in calls})
@@ -335,13 +337,19 @@ def build(config: dict[str, Any]) -> Evaluator[Any, Any, Any]:
     if kind == "agent_turns":
         return AgentTurns(label, field, 1 if low is None else low, high)
     if kind == "state_check":
-        return StateCheck(label, field, config.get("value"))
+        return StateCheck(label, str(field), config.get("value"))
     if kind in ("max_iterations", "max_tokens", "max_cost"):
         metric = {"max_iterations": "iterations", "max_tokens": "tokens", "max_cost": "cost"}[kind]
         return MetricAtMost(label, metric, config["value"])
     if kind == "llm_judge":
         model, _ = judge_model(config.get("model"))
-        return Named(LLMJudge(rubric=config["rubric"], model=model,
-                              include_input=bool(config.get("include_input", True)),
-                              include_expected_output=bool(config.get("include_expected", False))), label)
+        return Named(
+            LLMJudge(
+                rubric=config["rubric"],
+                model=model,
+                include_input=bool(config.get("include_input", True)),
+                include_expected_output=bool(config.get("include_expected", False)),
+            ),
+            label,
+        )
     raise ValueError(f"unknown evaluator type {kind!r}")

@@ -38,11 +38,18 @@ def eval_items(collector: pytest.File) -> Iterator[pytest.Item]:
     runtime, problems = load_notebook(Path(collector.path))
     reg = registry(runtime)
     for proc in reg.suites:
-        yield EvalItem.from_parent(collector, name=f"evaluations[{proc}]", runtime=runtime, procedure=proc,
-                                   kind="evaluations", problems=problems)
+        yield EvalItem.from_parent(
+            collector,
+            name=f"evaluations[{proc}]",
+            runtime=runtime,
+            procedure=proc,
+            kind="evaluations",
+            problems=problems,
+        )
     for proc in reg.consistency:
-        yield EvalItem.from_parent(collector, name=f"evaluation[{proc}]", runtime=runtime, procedure=proc,
-                                   kind="evaluation", problems=problems)
+        yield EvalItem.from_parent(
+            collector, name=f"evaluation[{proc}]", runtime=runtime, procedure=proc, kind="evaluation", problems=problems
+        )
 
 
 class EvalItem(pytest.Item):
@@ -71,7 +78,7 @@ class EvalItem(pytest.Item):
                 report += "\n" + bdd_report.failures()
         if not failures:
             return
-        message = (f"{self.kind} of {self.procedure!r} failed: " + "; ".join(failures) + "\n\n" + report)
+        message = f"{self.kind} of {self.procedure!r} failed: " + "; ".join(failures) + "\n\n" + report
         if self.problems:
             message += "\n  (cells of the notebook that failed: " + "; ".join(self.problems) + ")"
         raise EvalFailed(message)

@@ -52,8 +52,22 @@ class EvalConfigError(ValueError):
 SUITE_KEYS = ("dataset", "dataset_file", "evaluators", "runs", "parallel", "thresholds")
 CASE_KEYS = ("name", "inputs", "expected_output", "metadata")
 THRESHOLDS = ("min_success_rate", "max_cost_per_run", "max_duration", "max_tokens_per_run")
-EVALUATOR_KEYS = ("type", "name", "field", "value", "check_expected", "rubric", "model", "include_expected",
-                  "include_input", "pattern", "case_sensitive", "json_schema", "min_value", "max_value")
+EVALUATOR_KEYS = (
+    "type",
+    "name",
+    "field",
+    "value",
+    "check_expected",
+    "rubric",
+    "model",
+    "include_expected",
+    "include_input",
+    "pattern",
+    "case_sensitive",
+    "json_schema",
+    "min_value",
+    "max_value",
+)
 DEFAULT_JUDGE_MODEL = "openai:gpt-4o"
 
 
@@ -82,10 +96,11 @@ class Suite:
         """A fresh pydantic-evals Dataset for this suite."""
         from pydantic_evals import Case, Dataset
 
-        cases = [Case(name=c.name, inputs=c.inputs, expected_output=c.expected_output, metadata=c.metadata)
-                 for c in self.cases]
-        return Dataset(name=str(self.procedure), cases=cases,
-                       evaluators=[build_evaluator(e) for e in self.evaluators])
+        cases = [
+            Case(name=c.name, inputs=c.inputs, expected_output=c.expected_output, metadata=c.metadata)
+            for c in self.cases
+        ]
+        return Dataset(name=str(self.procedure), cases=cases, evaluators=[build_evaluator(e) for e in self.evaluators])
 
 
 @dataclass
@@ -133,10 +148,10 @@ def parse_suite(config: Any, procedure: str | None, root: Path) -> Suite:
     if inline == {}:
         inline = []
     if not isinstance(inline, list):
-        raise EvalConfigError("dataset must be a list of cases, e.g. dataset = {{name = \"a\", inputs = {...}}}")
+        raise EvalConfigError('dataset must be a list of cases, e.g. dataset = {{name = "a", inputs = {...}}}')
     cases.extend(_case(c, f"dataset[{i + 1}]", len(cases) + 1) for i, c in enumerate(inline))
     if not cases:
-        raise EvalConfigError("no cases: give dataset = {...} or dataset_file = \"cases.jsonl\"")
+        raise EvalConfigError('no cases: give dataset = {...} or dataset_file = "cases.jsonl"')
     names = [c.name for c in cases]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -145,8 +160,9 @@ def parse_suite(config: Any, procedure: str | None, root: Path) -> Suite:
     if evaluators == {}:
         evaluators = []
     if not isinstance(evaluators, list) or not evaluators:
-        raise EvalConfigError("evaluators must be a non-empty list, e.g. evaluators = {{type = \"contains\", "
-                              "value = \"Hello\"}}")
+        raise EvalConfigError(
+            'evaluators must be a non-empty list, e.g. evaluators = {{type = "contains", value = "Hello"}}'
+        )
     labels: list[str] = []
     checked = []
     for i, ev in enumerate(evaluators):
@@ -167,10 +183,12 @@ def parse_suite(config: Any, procedure: str | None, root: Path) -> Suite:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise EvalConfigError(f"thresholds.{key} must be a number of at least 0, got {json.dumps(value)}")
     if "min_success_rate" in thresholds and thresholds["min_success_rate"] > 1:
-        raise EvalConfigError(f"thresholds.min_success_rate is a fraction from 0 to 1, got "
-                              f"{thresholds['min_success_rate']}")
-    return Suite(procedure, cases, checked, _runs(config), _parallel(config),
-                 {k: float(v) for k, v in thresholds.items()})
+        raise EvalConfigError(
+            f"thresholds.min_success_rate is a fraction from 0 to 1, got {thresholds['min_success_rate']}"
+        )
+    return Suite(
+        procedure, cases, checked, _runs(config), _parallel(config), {k: float(v) for k, v in thresholds.items()}
+    )
 
 
 def parse_consistency(config: Any, procedure: str | None, root: Path) -> Suite | Consistency:
@@ -193,8 +211,9 @@ def _case(raw: Any, where: str, number: int) -> CaseSpec:
     if inputs == []:
         inputs = {}
     if not isinstance(inputs, dict):
-        raise EvalConfigError(f"{where}.inputs must be a table of the procedure's params, got "
-                              f"{json.dumps(inputs, default=str)}")
+        raise EvalConfigError(
+            f"{where}.inputs must be a table of the procedure's params, got {json.dumps(inputs, default=str)}"
+        )
     metadata = raw.get("metadata", {})
     if metadata == []:
         metadata = {}
@@ -234,9 +253,10 @@ def load_cases(path: str, root: Path) -> list[CaseSpec]:
                 raws.append(_json(line, f"{where}, line {n}"))
     elif suffix == ".json":
         data = _json(text, where)
-        raws = data.get("cases") if isinstance(data, dict) else data
-        if not isinstance(raws, list):
-            raise EvalConfigError(f"{where}: expected a list of cases or {{\"cases\": [...]}}")
+        listed = data.get("cases") if isinstance(data, dict) else data
+        if not isinstance(listed, list):
+            raise EvalConfigError(f'{where}: expected a list of cases or {{"cases": [...]}}')
+        raws = listed
     elif suffix == ".csv":
         raws = [_csv_case(row) for row in csv.DictReader(io.StringIO(text))]
     else:
@@ -283,14 +303,30 @@ def _csv_case(row: dict[str, str]) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------- evaluators
-EVALUATOR_TYPES = ("equals_expected", "exact_match", "contains", "contains_any", "is_instance", "min_length",
-                   "max_length", "regex", "json_schema", "range", "tool_called", "state_check", "agent_turns",
-                   "max_iterations", "max_tokens", "max_cost", "llm_judge")
+EVALUATOR_TYPES = (
+    "equals_expected",
+    "exact_match",
+    "contains",
+    "contains_any",
+    "is_instance",
+    "min_length",
+    "max_length",
+    "regex",
+    "json_schema",
+    "range",
+    "tool_called",
+    "state_check",
+    "agent_turns",
+    "max_iterations",
+    "max_tokens",
+    "max_cost",
+    "llm_judge",
+)
 
 
 def _evaluator_config(raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-        raise EvalConfigError(f"{where} must be a table with a type, e.g. {{type = \"contains\", value = \"Hi\"}}")
+        raise EvalConfigError(f'{where} must be a table with a type, e.g. {{type = "contains", value = "Hi"}}')
     _unknown(f"key in {where}:", raw, EVALUATOR_KEYS)
     kind = raw["type"]
     if kind not in EVALUATOR_TYPES:
@@ -298,7 +334,7 @@ def _evaluator_config(raw: Any, where: str) -> dict[str, Any]:
 
     def need(key: str, types: tuple[type, ...], example: str) -> None:
         value = raw.get(key)
-        if value is None or not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+        if value is None or not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise EvalConfigError(f"{where} ({kind}) needs {key}, e.g. {example}")
 
     if kind in ("contains",):
@@ -391,9 +427,14 @@ class SuiteResult:
             row: dict[str, Any] = {"case": r.case}
             if self.runs > 1:
                 row["run"] = r.run
-            row.update({"result": "pass" if r.passed else "FAIL",
-                        "assertions": "error" if r.error else f"{r.assertions - len(r.failed)}/{r.assertions}",
-                        "duration": f"{r.duration * 1000:.0f} ms", "tokens": r.tokens})
+            row.update(
+                {
+                    "result": "pass" if r.passed else "FAIL",
+                    "assertions": "error" if r.error else f"{r.assertions - len(r.failed)}/{r.assertions}",
+                    "duration": f"{r.duration * 1000:.0f} ms",
+                    "tokens": r.tokens,
+                }
+            )
             row["why"] = r.error or "; ".join(r.failed)
             out.append(row)
         return out
@@ -401,8 +442,10 @@ class SuiteResult:
     def summary(self) -> str:
         ok = sum(r.passed for r in self.rows)
         cases = len({r.case for r in self.rows})
-        return (f"evaluations of {self.procedure!r}: {cases} case(s) x {self.runs} run(s): {ok} of {len(self.rows)} "
-                f"passed, success rate {self.success_rate:.0%}")
+        return (
+            f"evaluations of {self.procedure!r}: {cases} case(s) x {self.runs} run(s): {ok} of {len(self.rows)} "
+            f"passed, success rate {self.success_rate:.0%}"
+        )
 
     def text(self) -> str:
         from .display import text_table
@@ -414,8 +457,11 @@ class SuiteResult:
         from rich.console import Console
 
         console = Console(record=True, width=160, file=io.StringIO(), force_terminal=False)
-        console.print(self.report.console_table(include_input=True, include_output=True,
-                                                include_durations=True, include_reasons=True))
+        console.print(
+            self.report.console_table(
+                include_input=True, include_output=True, include_durations=True, include_reasons=True
+            )
+        )
         return console.export_html(inline_styles=True)
 
 
@@ -484,8 +530,7 @@ async def run_suite(runtime: Runtime, procedure: str, runs: int | None = None) -
 
     report = await suite.dataset().evaluate(task, name=procedure, max_concurrency=1, progress=False, repeat=runs)
     rows = _rows(report, runs)
-    return SuiteResult(procedure, runs, report, rows, check_thresholds(suite.thresholds, rows),
-                       suite.thresholds)
+    return SuiteResult(procedure, runs, report, rows, check_thresholds(suite.thresholds, rows), suite.thresholds)
 
 
 def _split(name: str, runs: int) -> tuple[str, int]:
@@ -499,17 +544,33 @@ def _rows(report: EvaluationReport[Any, Any, Any], runs: int) -> list[RunRow]:
     rows = []
     for case in report.cases:
         name, run = _split(case.name, runs)
-        failed = [f"{label}: {res.reason}" if res.reason else label
-                  for label, res in case.assertions.items() if res.value is not True]
+        failed = [
+            f"{label}: {res.reason}" if res.reason else label
+            for label, res in case.assertions.items()
+            if res.value is not True
+        ]
         failed += [f"{f.name}: evaluator error: {f.error_message}" for f in case.evaluator_failures]
-        rows.append(RunRow(name, run, not failed, len(case.assertions) + len(case.evaluator_failures), failed,
-                           case.task_duration, int(case.metrics.get("tokens", 0)), float(case.metrics.get("cost", 0))))
+        rows.append(
+            RunRow(
+                name,
+                run,
+                not failed,
+                len(case.assertions) + len(case.evaluator_failures),
+                failed,
+                case.task_duration,
+                int(case.metrics.get("tokens", 0)),
+                float(case.metrics.get("cost", 0)),
+            )
+        )
     for failure in report.failures:
         name, run = _split(failure.name, runs)
-        message = failure.error_message.split(": ", 1)[1] if failure.error_message.startswith(
-            "EvaluationRunError: ") else failure.error_message
+        message = (
+            failure.error_message.split(": ", 1)[1]
+            if failure.error_message.startswith("EvaluationRunError: ")
+            else failure.error_message
+        )
         rows.append(RunRow(name, run, False, 0, [], 0.0, 0, 0.0, f"the procedure failed: {message}"))
-    order = {}
+    order: dict[str, int] = {}
     for c in report.cases:
         order.setdefault(_split(c.name, runs)[0], len(order))
     rows.sort(key=lambda r: (order.get(r.case, len(order)), r.case, r.run))
@@ -526,18 +587,24 @@ def check_thresholds(thresholds: dict[str, float], rows: list[RunRow]) -> list[s
     rate = ok / max(total, 1)
     default = "" if thresholds else " (the default when no thresholds are declared)"
     if "min_success_rate" in limits and rate + 1e-9 < limits["min_success_rate"]:
-        problems.append(f"min_success_rate {_num(limits['min_success_rate'])}{default}: the success rate is "
-                        f"{_num(round(rate, 4))} ({ok} of {total} runs passed)")
-    for key, attr, unit in (("max_duration", "duration", " s"), ("max_tokens_per_run", "tokens", ""),
-                            ("max_cost_per_run", "cost", "")):
+        problems.append(
+            f"min_success_rate {_num(limits['min_success_rate'])}{default}: the success rate is "
+            f"{_num(round(rate, 4))} ({ok} of {total} runs passed)"
+        )
+    for key, attr, unit in (
+        ("max_duration", "duration", " s"),
+        ("max_tokens_per_run", "tokens", ""),
+        ("max_cost_per_run", "cost", ""),
+    ):
         if key not in limits or not rows:
             continue
         worst = max(rows, key=lambda r: getattr(r, attr))
         value = getattr(worst, attr)
         if value > limits[key]:
             shown = f"{value:.3f}" if attr == "duration" else _num(value)
-            problems.append(f"{key} {_num(limits[key])}{unit}: run {worst.run} of case {worst.case!r} "
-                            f"measured {shown}{unit}")
+            problems.append(
+                f"{key} {_num(limits[key])}{unit}: run {worst.run} of case {worst.case!r} measured {shown}{unit}"
+            )
     return problems
 
 
@@ -560,10 +627,18 @@ def consistency_rows(report: Any) -> list[dict[str, Any]]:
         ok = sum(r.passed for r in results)
         n = len(results)
         verdict = "pass" if ok == n else ("FLAKY" if ok else "FAIL")
-        rows.append({"procedure": proc, "scenario": name, "runs": n, "passed": ok,
-                     "success rate": f"{ok / n:.0%}", "consistency": f"{max(ok, n - ok) / n:.0%}",
-                     "mean duration": f"{sum(r.duration for r in results) / n * 1000:.0f} ms",
-                     "result": verdict})
+        rows.append(
+            {
+                "procedure": proc,
+                "scenario": name,
+                "runs": n,
+                "passed": ok,
+                "success rate": f"{ok / n:.0%}",
+                "consistency": f"{max(ok, n - ok) / n:.0%}",
+                "mean duration": f"{sum(r.duration for r in results) / n * 1000:.0f} ms",
+                "result": verdict,
+            }
+        )
     return rows
 
 
@@ -574,8 +649,11 @@ async def run_consistency(runtime: Runtime, procedure: str, runs: int | None = N
 
     decl = _registry(runtime).consistency[procedure]
     if procedure not in spec_registry(runtime).specs:
-        raise CellError.simple("EvaluationError", f"evaluation({{runs = {decl.runs}}}) of {procedure!r} needs "
-                               "specifications([[...]]) to run; the procedure has none")
+        raise CellError.simple(
+            "EvaluationError",
+            f"evaluation({{runs = {decl.runs}}}) of {procedure!r} needs "
+            "specifications([[...]]) to run; the procedure has none",
+        )
     report = await run_specs(runtime, procedure, None, runs or decl.runs)
     problems = []
     for proc, name in report.failed:
@@ -620,11 +698,15 @@ def selected(runtime: Runtime, procedure: str | None) -> list[tuple[str, str]]:
         pairs = [(k, p) for k, p in pairs if p == procedure]
         if not pairs:
             known = ", ".join(sorted(set(reg.suites) | set(reg.consistency)))
-            raise CellError.simple("UsageError", f"procedure {procedure!r} declares no evaluations "
-                                   f"(procedures with evaluations: {known or 'none'})")
+            raise CellError.simple(
+                "UsageError",
+                f"procedure {procedure!r} declares no evaluations (procedures with evaluations: {known or 'none'})",
+            )
     if not pairs:
-        raise CellError.simple("UsageError", "no evaluations declared yet: add evaluations({...}) or "
-                               "evaluation({...}) in the procedure's cell")
+        raise CellError.simple(
+            "UsageError",
+            "no evaluations declared yet: add evaluations({...}) or evaluation({...}) in the procedure's cell",
+        )
     return pairs
 
 
@@ -638,19 +720,21 @@ async def eval_command(runtime: Runtime, args: list[str]) -> None:
     for kind, proc in selected(runtime, procedure):
         if kind == "evaluations":
             result = await run_suite(runtime, proc, runs)
-            runtime.host.display({"text/plain": result.text(), "text/html": result.html()},
-                                 {"tactus": {"eval": proc}})
+            runtime.host.display({"text/plain": result.text(), "text/html": result.html()}, {"tactus": {"eval": proc}})
             problems += [f"{proc}: {p}" for p in result.threshold_failures]
         else:
             report, failed = await run_consistency(runtime, proc, runs)
             rows = consistency_rows(report)
-            runtime.host.display({"text/plain": text_table(rows) + "\n" + report.summary(),
-                                  "text/html": bundle([rows]).get("text/html", "")},
-                                 {"tactus": {"evaluation": proc}})
+            runtime.host.display(
+                {
+                    "text/plain": text_table(rows) + "\n" + report.summary(),
+                    "text/html": bundle([rows]).get("text/html", ""),
+                },
+                {"tactus": {"evaluation": proc}},
+            )
             details = report.failures()
             if details:
                 runtime.host.write("stderr", details + "\n")
             problems += [f"{proc}: {p}" for p in failed]
     if problems:
         raise CellError.simple("EvaluationThresholdError", "; ".join(problems))
-

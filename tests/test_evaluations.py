@@ -40,10 +40,13 @@ end)
 
 
 def declare(cells: Any, evaluators: str, extra: str = "", dataset: str | None = None) -> None:
-    dataset = dataset or """{
+    dataset = (
+        dataset
+        or """{
       {name = "ada", inputs = {name = "Ada"}, expected_output = {greeting = "Hello, Ada."}},
       {name = "grace", inputs = {name = "Grace", excited = true}, expected_output = {greeting = "Hello, Grace!"}},
     }"""
+    )
     cells(GREET + f"evaluations({{dataset = {dataset}, evaluators = {{{evaluators}}}{extra}}})", key="greet")
 
 
@@ -58,46 +61,72 @@ def why(result: SuiteResult) -> dict[str, str]:
 
 # ------------------------------------------------------------ each evaluator
 PASS_FAIL = [
-    ('{type = "equals_expected", field = "greeting"}',
-     '{type = "equals_expected", field = "length"}', None),
-    ('{type = "contains", field = "greeting", value = "Hello"}',
-     '{type = "contains", field = "greeting", value = "Bye"}',
-     'contains(greeting): output.greeting "Hello, Ada." does not contain "Bye"'),
-    ('{type = "contains", field = "greeting", value = "hello", case_sensitive = false}',
-     '{type = "contains", field = "greeting", value = "hello"}',
-     'contains(greeting): output.greeting "Hello, Ada." does not contain "hello"'),
-    ('{type = "contains_any", field = "greeting", value = {"Hi", "Hello"}}',
-     '{type = "contains_any", field = "greeting", value = {"Hi", "Hey"}}',
-     'contains_any(greeting): output.greeting "Hello, Ada." contains none of ["Hi", "Hey"]'),
-    ('{type = "min_length", field = "greeting", value = 11}',
-     '{type = "min_length", field = "greeting", value = 14}',
-     "min_length(greeting): output.greeting has length 11, below the minimum 14"),
-    ('{type = "max_length", field = "greeting", value = 13}',
-     '{type = "max_length", field = "greeting", value = 10}',
-     "max_length(greeting): output.greeting has length 11, above the maximum 10"),
-    ('{type = "regex", field = "greeting", pattern = "^Hello, [A-Z]"}',
-     '{type = "regex", field = "greeting", pattern = "^Hi"}',
-     'regex(greeting): output.greeting "Hello, Ada." does not match /^Hi/'),
-    ('{type = "json_schema", json_schema = {type = "object", required = {"greeting", "length"}}}',
-     '{type = "json_schema", json_schema = {type = "object", properties = {length = {type = "string"}}}}',
-     "json_schema: the output does not match the JSON schema: 11 is not of type 'string' (at length)"),
-    ('{type = "range", field = "length", min_value = 5, max_value = 20}',
-     '{type = "range", field = "length", max_value = 10}',
-     "range(length): output.length is 11, outside [-inf, 10]"),
-    ('{type = "tool_called", value = "lookup"}',
-     '{type = "tool_called", value = "search"}',
-     "tool_called(search): the tool 'search' was called 0 time(s), expected at least 1 (tools called: done, lookup)"),
-    ('{type = "tool_called", value = "lookup", max_value = 1}',
-     '{type = "tool_called", value = "lookup", min_value = 2}',
-     "tool_called(lookup): the tool 'lookup' was called 1 time(s), expected at least 2 (tools called: done, lookup)"),
-    ('{type = "state_check", field = "status", value = "done"}',
-     '{type = "state_check", field = "status", value = "drafting"}',
-     "state_check(status): the state 'status' is \"done\", expected \"drafting\""),
-    ('{type = "agent_turns", field = "writer", max_value = 1}',
-     '{type = "agent_turns", field = "writer", min_value = 2}',
-     "agent_turns(writer): the agent 'writer' took 1 turn(s), expected at least 2"),
-    ('{type = "max_iterations", value = 3}', '{type = "max_iterations", value = 0}',
-     "max_iterations: iterations 1, above the maximum 0"),
+    ('{type = "equals_expected", field = "greeting"}', '{type = "equals_expected", field = "length"}', None),
+    (
+        '{type = "contains", field = "greeting", value = "Hello"}',
+        '{type = "contains", field = "greeting", value = "Bye"}',
+        'contains(greeting): output.greeting "Hello, Ada." does not contain "Bye"',
+    ),
+    (
+        '{type = "contains", field = "greeting", value = "hello", case_sensitive = false}',
+        '{type = "contains", field = "greeting", value = "hello"}',
+        'contains(greeting): output.greeting "Hello, Ada." does not contain "hello"',
+    ),
+    (
+        '{type = "contains_any", field = "greeting", value = {"Hi", "Hello"}}',
+        '{type = "contains_any", field = "greeting", value = {"Hi", "Hey"}}',
+        'contains_any(greeting): output.greeting "Hello, Ada." contains none of ["Hi", "Hey"]',
+    ),
+    (
+        '{type = "min_length", field = "greeting", value = 11}',
+        '{type = "min_length", field = "greeting", value = 14}',
+        "min_length(greeting): output.greeting has length 11, below the minimum 14",
+    ),
+    (
+        '{type = "max_length", field = "greeting", value = 13}',
+        '{type = "max_length", field = "greeting", value = 10}',
+        "max_length(greeting): output.greeting has length 11, above the maximum 10",
+    ),
+    (
+        '{type = "regex", field = "greeting", pattern = "^Hello, [A-Z]"}',
+        '{type = "regex", field = "greeting", pattern = "^Hi"}',
+        'regex(greeting): output.greeting "Hello, Ada." does not match /^Hi/',
+    ),
+    (
+        '{type = "json_schema", json_schema = {type = "object", required = {"greeting", "length"}}}',
+        '{type = "json_schema", json_schema = {type = "object", properties = {length = {type = "string"}}}}',
+        "json_schema: the output does not match the JSON schema: 11 is not of type 'string' (at length)",
+    ),
+    (
+        '{type = "range", field = "length", min_value = 5, max_value = 20}',
+        '{type = "range", field = "length", max_value = 10}',
+        "range(length): output.length is 11, outside [-inf, 10]",
+    ),
+    (
+        '{type = "tool_called", value = "lookup"}',
+        '{type = "tool_called", value = "search"}',
+        "tool_called(search): the tool 'search' was called 0 time(s), expected at least 1 (tools called: done, lookup)",
+    ),
+    (
+        '{type = "tool_called", value = "lookup", max_value = 1}',
+        '{type = "tool_called", value = "lookup", min_value = 2}',
+        "tool_called(lookup): the tool 'lookup' was called 1 time(s), expected at least 2 (tools called: done, lookup)",
+    ),
+    (
+        '{type = "state_check", field = "status", value = "done"}',
+        '{type = "state_check", field = "status", value = "drafting"}',
+        'state_check(status): the state \'status\' is "done", expected "drafting"',
+    ),
+    (
+        '{type = "agent_turns", field = "writer", max_value = 1}',
+        '{type = "agent_turns", field = "writer", min_value = 2}',
+        "agent_turns(writer): the agent 'writer' took 1 turn(s), expected at least 2",
+    ),
+    (
+        '{type = "max_iterations", value = 3}',
+        '{type = "max_iterations", value = 0}',
+        "max_iterations: iterations 1, above the maximum 0",
+    ),
 ]
 
 
@@ -114,22 +143,33 @@ def test_each_evaluator_passes_and_fails_with_its_reason(cells, good, bad, messa
         return
     assert why(failed)["ada"] == message
     assert failed.threshold_failures == [
-        "min_success_rate 1 (the default when no thresholds are declared): the success rate is 0 (0 of 2 runs passed)"]
+        "min_success_rate 1 (the default when no thresholds are declared): the success rate is 0 (0 of 2 runs passed)"
+    ]
 
 
 def test_equals_expected_fails_per_case(cells):
-    declare(cells, '{type = "equals_expected", field = "greeting"}', dataset="""{
+    declare(
+        cells,
+        '{type = "equals_expected", field = "greeting"}',
+        dataset="""{
       {name = "ada", inputs = {name = "Ada"}, expected_output = {greeting = "Hi, Ada."}},
-      {name = "grace", inputs = {name = "Grace"}, expected_output = {greeting = "Hello, Grace."}}}""")
+      {name = "grace", inputs = {name = "Grace"}, expected_output = {greeting = "Hello, Grace."}}}""",
+    )
     assert why(suite(cells)) == {
-        "ada": 'equals_expected(greeting): output.greeting is "Hello, Ada.", expected "Hi, Ada."', "grace": ""}
+        "ada": 'equals_expected(greeting): output.greeting is "Hello, Ada.", expected "Hi, Ada."',
+        "grace": "",
+    }
 
 
 def test_whole_output_evaluators_are_pydantic_evals_own(cells):
-    declare(cells, '{type = "equals_expected", name = "exact"}, {type = "is_instance", value = "dict"}, '
-                   '{type = "contains", value = {length = 11}}', dataset="""{
+    declare(
+        cells,
+        '{type = "equals_expected", name = "exact"}, {type = "is_instance", value = "dict"}, '
+        '{type = "contains", value = {length = 11}}',
+        dataset="""{
       {name = "ada", inputs = {name = "Ada"}, expected_output = {greeting = "Hello, Ada.", length = 11}},
-      {name = "grace", inputs = {name = "Grace"}, expected_output = {greeting = "Hi", length = 13}}}""")
+      {name = "grace", inputs = {name = "Grace"}, expected_output = {greeting = "Hi", length = 13}}}""",
+    )
     result = suite(cells)
     assert why(result)["ada"] == ""
     assert why(result)["grace"].startswith("exact")
@@ -147,8 +187,9 @@ def test_the_llm_judge_runs_offline_without_a_key(cells, monkeypatch):
     case = result.report.cases[0]
     judged = case.assertions["polite"]
     assert judged.value is True
-    assert judged.reason == ("offline judge (pydantic-ai TestModel; OPENAI_API_KEY is not set for openai:gpt-4o): "
-                             "not a real judgement")
+    assert judged.reason == (
+        "offline judge (pydantic-ai TestModel; OPENAI_API_KEY is not set for openai:gpt-4o): not a real judgement"
+    )
     assert result.threshold_failures == []
 
 
@@ -158,39 +199,70 @@ def write(path: Path, text: str) -> None:
 
 
 def test_datasets_from_jsonl_json_and_csv_files(cells, tmp_path):
-    write(tmp_path / "cases.jsonl", json.dumps({"name": "ada", "inputs": {"name": "Ada"},
-                                                "expected_output": {"greeting": "Hello, Ada."}}) + "\n\n"
-          + json.dumps({"name": "bob", "inputs": {"name": "Bob", "excited": True},
-                        "expected_output": {"greeting": "Hello, Bob?"}}) + "\n")
-    write(tmp_path / "cases.json", json.dumps({"cases": [{"name": "cy", "inputs": {"name": "Cy"},
-                                                          "metadata": {"kind": "short"}}]}))
-    write(tmp_path / "cases.csv", "name,inputs.name,excited,expected_output.greeting,metadata.source\n"
-                                  "dee,Dee,true,\"Hello, Dee!\",csv\n")
+    write(
+        tmp_path / "cases.jsonl",
+        json.dumps({"name": "ada", "inputs": {"name": "Ada"}, "expected_output": {"greeting": "Hello, Ada."}})
+        + "\n\n"
+        + json.dumps(
+            {"name": "bob", "inputs": {"name": "Bob", "excited": True}, "expected_output": {"greeting": "Hello, Bob?"}}
+        )
+        + "\n",
+    )
+    write(
+        tmp_path / "cases.json",
+        json.dumps({"cases": [{"name": "cy", "inputs": {"name": "Cy"}, "metadata": {"kind": "short"}}]}),
+    )
+    write(
+        tmp_path / "cases.csv",
+        'name,inputs.name,excited,expected_output.greeting,metadata.source\ndee,Dee,true,"Hello, Dee!",csv\n',
+    )
     for file, cases in (("cases.jsonl", ["ada", "bob"]), ("cases.json", ["cy"]), ("cases.csv", ["dee"])):
-        cells(GREET + f'evaluations({{dataset_file = "{file}", evaluators = {{'
-                      '{type = "equals_expected", field = "greeting"}}})', key="greet")
+        cells(
+            GREET + f'evaluations({{dataset_file = "{file}", evaluators = {{'
+            '{type = "equals_expected", field = "greeting"}}})',
+            key="greet",
+        )
         result = suite(cells)
         assert [r.case for r in result.rows] == cases
-    cells(GREET + 'evaluations({dataset_file = "cases.jsonl", dataset = {{name = "zoe", inputs = {name = "Zoe"}}},'
-                  ' evaluators = {{type = "equals_expected", field = "greeting"}}})', key="greet")
+    cells(
+        GREET + 'evaluations({dataset_file = "cases.jsonl", dataset = {{name = "zoe", inputs = {name = "Zoe"}}},'
+        ' evaluators = {{type = "equals_expected", field = "greeting"}}})',
+        key="greet",
+    )
     result = suite(cells)
-    assert why(result) == {"ada": "", "bob": 'equals_expected(greeting): output.greeting is "Hello, Bob!", '
-                                             'expected "Hello, Bob?"', "zoe": ""}
+    assert why(result) == {
+        "ada": "",
+        "bob": 'equals_expected(greeting): output.greeting is "Hello, Bob!", expected "Hello, Bob?"',
+        "zoe": "",
+    }
     dee = cells.runtime  # the CSV's columns: inputs typed, expected_output and metadata filled
     from tactus_kernel.evaluations import load_cases
 
     [case] = load_cases("cases.csv", dee.root)
     assert (case.name, case.inputs, case.expected_output, case.metadata) == (
-        "dee", {"name": "Dee", "excited": True}, {"greeting": "Hello, Dee!"}, {"source": "csv"})
+        "dee",
+        {"name": "Dee", "excited": True},
+        {"greeting": "Hello, Dee!"},
+        {"source": "csv"},
+    )
 
 
-@pytest.mark.parametrize(("path", "message"), [
-    ("../outside.jsonl", "evaluations: dataset_file '../outside.jsonl': File: path '../outside.jsonl' leaves the "
-                         "notebook's folder and is refused"),
-    ("/etc/passwd", "evaluations: dataset_file '/etc/passwd': File: absolute path '/etc/passwd' refused; paths are "
-                    "relative to the notebook's folder"),
-    ("missing.jsonl", "evaluations: dataset_file 'missing.jsonl': no such file in the notebook's folder"),
-])
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (
+            "../outside.jsonl",
+            "evaluations: dataset_file '../outside.jsonl': File: path '../outside.jsonl' leaves the "
+            "notebook's folder and is refused",
+        ),
+        (
+            "/etc/passwd",
+            "evaluations: dataset_file '/etc/passwd': File: absolute path '/etc/passwd' refused; paths are "
+            "relative to the notebook's folder",
+        ),
+        ("missing.jsonl", "evaluations: dataset_file 'missing.jsonl': no such file in the notebook's folder"),
+    ],
+)
 def test_a_dataset_file_outside_the_folder_is_refused(cells, tmp_path, path, message):
     write(tmp_path.parent / "outside.jsonl", "{}\n")
     evaluators = '{{type = "contains", value = "x"}}'
@@ -205,22 +277,31 @@ def test_bad_declarations_name_the_field(cells):
         ('{type = "similar"}', "evaluations: evaluators[1]: unknown evaluator type 'similar' (known: "),
         ('{type = "regex", pattern = "("}', "evaluations: evaluators[1] (regex): the pattern '(' does not compile: "),
         ('{type = "tool_called"}', 'evaluations: evaluators[1] (tool_called) needs value, e.g. value = "search"'),
-        ('{type = "contains", value = "x", colour = 1}',
-         "evaluations: unknown key in evaluators[1]: 'colour' (known: "),
+        (
+            '{type = "contains", value = "x", colour = 1}',
+            "evaluations: unknown key in evaluators[1]: 'colour' (known: ",
+        ),
     ]
     for evaluators, message in cases:
-        err = cells.error(GREET + f'evaluations({{dataset = {{{{inputs = {{}}}}}}, evaluators = {{{evaluators}}}}})')
+        err = cells.error(GREET + f"evaluations({{dataset = {{{{inputs = {{}}}}}}, evaluators = {{{evaluators}}}}})")
         assert err.ename == "EvaluationError" and message in err.evalue, err.evalue
-    err = cells.error(GREET + 'evaluations({dataset = {{inputs = {}}}, evaluators = {{type = "contains", value = "x"}},'
-                              ' thresholds = {min_sucess_rate = 1}})')
-    assert "evaluations: unknown threshold 'min_sucess_rate' (known: min_success_rate, max_cost_per_run, " \
-           "max_duration, max_tokens_per_run)" in err.evalue
+    err = cells.error(
+        GREET + 'evaluations({dataset = {{inputs = {}}}, evaluators = {{type = "contains", value = "x"}},'
+        " thresholds = {min_sucess_rate = 1}})"
+    )
+    assert (
+        "evaluations: unknown threshold 'min_sucess_rate' (known: min_success_rate, max_cost_per_run, "
+        "max_duration, max_tokens_per_run)" in err.evalue
+    )
 
 
 # ---------------------------------------------------------------- thresholds
 def test_thresholds_fail_the_cell_naming_the_threshold_and_the_value(cells):
-    declare(cells, '{type = "contains", field = "greeting", value = "!"}',
-            extra=", thresholds = {min_success_rate = 0.75, max_tokens_per_run = 1000}")
+    declare(
+        cells,
+        '{type = "contains", field = "greeting", value = "!"}',
+        extra=", thresholds = {min_success_rate = 0.75, max_tokens_per_run = 1000}",
+    )
     with pytest.raises(CellError) as info:
         asyncio.run(eval_command(cells.runtime, []))
     assert info.value.ename == "EvaluationThresholdError"
@@ -228,13 +309,19 @@ def test_thresholds_fail_the_cell_naming_the_threshold_and_the_value(cells):
     shown = cells.host.displayed[-1]
     assert "FAIL" in shown["text/plain"] and "success rate 50%" in shown["text/plain"]
     assert "<html" in shown["text/html"] and "greet" in shown["text/html"]
-    declare(cells, '{type = "contains", field = "greeting", value = "Hello"}',
-            extra=", thresholds = {min_success_rate = 0.75, max_duration = 0}")
+    declare(
+        cells,
+        '{type = "contains", field = "greeting", value = "Hello"}',
+        extra=", thresholds = {min_success_rate = 0.75, max_duration = 0}",
+    )
     with pytest.raises(CellError) as info:
         asyncio.run(eval_command(cells.runtime, ["greet"]))
     assert info.value.evalue.startswith("greet: max_duration 0 s: run 1 of case ")
-    declare(cells, '{type = "contains", field = "greeting", value = "Hello"}',
-            extra=", thresholds = {min_success_rate = 0.75, max_tokens_per_run = 5}")
+    declare(
+        cells,
+        '{type = "contains", field = "greeting", value = "Hello"}',
+        extra=", thresholds = {min_success_rate = 0.75, max_tokens_per_run = 5}",
+    )
     with pytest.raises(CellError) as info:
         asyncio.run(eval_command(cells.runtime, ["greet"]))
     assert "greet: max_tokens_per_run 5: run 1 of case 'ada' measured " in info.value.evalue
@@ -249,12 +336,15 @@ def test_runs_repeat_each_case_and_the_flag_overrides_them(cells):
     assert "2 case(s) x 3 run(s): 6 of 6 passed" in cells.host.displayed[-1]["text/plain"]
     with pytest.raises(CellError) as info:
         asyncio.run(eval_command(cells.runtime, ["greet", "--runs", "none"]))
-    assert (info.value.ename, info.value.evalue) == ("UsageError", "--runs needs a number: "
-                                                     "%tactus eval [procedure] [--runs N]")
+    assert (info.value.ename, info.value.evalue) == (
+        "UsageError",
+        "--runs needs a number: %tactus eval [procedure] [--runs N]",
+    )
 
 
 def test_a_failing_run_is_a_failed_case_and_the_notebook_record_is_untouched(cells):
-    cells("""
+    cells(
+        """
 procedure({name = "shaky", params = {n = {type = "number", default = 1}}}, function()
   if params.n > 1 then error("too big: " .. params.n) end
   Step.run("work", function() return 1 end)
@@ -262,7 +352,9 @@ procedure({name = "shaky", params = {n = {type = "number", default = 1}}}, funct
 end)
 evaluations({dataset = {{name = "one", inputs = {n = 1}}, {name = "two", inputs = {n = 2}}},
   evaluators = {{type = "range", field = "n", max_value = 5}}, thresholds = {min_success_rate = 0.5}})
-""", key="shaky")
+""",
+        key="shaky",
+    )
     before = json.dumps(cells.runtime.records.procedures, sort_keys=True, default=str)
     result = asyncio.run(run_suite(cells.runtime, "shaky"))
     assert why(result) == {"one": "", "two": "the procedure failed: LuaError: [cell 1]:3: too big: 2"}
@@ -271,8 +363,10 @@ evaluations({dataset = {{name = "one", inputs = {n = 1}}, {name = "two", inputs 
 
 
 def test_start_up_does_not_import_pydantic_evals():
-    code = ("import sys; from tactus_kernel.runtime import Runtime; Runtime(root='.'); "
-            "print('pydantic_evals' in sys.modules)")
+    code = (
+        "import sys; from tactus_kernel.runtime import Runtime; Runtime(root='.'); "
+        "print('pydantic_evals' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 
@@ -312,14 +406,18 @@ def test_evaluation_without_specifications_says_so(cells):
     cells('procedure({name = "solo"}, function() return {} end)\nevaluation({runs = 2})', key="solo")
     with pytest.raises(CellError) as info:
         asyncio.run(eval_command(cells.runtime, ["solo"]))
-    assert info.value.evalue == ("evaluation({runs = 2}) of 'solo' needs specifications([[...]]) to run; "
-                                 "the procedure has none")
+    assert info.value.evalue == (
+        "evaluation({runs = 2}) of 'solo' needs specifications([[...]]) to run; the procedure has none"
+    )
 
 
 # --------------------------------------------------------------- real kernel
 def test_the_magic_in_a_kernel_shows_the_table_and_pydantic_evals_html(kernel):
-    cell = GREET + """evaluations({dataset = {{name = "ada", inputs = {name = "Ada"}}},
+    cell = (
+        GREET
+        + """evaluations({dataset = {{name = "ada", inputs = {name = "Ada"}}},
   evaluators = {{type = "contains", field = "greeting", value = "Ada"}}, thresholds = {min_success_rate = 1}})"""
+    )
     assert kernel.execute(cell, cell_id="greet").status == "ok"
     ok = kernel.execute("%tactus eval greet --runs 2", timeout=60)
     assert ok.status == "ok", ok.errors
@@ -335,21 +433,44 @@ def test_the_magic_in_a_kernel_shows_the_table_and_pydantic_evals_html(kernel):
 def test_pytest_collects_one_item_per_declaration(tmp_path: Path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell(GREET + """evaluations({dataset = {{name = "ada", inputs = {name = "Ada"}}},
-  evaluators = {{type = "contains", field = "greeting", value = "Ada"}}})"""),
+        nbformat.v4.new_code_cell(
+            GREET
+            + """evaluations({dataset = {{name = "ada", inputs = {name = "Ada"}}},
+  evaluators = {{type = "contains", field = "greeting", value = "Ada"}}})"""
+        ),
         nbformat.v4.new_code_cell("""procedure({name = "shout", params = {w = {type = "string", default = "hi"}}},
   function() return {text = string.upper(params.w)} end)
 evaluations({runs = 2, dataset = {{name = "hi", inputs = {w = "hi"}}, {name = "yo", inputs = {w = "yo"}}},
   evaluators = {{type = "regex", field = "text", pattern = "^H"}}, thresholds = {min_success_rate = 0.9}})"""),
-        nbformat.v4.new_code_cell(FLAKY.replace("evaluation({runs = 4, parallel = true})", "evaluation({runs = 1})")
-                                  .replace("Scenario: even\n    Then the state even should be true\n", "")),
+        nbformat.v4.new_code_cell(
+            FLAKY.replace("evaluation({runs = 4, parallel = true})", "evaluation({runs = 1})").replace(
+                "Scenario: even\n    Then the state even should be true\n", ""
+            )
+        ),
         nbformat.v4.new_code_cell("%tactus eval"),
     ]
     path = tmp_path / "evals.ipynb"
     nbformat.write(nb, path)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--tactus-evals", str(path), "-q", "-p",
-                           "no:cacheprovider", "-p", "no:xdist", "-p", "no:randomly"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--tactus-evals",
+            str(path),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "-p",
+            "no:randomly",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "1 failed, 2 passed" in out

@@ -65,9 +65,12 @@ class EvalRegistry:
                 continue
             target = cell.declared[0] if cell.declared else next(reversed(self.runtime.procedures), None)
             if target is None:
-                self.runtime.host.write("stderr", f"Tactus: {item.what}() found no procedure to belong to; "
-                                                  f"declare the procedure first or name it: "
-                                                  f"{item.what}(\"name\", {{...}})\n")
+                self.runtime.host.write(
+                    "stderr",
+                    f"Tactus: {item.what}() found no procedure to belong to; "
+                    f"declare the procedure first or name it: "
+                    f'{item.what}("name", {{...}})\n',
+                )
                 continue
             item.procedure = target
             self._keep(item)
@@ -92,7 +95,8 @@ async def _declare(runtime: Runtime, run: RunState, request: Any, what: str) -> 
     config = to_plain(request["config"])
     try:
         item = (parse_suite if what == "evaluations" else parse_consistency)(
-            config, None if proc is None else str(proc), runtime.root)
+            config, None if proc is None else str(proc), runtime.root
+        )
     except EvalConfigError as exc:
         raise BridgeError(tagged("EvaluationError", f"{what}: {exc}")) from None
     registry(runtime).add(item, run.cell)
