@@ -476,3 +476,26 @@ evaluations({runs = 2, dataset = {{name = "hi", inputs = {w = "hi"}}, {name = "y
     assert "1 failed, 2 passed" in out
     assert "evaluations of 'shout' failed: min_success_rate 0.9: the success rate is 0.5 (2 of 4 runs passed)" in out
     assert 'regex(text): output.text "YO" does not match /^H/' in out
+
+
+def test_declarations_can_name_their_procedure_and_the_later_spelling_is_accepted(cells):
+    cells(GREET, key="greet")
+    cells('procedure({name = "other"}, function() return {} end)', key="other")
+    cells(
+        'evaluations("greet", {dataset = {{name = "ada", inputs = {name = "Ada"}}}, '
+        'evaluators = {{type = "contains", field = "greeting", value = "Ada"}}})\n'
+        'evaluation("other", {runs = 2, dataset = {{name = "x"}},\n'
+        '  evaluators = {{type = "is_instance", value = "dict"}}})',
+        key="decl",
+    )
+    from tactus_kernel.primitives.evaluations import registry
+
+    reg = registry(cells.runtime)
+    assert sorted(reg.suites) == ["greet", "other"] and reg.consistency == {}
+    assert reg.suites["other"].runs == 2
+    assert why(asyncio.run(run_suite(cells.runtime, "other"))) == {"x": ""}
+    err = cells.error("evaluation({runs = 0})", key="bad")
+    assert (err.ename, err.evalue) == (
+        "EvaluationError",
+        "[cell 4]:1: evaluation: runs must be a whole number of at least 1, got 0",
+    )
