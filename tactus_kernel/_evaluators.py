@@ -209,6 +209,11 @@ class Range(Check):
 
     def problem(self, ctx: EvaluatorContext[Any, Any, Any]) -> str | None:
         found, actual = _pick(ctx.output, self.field)
+        if isinstance(actual, str):  # "42" counts, as in the reference
+            try:
+                actual = float(actual)
+            except ValueError:
+                pass
         if not isinstance(actual, (int, float)) or isinstance(actual, bool):
             return f"{_where(self.field)} is {_show(actual) if found else 'missing'}, not a number"
         if (self.low is None or actual >= self.low) and (self.high is None or actual <= self.high):

@@ -329,6 +329,17 @@ def _evaluator_config(raw: Any, where: str) -> dict[str, Any]:
         raise EvalConfigError(f'{where} must be a table with a type, e.g. {{type = "contains", value = "Hi"}}')
     _unknown(f"key in {where}:", raw, EVALUATOR_KEYS)
     kind = raw["type"]
+    raw = dict(raw)
+    # the reference also takes these from `value`: a regex's pattern, a
+    # schema, a range's {min = ..., max = ...}
+    if kind == "regex" and raw.get("pattern") is None and isinstance(raw.get("value"), str):
+        raw["pattern"] = raw.pop("value")
+    if kind == "json_schema" and raw.get("json_schema") is None and isinstance(raw.get("value"), dict):
+        raw["json_schema"] = raw.pop("value")
+    if kind == "range" and isinstance(raw.get("value"), dict):
+        bounds = raw.pop("value")
+        raw.setdefault("min_value", bounds.get("min"))
+        raw.setdefault("max_value", bounds.get("max"))
     if kind not in EVALUATOR_TYPES:
         raise EvalConfigError(f"{where}: unknown evaluator type {kind!r} (known: {', '.join(EVALUATOR_TYPES)})")
 

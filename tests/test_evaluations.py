@@ -103,6 +103,16 @@ PASS_FAIL = [
         "range(length): output.length is 11, outside [-inf, 10]",
     ),
     (
+        '{type = "regex", field = "greeting", value = "^Hello"}',
+        '{type = "regex", field = "greeting", value = "Bob"}',
+        'regex(greeting): output.greeting "Hello, Ada." does not match /Bob/',
+    ),
+    (
+        '{type = "range", field = "length", value = {min = 11, max = 13}}',
+        '{type = "range", field = "greeting", value = {min = 1}}',
+        'range(greeting): output.greeting is "Hello, Ada.", not a number',
+    ),
+    (
         '{type = "tool_called", value = "lookup"}',
         '{type = "tool_called", value = "search"}',
         "tool_called(search): the tool 'search' was called 0 time(s), expected at least 1 (tools called: done, lookup)",
