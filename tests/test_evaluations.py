@@ -509,3 +509,19 @@ def test_declarations_can_name_their_procedure_and_the_later_spelling_is_accepte
         "EvaluationError",
         "[cell 4]:1: evaluation: runs must be a whole number of at least 1, got 0",
     )
+
+
+def test_without_pydantic_evals_the_declaration_says_what_to_install(cells, monkeypatch):
+    import tactus_kernel
+
+    monkeypatch.setitem(sys.modules, "pydantic_evals", None)
+    monkeypatch.setitem(sys.modules, "pydantic_evals.evaluators", None)
+    monkeypatch.delitem(sys.modules, "tactus_kernel._evaluators", raising=False)
+    monkeypatch.delattr(tactus_kernel, "_evaluators", raising=False)
+    err = cells.error(
+        GREET + 'evaluations({dataset = {{inputs = {}}}, evaluators = {{type = "contains", value = "x"}}})'
+    )
+    assert err.ename == "EvaluationError"
+    assert err.evalue.endswith(
+        "evaluations: cannot import pydantic_evals.evaluators: pip install 'tactus-kernel[agents]'"
+    )

@@ -99,6 +99,9 @@ async def _declare(runtime: Runtime, run: RunState, request: Any, what: str) -> 
         )
     except EvalConfigError as exc:
         raise BridgeError(tagged("EvaluationError", f"{what}: {exc}")) from None
+    except ImportError as exc:  # the agents extra brings pydantic-evals and pydantic-ai
+        message = f"{what}: cannot import {exc.name}: pip install 'tactus-kernel[agents]'"
+        raise BridgeError(tagged("EvaluationError", message)) from None
     registry(runtime).add(item, run.cell)
     return ()
 
