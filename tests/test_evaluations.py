@@ -525,3 +525,27 @@ def test_without_pydantic_evals_the_declaration_says_what_to_install(cells, monk
     assert err.evalue.endswith(
         "evaluations: cannot import pydantic_evals.evaluators: pip install 'tactus-kernel[agents]'"
     )
+
+
+def test_an_interrupted_evaluation_leaves_the_kernel_and_its_record_alone(kernel, tmp_path):
+    cell = """procedure({name = "spin", params = {forever = {type = "boolean", default = false}}}, function()
+  Step.run("start", function() return 1 end)
+  if params.forever then
+    File.write("spinning.txt", "yes")
+    while true do end
+  end
+  return {done = true}
+end)
+evaluations({dataset = {{name = "forever", inputs = {forever = true}}},
+  evaluators = {{type = "state_check", field = "x"}}})"""
+    assert kernel.execute(cell, cell_id="spin").status == "ok"
+    shown = kernel.execute("%tactus show spin").of_type("display_data")[0]["content"]["data"]["text/plain"]
+    assert "start" in shown
+    run = kernel.submit("%tactus eval spin")
+    kernel.wait_until(lambda: (tmp_path / "spinning.txt").exists(), timeout=60)
+    kernel.interrupt()
+    kernel.wait(run, timeout=20)
+    assert run.errors[0]["ename"] == "KeyboardInterrupt"
+    assert kernel.execute("1 + 1").result == "2"
+    after = kernel.execute("%tactus show spin").of_type("display_data")[0]["content"]["data"]["text/plain"]
+    assert after == shown
