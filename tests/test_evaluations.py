@@ -549,3 +549,16 @@ evaluations({dataset = {{name = "forever", inputs = {forever = true}}},
     assert kernel.execute("1 + 1").result == "2"
     after = kernel.execute("%tactus show spin").of_type("display_data")[0]["content"]["data"]["text/plain"]
     assert after == shown
+
+
+def test_evaluations_register_when_the_procedure_needs_params_the_cell_did_not_give(cells):
+    err = cells.error(
+        'procedure({name = "hi", params = {name = {type = "string", required = true}}},\n'
+        '  function() return {greeting = "Hello, " .. params.name} end)\n'
+        'evaluations({dataset = {{name = "ada", inputs = {name = "Ada"}}},\n'
+        '  evaluators = {{type = "contains", field = "greeting", value = "Ada"}}})',
+        key="hi",
+    )
+    assert (err.ename, err.evalue) == ("ParamError", "procedure 'hi': required param 'name' is missing")
+    result = asyncio.run(run_suite(cells.runtime, "hi"))
+    assert result.summary() == "evaluations of 'hi': 1 case(s) x 1 run(s): 1 of 1 passed, success rate 100%"
