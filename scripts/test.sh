@@ -22,6 +22,7 @@ python -m pytest -q -n 2 "$@"
 echo "== example notebooks replay"
 python -m pytest -q --tactus-replay notebooks/
 python -m pytest -q --tactus-specs notebooks/
+python -m pytest -q --tactus-evals notebooks/
 echo "== wheel and sdist: build, twine check, install each into a fresh venv without node and replay from it"
 ./scripts/check_dist.sh
 echo "== lab extension: unit tests"

@@ -349,8 +349,9 @@ def _unescape(text: str) -> str:
 
 # ---------------------------------------------------------------- running
 async def run_isolated(runtime: Runtime, procedure: str, params: dict[str, Any],
-                       answers: dict[str, Any]) -> Outcome:
-    """Run `procedure` on fresh records, in batch mode, offline; the
+                       answers: dict[str, Any], offline: bool = True) -> Outcome:
+    """Run `procedure` on fresh records, in batch mode, offline (``offline=False``:
+    agents choose their model as in a cell; evaluations run so); the
     notebook's records, answers, host and cell are restored afterwards."""
     from .primitives.composition import hub_of
     from .runtime import CellRun
@@ -363,7 +364,8 @@ async def run_isolated(runtime: Runtime, procedure: str, params: dict[str, Any],
     cell = CellRun("[test]", f"test {procedure}", collecting=False)
     rt.records, rt.answers, rt.batch, rt.host, rt._cell = records, dict(answers), True, host, cell
     rt.param_overrides, rt.allow_divergence = {}, False
-    os.environ["TACTUS_OFFLINE"] = "1"
+    if offline:
+        os.environ["TACTUS_OFFLINE"] = "1"
     hub = hub_of(rt)
     try:
         top = rt._new_run(cell.key, None, cell)

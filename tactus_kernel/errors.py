@@ -25,6 +25,8 @@ KNOWN = {
     "GuardError",
     "DependencyError",
     "SpecificationError",
+    "EvaluationError",
+    "EvaluationThresholdError",
     "SandboxError",
     "CheckpointError",
     "NoRecordedAnswer",

@@ -13,6 +13,7 @@ A cell whose first line starts with ``%tactus`` is a magic cell:
     %tactus log [NAME] [--json]        the timeline events of a procedure's last run (and its children)
     %tactus test [NAME] [--scenario S] [--runs N]
                                        run the BDD specifications (see docs/composition.md)
+    %tactus eval [NAME] [--runs N]     run the evaluations (see docs/evaluations.md)
 """
 
 from __future__ import annotations
@@ -128,6 +129,11 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
         from .bdd import test_command
 
         await kernel._interruptible(test_command(runtime, args))
+        return []
+    if cmd == "eval":
+        from .evaluations import eval_command
+
+        await kernel._interruptible(eval_command(runtime, args))
         return []
     if cmd == "divergence":
         if args not in (["strict"], ["allow"]):

@@ -48,6 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--tactus-specs", action="store_true", default=False,
                     help="collect each scenario of the notebooks' specifications([[...]]) as a test "
                          "(see tactus_kernel/bdd_pytest.py)")
+    group.addoption("--tactus-evals", action="store_true", default=False,
+                    help="collect each evaluations({...}) / evaluation({...}) declaration of the notebooks as a "
+                         "test that fails on its thresholds (see docs/evaluations.md)")
 
 
 _OPTIONS_KEY = pytest.StashKey[Any]()
@@ -95,7 +98,8 @@ def tactus_kernel(tmp_path: Path) -> Any:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     config = parent.config
     if file_path.suffix == ".ipynb" and (config.getoption("tactus_replay", False)
-                                         or config.getoption("tactus_specs", False)):
+                                         or config.getoption("tactus_specs", False)
+                                         or config.getoption("tactus_evals", False)):
         if ".ipynb_checkpoints" in file_path.parts:
             return None
         return NotebookFile.from_parent(parent, path=file_path)
@@ -112,6 +116,10 @@ class NotebookFile(pytest.File):
             from .bdd_pytest import spec_items
 
             yield from spec_items(self)
+        if self.config.getoption("tactus_evals", False):
+            from .evals_pytest import eval_items
+
+            yield from eval_items(self)
 
 
 class ReplayFailed(Exception):
