@@ -13,6 +13,7 @@ A cell whose first line starts with ``%tactus`` is a magic cell:
     %tactus log [NAME] [--json]        the timeline events of a procedure's last run (and its children)
     %tactus test [NAME] [--scenario S] [--runs N]
                                        run the BDD specifications (see docs/composition.md)
+    %tactus export NAME FILE.tac       write procedure NAME and what it uses as a reference .tac file
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
         from .bdd import test_command
 
         await kernel._interruptible(test_command(runtime, args))
+        return []
+    if cmd == "export":
+        from .tacfile import export_command
+
+        export_command(runtime, args)
         return []
     if cmd == "divergence":
         if args not in (["strict"], ["allow"]):
