@@ -24,6 +24,7 @@ ones (passed some runs, failed others).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -380,7 +381,7 @@ def check_reference(text: str, outcome: Outcome) -> bool:
     if m:
         a, b = parse_value(m.group(1)), parse_value(m.group(2))
         history = [str(s) for s in (_plain(ctx["stage_history"]) or [])] if ctx is not None else []
-        if (a, b) not in zip(history, history[1:], strict=False):
+        if (a, b) not in itertools.pairwise(history):
             path = " -> ".join(history) if history else "no stage was set"
             raise StepFailed(f"the stage did not go from {a!r} to {b!r} (stages: {path})")
         return True

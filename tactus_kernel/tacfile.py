@@ -23,8 +23,19 @@ from pathlib import Path
 from typing import Any
 
 # What a top-level statement declares, by the call it starts with.
-SETUP_CALLS = {"agent", "tool", "toolset", "prompt", "default_provider", "default_model", "stages",
-               "hitl", "return_prompt", "error_prompt", "status_prompt"}
+SETUP_CALLS = {
+    "agent",
+    "tool",
+    "toolset",
+    "prompt",
+    "default_provider",
+    "default_model",
+    "stages",
+    "hitl",
+    "return_prompt",
+    "error_prompt",
+    "status_prompt",
+}
 PROCEDURE_FIELDS = {"parameter", "output", "description"}
 SETTINGS = {"max_depth", "max_turns", "async"}
 SPEC_CALLS = {"specifications", "step"}
@@ -62,7 +73,8 @@ class Statement:
         if m and self.call != "code":
             return m.group(1)
         m = re.match(rf"(?:local\s+)?function\s+({_NAME})\b", self.text) or re.match(
-            rf"(?:local\s+)?({_NAME})\s*=", self.text)
+            rf"(?:local\s+)?({_NAME})\s*=", self.text
+        )
         return m.group(1) if m else None
 
     @property
@@ -81,7 +93,8 @@ class Statement:
 
 
 # ------------------------------------------------------------------ scanning
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<comment>--(?:\[(?P<ceq>=*)\[)?)
   | (?P<long>\[(?P<leq>=*)\[)
   | (?P<quote>["'])
@@ -89,7 +102,9 @@ _TOKEN = re.compile(r"""
   | (?P<open>[\(\{\[])
   | (?P<close>[\)\}\]])
   | (?P<other>\S)
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 
 def _depth_changes(code: str) -> list[tuple[int, int, str]]:
@@ -153,8 +168,13 @@ def split(code: str) -> tuple[str, list[Statement]]:
     starts: list[int] = []
     for offset, depth, token in _depth_changes(code):
         line_start = code.rfind("\n", 0, offset) + 1
-        if (depth == 0 and not code[line_start:offset].strip() and token not in _NOT_A_START
-                and not _CONTINUES.match(token) and (not starts or starts[-1] != line_start)):
+        if (
+            depth == 0
+            and not code[line_start:offset].strip()
+            and token not in _NOT_A_START
+            and not _CONTINUES.match(token)
+            and (not starts or starts[-1] != line_start)
+        ):
             starts.append(line_start)
     header, comment = _header_and_attached(code[: starts[0] if starts else len(code)].strip("\n"))
     statements: list[Statement] = []
@@ -218,15 +238,19 @@ def cells_of(code: str) -> tuple[str, list[list[Statement]]]:
     # v0.3's parameter/output/description belong to the file's main procedure:
     # the unnamed one, else "main", else the last
     main = next((p for p in procs if p.procedure_name is None), None) or next(
-        (p for p in procs if p.procedure_name == "main"), procs[-1] if procs else None)
+        (p for p in procs if p.procedure_name == "main"), procs[-1] if procs else None
+    )
     cells: list[list[Statement]] = []
     group = None
     for st in statements:
         if st in fields and main is not None:
             continue  # placed with the main procedure below
         g = _group(st.call)
-        if st.call == "procedure" or g != group or (g == "procedure" and cells and any(
-                c.call == "procedure" for c in cells[-1])):
+        if (
+            st.call == "procedure"
+            or g != group
+            or (g == "procedure" and cells and any(c.call == "procedure" for c in cells[-1]))
+        ):
             cells.append([])
         if st is main:
             cells[-1].extend(fields)
@@ -309,8 +333,9 @@ def select(cells: list[str], procedure: str, proc_cell: int, specs: str | None) 
                 if (i, j) in chosen or s.call in SPEC_CALLS | EVAL_CALLS | {"procedure"}:
                     continue
                 name = s.declares
-                if name and (name in used or _agent_global(name) in used) or s.call in (
-                        "default_provider", "default_model", "stages") and i <= proc_cell:
+                used_by_name = bool(name) and (name in used or _agent_global(str(name)) in used)
+                setting = s.call in ("default_provider", "default_model", "stages") and i <= proc_cell
+                if used_by_name or setting:
                     more.append((i, j))
         if not more:
             break
@@ -333,8 +358,15 @@ def _step_used(step_text: str, specs: str) -> bool:
     if step_text in specs:
         return True
     try:  # a step text may be a Lua pattern with captures
-        lua_like = re.sub(r"%(.)", lambda m: "\\" + m.group(1) if m.group(1) in ".%()[]*+-?^$" else
-                          {"d": r"\d", "s": r"\s", "w": r"\w", "a": "[A-Za-z]"}.get(m.group(1), m.group(1)), step_text)
+        lua_like = re.sub(
+            r"%(.)",
+            lambda m: (
+                "\\" + m.group(1)
+                if m.group(1) in ".%()[]*+-?^$"
+                else {"d": r"\d", "s": r"\s", "w": r"\w", "a": "[A-Za-z]"}.get(m.group(1), m.group(1))
+            ),
+            step_text,
+        )
         return re.search(lua_like, specs) is not None
     except re.error:
         return False
@@ -374,8 +406,10 @@ def export_command(runtime: Any, args: list[str]) -> None:
         raise CellError.simple("UsageError", f"unknown procedure {name!r} (declared: {known})")
     labels = [label for label, _ in runtime.cell_sources.values()]
     if spec.cell not in labels:
-        raise CellError.simple("UsageError", f"the cell that declared procedure {name!r} is not known to "
-                               "this kernel (run it again, then export)")
+        raise CellError.simple(
+            "UsageError",
+            f"the cell that declared procedure {name!r} is not known to this kernel (run it again, then export)",
+        )
     cells = [code for _, code in runtime.cell_sources.values()]
     index = len(labels) - 1 - labels[::-1].index(spec.cell)
     declared = registry(runtime).specs.get(name)

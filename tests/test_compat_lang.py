@@ -40,12 +40,15 @@ Feature: Greeting
 
 
 # ------------------------------------------------------------ the result bug
-@pytest.mark.parametrize("tail", [
-    SPECS,
-    'step("the greeting is kind", function() return true end)',
-    'print("declared")',
-    SPECS + 'step("the greeting is kind", function() return true end)\nprint("declared")',
-])
+@pytest.mark.parametrize(
+    "tail",
+    [
+        SPECS,
+        'step("the greeting is kind", function() return true end)',
+        'print("declared")',
+        SPECS + 'step("the greeting is kind", function() return true end)\nprint("declared")',
+    ],
+)
 def test_a_trailing_call_does_not_hide_the_procedures_result(cells: Cells, tail: str) -> None:
     assert cells(GREET + tail) == [{"greeting": "Hello"}]
 
@@ -89,8 +92,9 @@ output({n = {type = "integer", required = true}})
 
 
 def test_an_output_that_breaks_its_declaration_is_an_output_error(cells: Cells) -> None:
-    err = cells.error('output("count", {type = "number", required = true})\n'
-                      'procedure(function() return {count = "three"} end)')
+    err = cells.error(
+        'output("count", {type = "number", required = true})\nprocedure(function() return {count = "three"} end)'
+    )
     assert err.ename == "OutputError"
     assert "count" in err.evalue and "number" in err.evalue
 
@@ -111,20 +115,30 @@ main = procedure("main", {
     assert cells(code) == [{"double": 8}]
 
 
-@pytest.mark.parametrize(("code", "message"), [
-    ('procedure(function() parameter("x", {type = "string"}) end)',
-     "parameter: declare it at the top level of a cell, not inside a procedure"),
-    ('parameter("a b", {type = "string"})', 'parameter: argument #1 must be a name such as "topic", got a b'),
-    ('parameter("x", "string")',
-     "parameter 'x': argument #2 must be a table such as {type = \"string\"}, got string"),
-    ("description(42)", "description: argument #1 must be text, got number"),
-    ('max_depth("deep")', "max_depth: expected a positive whole number, got deep"),
-    ("max_turns(0)", "max_turns: expected a positive whole number, got 0"),
-    ('async("yes")', "async: expected true or false, got yes"),
-    ("matches(3)", "matches: expected a regular expression (a string), got number"),
-    ('matches("(")("x")', "MatcherError: matches: '(' is not a valid regular expression: "
-                          "missing ), unterminated subpattern at position 0"),
-])
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (
+            'procedure(function() parameter("x", {type = "string"}) end)',
+            "parameter: declare it at the top level of a cell, not inside a procedure",
+        ),
+        ('parameter("a b", {type = "string"})', 'parameter: argument #1 must be a name such as "topic", got a b'),
+        (
+            'parameter("x", "string")',
+            "parameter 'x': argument #2 must be a table such as {type = \"string\"}, got string",
+        ),
+        ("description(42)", "description: argument #1 must be text, got number"),
+        ('max_depth("deep")', "max_depth: expected a positive whole number, got deep"),
+        ("max_turns(0)", "max_turns: expected a positive whole number, got 0"),
+        ('async("yes")', "async: expected true or false, got yes"),
+        ("matches(3)", "matches: expected a regular expression (a string), got number"),
+        (
+            'matches("(")("x")',
+            "MatcherError: matches: '(' is not a valid regular expression: "
+            "missing ), unterminated subpattern at position 0",
+        ),
+    ],
+)
 def test_bad_declarations_name_what_is_wrong(cells: Cells, code: str, message: str) -> None:
     err = cells.error(code)
     assert err.ename == "LuaError"
@@ -151,7 +165,7 @@ def test_max_depth_bounds_procedures_declared_after_it(cells: Cells) -> None:
 
 def test_a_procedures_own_max_depth_wins(cells: Cells) -> None:
     cells("max_depth(2)", key="settings")
-    cells(RECURSE.replace('{params =', "{max_depth = 9, params ="))
+    cells(RECURSE.replace("{params =", "{max_depth = 9, params ="))
     assert cells.runtime.procedures["down"].config["max_depth"] == 9
 
 
@@ -183,8 +197,9 @@ local c, e, m = contains("lo W"), equals({1, 2}), matches("^H.*d$")
 return {c("Hello World"), c:test("nope"), e({1, 2}), e({2, 1}), m("Hello World"), m(42),
         contains(2)({1, 2, 3}), tostring(c), tostring(m), c.matcher, c.value}
 """
-    assert cells(code) == [[True, False, True, False, True, False, True, 'contains("lo W")',
-                            'matches("^H.*d$")', "contains", "lo W"]]
+    assert cells(code) == [
+        [True, False, True, False, True, False, True, 'contains("lo W")', 'matches("^H.*d$")', "contains", "lo W"]
+    ]
 
 
 def test_a_matcher_is_plain_data_that_python_reads_back(cells: Cells) -> None:
@@ -217,75 +232,95 @@ end)
 
 def _run_step(cells: Cells, step: str) -> tuple[bool, str]:
     cells(STEPS_PROC)
-    cells(f'specifications("p", [[\nFeature: F\n  Scenario: S\n    When the procedure runs\n    Then {step}\n]])',
-          key="specs")
+    cells(
+        f'specifications("p", [[\nFeature: F\n  Scenario: S\n    When the procedure runs\n    Then {step}\n]])',
+        key="specs",
+    )
     report = asyncio.run(run_specs(cells.runtime, "p"))
     [[result]] = report.results.values()
     last = result.steps[-1]
     return last.status == "passed", last.message
 
 
-@pytest.mark.parametrize("step", [
-    "the output greeting should exist",
-    "the output should contain count",
-    "the output greeting should be Hello Ada",
-    'the output greeting should be "Hello Ada"',
-    "the output count should be 3",
-    "the output flag should be True",
-    'the output greeting should not be "Hello Bob"',
-    'the output greeting should match pattern "^Hello [A-Z]"',
-    "the total iterations should be less than 2",
-    "the total iterations should be greater than 0",
-    "the total iterations should be between 1 and 1",
-    "the agent should take at least 1 turn",
-    "the stage should transition from a to b",
-    "the stage should transition from b to c",
-    "the stage is c",
-    "we are in stage c",
-    "the stage should be c",
-    "the done tool should be called at least once",
-    "the done tool should be called exactly once",
-    "the lookup tool should be called at least 1 time",
-    "the lookup tool should be called with q=tides",
-    "the stop reason should be finished",
-    "the state should contain notes",
-    "the state notes should exist",
-])
+@pytest.mark.parametrize(
+    "step",
+    [
+        "the output greeting should exist",
+        "the output should contain count",
+        "the output greeting should be Hello Ada",
+        'the output greeting should be "Hello Ada"',
+        "the output count should be 3",
+        "the output flag should be True",
+        'the output greeting should not be "Hello Bob"',
+        'the output greeting should match pattern "^Hello [A-Z]"',
+        "the total iterations should be less than 2",
+        "the total iterations should be greater than 0",
+        "the total iterations should be between 1 and 1",
+        "the agent should take at least 1 turn",
+        "the stage should transition from a to b",
+        "the stage should transition from b to c",
+        "the stage is c",
+        "we are in stage c",
+        "the stage should be c",
+        "the done tool should be called at least once",
+        "the done tool should be called exactly once",
+        "the lookup tool should be called at least 1 time",
+        "the lookup tool should be called with q=tides",
+        "the stop reason should be finished",
+        "the state should contain notes",
+        "the state notes should exist",
+    ],
+)
 def test_reference_step_passes(cells: Cells, step: str) -> None:
     assert _run_step(cells, step) == (True, "")
 
 
-@pytest.mark.parametrize(("step", "message"), [
-    ("the output missing should exist", "the output has no 'missing' (its keys: count, flag, greeting)"),
-    ("the output should contain missing", "the output has no 'missing' (its keys: count, flag, greeting)"),
-    ('the output greeting should not be "Hello Ada"', "the output 'greeting' is \"Hello Ada\""),
-    ('the output greeting should match pattern "^Bye"',
-     "the output 'greeting' is \"Hello Ada\", which does not match '^Bye'"),
-    ('the output greeting should match pattern "("',
-     "matches: '(' is not a valid regular expression: missing ), unterminated subpattern at position 0"),
-    ("the output missing should match pattern x", "the output has no 'missing' (its keys: count, flag, greeting)"),
-    ("the total iterations should be less than 1", "the total iterations are 1, expected less than 1"),
-    ("the total iterations should be greater than 1", "the total iterations are 1, expected greater than 1"),
-    ("the total iterations should be between 2 and 4", "the total iterations are 1, expected between 2 and 4"),
-    ("the agent should take at least 2 turns", "the agents took 1 turn(s), expected at least 2"),
-    ("the stage should transition from a to c", "the stage did not go from 'a' to 'c' (stages: a -> b -> c)"),
-    ("the stage is b", "the stage is 'c', expected 'b'"),
-    ("we are in stage a", "the stage is 'c', expected 'a'"),
-    ("the lookup tool should be called at least twice",
-     "the lookup tool was called 1 time(s), expected at least 2"),
-    ("the lookup tool should be called with q=rain", 'the lookup tool was called with q = "tides", expected "rain"'),
-    ("the search tool should be called with q=rain", "the search tool was not called"),
-    ("the stop reason should be timeout", "the stop reason is 'finished', expected 'timeout'"),
-    ("the state should contain nothing", "the state has no 'nothing'"),
-])
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ("the output missing should exist", "the output has no 'missing' (its keys: count, flag, greeting)"),
+        ("the output should contain missing", "the output has no 'missing' (its keys: count, flag, greeting)"),
+        ('the output greeting should not be "Hello Ada"', "the output 'greeting' is \"Hello Ada\""),
+        (
+            'the output greeting should match pattern "^Bye"',
+            "the output 'greeting' is \"Hello Ada\", which does not match '^Bye'",
+        ),
+        (
+            'the output greeting should match pattern "("',
+            "matches: '(' is not a valid regular expression: missing ), unterminated subpattern at position 0",
+        ),
+        ("the output missing should match pattern x", "the output has no 'missing' (its keys: count, flag, greeting)"),
+        ("the total iterations should be less than 1", "the total iterations are 1, expected less than 1"),
+        ("the total iterations should be greater than 1", "the total iterations are 1, expected greater than 1"),
+        ("the total iterations should be between 2 and 4", "the total iterations are 1, expected between 2 and 4"),
+        ("the agent should take at least 2 turns", "the agents took 1 turn(s), expected at least 2"),
+        ("the stage should transition from a to c", "the stage did not go from 'a' to 'c' (stages: a -> b -> c)"),
+        ("the stage is b", "the stage is 'c', expected 'b'"),
+        ("we are in stage a", "the stage is 'c', expected 'a'"),
+        (
+            "the lookup tool should be called at least twice",
+            "the lookup tool was called 1 time(s), expected at least 2",
+        ),
+        (
+            "the lookup tool should be called with q=rain",
+            'the lookup tool was called with q = "tides", expected "rain"',
+        ),
+        ("the search tool should be called with q=rain", "the search tool was not called"),
+        ("the stop reason should be timeout", "the stop reason is 'finished', expected 'timeout'"),
+        ("the state should contain nothing", "the state has no 'nothing'"),
+    ],
+)
 def test_reference_step_fails_with_its_message(cells: Cells, step: str, message: str) -> None:
     assert _run_step(cells, step) == (False, message)
 
 
 def test_the_procedure_has_started_lets_params_follow(cells: Cells) -> None:
     cells('procedure("p", {params = {x = {type = "number", default = 1}}}, function() return {x = params.x} end)')
-    cells('specifications("p", [[\nFeature: F\n  Scenario: S\n    Given the procedure has started\n'
-          "    And the x parameter is 5\n    When the procedure runs\n    Then the output x should be 5\n]])", key="s")
+    cells(
+        'specifications("p", [[\nFeature: F\n  Scenario: S\n    Given the procedure has started\n'
+        "    And the x parameter is 5\n    When the procedure runs\n    Then the output x should be 5\n]])",
+        key="s",
+    )
     report = asyncio.run(run_specs(cells.runtime, "p"))
     assert report.summary() == "1 scenario(s), 1 run(s): 1 passed, 0 failed"
 
@@ -302,12 +337,20 @@ def test_split_finds_the_top_level_statements() -> None:
 
 
 def test_split_copes_with_blocks_strings_and_comments() -> None:
-    code = ('x = [==[ end ]] ]==] --[[ ( ]]\nif x then y = 1 elseif z then y = 2 else y = 3 end\n'
-            'while false do end\nfor i = 1, 2 do repeat local _ = "\\" end" until true end\n'
-            "f(1,\n  2)\n-- about g\nfunction g() return 'function' end\n")
+    code = (
+        "x = [==[ end ]] ]==] --[[ ( ]]\nif x then y = 1 elseif z then y = 2 else y = 3 end\n"
+        'while false do end\nfor i = 1, 2 do repeat local _ = "\\" end" until true end\n'
+        "f(1,\n  2)\n-- about g\nfunction g() return 'function' end\n"
+    )
     _, statements = tacfile.split(code)
-    assert [s.text.split("\n")[0][:8] for s in statements] == ["x = [==[", "if x the", "while fa", "for i = ",
-                                                                "f(1,", "function"]
+    assert [s.text.split("\n")[0][:8] for s in statements] == [
+        "x = [==[",
+        "if x the",
+        "while fa",
+        "for i = ",
+        "f(1,",
+        "function",
+    ]
     assert statements[-1].comment == "-- about g"
     with pytest.raises(tacfile.TacError, match="the file ends inside a block or bracket"):
         tacfile.split("function f()\n")
@@ -325,30 +368,38 @@ def test_import_lays_out_the_cells() -> None:
     ]
     assert nb.metadata.kernelspec.name == "tactus"
     # v0.3 fields declared before the agents still land in the procedure's cell
-    header, cells = tacfile.cells_of('parameter("x", {type = "string"})\nagent("a", {})\nprocedure(function() end)\n')
+    _header, cells = tacfile.cells_of('parameter("x", {type = "string"})\nagent("a", {})\nprocedure(function() end)\n')
     assert [[s.call for s in c] for c in cells] == [["agent"], ["parameter", "procedure"]]
 
 
 def test_cli_import(tmp_path: Path) -> None:
     src = tmp_path / "brief.tac"
     src.write_text((CORPUS / "02_v03_declarations.tac").read_text("utf-8"), "utf-8")
-    done = subprocess.run([sys.executable, "-m", "tactus_kernel", "import", str(src), "-o", str(tmp_path / "b.ipynb")],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "tactus_kernel", "import", str(src), "-o", str(tmp_path / "b.ipynb")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"Wrote {tmp_path / 'b.ipynb'}\n"
     assert len(nbformat.read(tmp_path / "b.ipynb", as_version=4).cells) == 3
     bad = tmp_path / "bad.tac"
     bad.write_text("procedure(function()\n", "utf-8")
-    done = subprocess.run([sys.executable, "-m", "tactus_kernel", "import", str(bad)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "tactus_kernel", "import", str(bad)], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 1
-    assert done.stderr == f"tactus-kernel import: {bad}: the file ends inside a block or bracket (a missing 'end' or ')')\n"
+    assert (
+        done.stderr
+        == f"tactus-kernel import: {bad}: the file ends inside a block or bracket (a missing 'end' or ')')\n"
+    )
 
 
 def test_export_takes_what_the_procedure_uses(cells: Cells, tmp_path: Path) -> None:
     cells('tool("unused", function() return 1 end)', key="k0")
     cells('agent("helper", {model = "test"})\nfunction shout(s) return s:upper() end', key="k1")
-    cells('max_depth(4)', key="k2")
+    cells("max_depth(4)", key="k2")
     cells('procedure("p", function() Helper.turn() return {v = shout("a")} end)', key="k3")
     cells(SPECS.replace("specifications(", 'specifications("p", ') + '\nstep("x", function() end)', key="k4")
     cells('step("the greeting is kind", function() return true end)', key="k5")
@@ -358,9 +409,17 @@ def test_export_takes_what_the_procedure_uses(cells: Cells, tmp_path: Path) -> N
     text = (tmp_path / "out" / "p.tac").read_text("utf-8")
     _, statements = tacfile.split(text)
     assert [s.call if s.call != "code" else s.declares for s in statements] == [
-        "agent", "shout", "max_depth", "procedure", "specifications"]
+        "agent",
+        "shout",
+        "max_depth",
+        "procedure",
+        "specifications",
+    ]
     assert cells.host.stdout.endswith("Wrote procedure 'p' (5 statements) to out/p.tac\n")
-    assert cells.host.stderr == "out/p.tac: agent 'helper' has no provider = \"...\": the reference refuses an agent without one\n"
+    assert (
+        cells.host.stderr
+        == "out/p.tac: agent 'helper' has no provider = \"...\": the reference refuses an agent without one\n"
+    )
 
 
 def test_export_refuses_a_path_outside_the_folder_and_an_unknown_name(cells: Cells) -> None:
@@ -371,7 +430,9 @@ def test_export_refuses_a_path_outside_the_folder_and_an_unknown_name(cells: Cel
     with pytest.raises(CellError) as info:
         export_command(cells.runtime, ["cell-a", "../x.tac"])
     assert (info.value.ename, info.value.evalue) == (
-        "SandboxError", "%tactus export: path '../x.tac' leaves the notebook's folder and is refused")
+        "SandboxError",
+        "%tactus export: path '../x.tac' leaves the notebook's folder and is refused",
+    )
     with pytest.raises(CellError) as info:
         export_command(cells.runtime, ["nope", "x.tac"])
     assert info.value.evalue == "unknown procedure 'nope' (declared: cell-a)"
@@ -402,12 +463,16 @@ def _text(cell: Any, kind: str) -> str:
 
 EXPECTED = {
     "01_result_after_specs.tac": ('{greeting = "Hello, World!"}', "2 scenario(s), 2 run(s): 2 passed, 0 failed"),
-    "02_v03_declarations.tac": ('{brief = "1. tides point 1\\n2. tides point 2\\n3. tides point 3", count = 3}',
-                                "2 scenario(s), 2 run(s): 2 passed, 0 failed"),
+    "02_v03_declarations.tac": (
+        '{brief = "1. tides point 1\\n2. tides point 2\\n3. tides point 3", count = 3}',
+        "2 scenario(s), 2 run(s): 2 passed, 0 failed",
+    ),
     "03_settings.tac": ("{depth = 2}", "2 scenario(s), 2 run(s): 2 passed, 0 failed"),
-    "04_matchers.tac": ('{\n  done = false,\n  greeting = true,\n  listed = true,\n  polite = true,\n'
-                        '  rule = "contains(\\"please\\")"\n}',
-                        "1 scenario(s), 1 run(s): 1 passed, 0 failed"),
+    "04_matchers.tac": (
+        "{\n  done = false,\n  greeting = true,\n  listed = true,\n  polite = true,\n"
+        '  rule = "contains(\\"please\\")"\n}',
+        "1 scenario(s), 1 run(s): 1 passed, 0 failed",
+    ),
     "05_spec_steps.tac": ('{answer = "high tide at Brest 06:10"}', "1 scenario(s), 1 run(s): 1 passed, 0 failed"),
 }
 
@@ -419,8 +484,10 @@ def test_the_corpus_covers_every_file() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_corpus_runs_as_one_cell(name: str, tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell((CORPUS / name).read_text("utf-8")),
-                nbformat.v4.new_code_cell("%tactus test")]
+    nb.cells = [
+        nbformat.v4.new_code_cell((CORPUS / name).read_text("utf-8")),
+        nbformat.v4.new_code_cell("%tactus test"),
+    ]
     _execute(nb, tmp_path)
     result, summary = EXPECTED[name]
     assert _text(nb.cells[0], "execute_result") == result
@@ -433,13 +500,16 @@ def test_import_then_export_round_trips(tmp_path: Path) -> None:
     nb.cells.append(nbformat.v4.new_code_cell("%tactus export tides back.tac"))
     # an imported unnamed procedure is keyed by its cell: name it, for a key the export can give
     proc_index = next(i for i, c in enumerate(nb.cells) if c.source.lstrip().startswith("procedure("))
-    nb.cells[proc_index].source = nb.cells[proc_index].source.replace("procedure({", 'procedure({\n  name = "tides",', 1)
+    nb.cells[proc_index].source = nb.cells[proc_index].source.replace(
+        "procedure({", 'procedure({\n  name = "tides",', 1
+    )
     _execute(nb, tmp_path)
     assert _text(nb.cells[proc_index], "execute_result") == '{answer = "high tide at Brest 06:10"}'
     assert _text(nb.cells[-2], "stdout").splitlines()[-1] == "1 scenario(s), 1 run(s): 1 passed, 0 failed"
     assert _text(nb.cells[-1], "stdout") == "Wrote procedure 'tides' (5 statements) to back.tac\n"
     # the agent's mock model is this kernel's: the reference wants a provider
-    assert _text(nb.cells[-1], "stderr") == ('back.tac: agent \'researcher\' has no provider = "...": '
-                                             "the reference refuses an agent without one\n")
+    assert _text(nb.cells[-1], "stderr") == (
+        "back.tac: agent 'researcher' has no provider = \"...\": the reference refuses an agent without one\n"
+    )
     back = (tmp_path / "back.tac").read_text("utf-8").replace('\n  name = "tides",', "", 1)
     assert [s.text for s in tacfile.split(back)[1]] == [s.text for s in tacfile.split(SOURCE)[1]]
