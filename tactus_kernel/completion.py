@@ -21,6 +21,7 @@ KEYWORDS = [
 DOCS: dict[str, str] = {
     "procedure": "procedure([name,] [config,] fn): declare a procedure; it runs when the cell runs.\n"
     "config: name, params, outputs, guards, dependencies, hitl, max_depth, max_turns.",
+    "Procedure.run": "Procedure.run(name, params) -> output: run a declared procedure (params validated).",
     "parameter": "parameter(name, {type, required, default, ...}): a param of this cell's procedure (v0.3).",
     "output": "output(name, {type, required, ...}): an output of this cell's procedure (v0.3).",
     "description": "description(text): the description of this cell's procedure (v0.3).",

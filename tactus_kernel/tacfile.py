@@ -242,20 +242,24 @@ def cells_of(code: str) -> tuple[str, list[list[Statement]]]:
     )
     cells: list[list[Statement]] = []
     group = None
+    held: list[Statement] = []  # top-level locals: a local is seen only in its own cell
     for st in statements:
         if st in fields and main is not None:
             continue  # placed with the main procedure below
+        if st.call == "code" and re.match(r"local\b", st.text):
+            held.append(st)
+            continue
         g = _group(st.call)
-        if (
-            st.call == "procedure"
-            or g != group
-            or (g == "procedure" and cells and any(c.call == "procedure" for c in cells[-1]))
-        ):
+        if held or st.call == "procedure" or g != group:
             cells.append([])
+        cells[-1].extend(held)
+        held = []
         if st is main:
             cells[-1].extend(fields)
         cells[-1].append(st)
         group = g
+    if held:
+        cells.append(held)
     return header, cells
 
 

@@ -370,6 +370,13 @@ def test_import_lays_out_the_cells() -> None:
     # v0.3 fields declared before the agents still land in the procedure's cell
     _header, cells = tacfile.cells_of('parameter("x", {type = "string"})\nagent("a", {})\nprocedure(function() end)\n')
     assert [[s.call for s in c] for c in cells] == [["agent"], ["parameter", "procedure"]]
+    # a top-level local goes with the statement after it: a local is seen only in its own cell
+    _header, cells = tacfile.cells_of('local x = 1\nagent("a", {})\nlocal y = 2\nprocedure(function() end)\nlocal z')
+    assert [[s.text for s in c] for c in cells] == [
+        ["local x = 1", 'agent("a", {})'],
+        ["local y = 2", "procedure(function() end)"],
+        ["local z"],
+    ]
 
 
 def test_cli_import(tmp_path: Path) -> None:
@@ -494,22 +501,32 @@ def test_corpus_runs_as_one_cell(name: str, tmp_path: Path) -> None:
     assert _text(nb.cells[1], "stdout").splitlines()[-1] == summary
 
 
-def test_import_then_export_round_trips(tmp_path: Path) -> None:
-    nb = tacfile.to_notebook(SOURCE)
-    nb.cells.append(nbformat.v4.new_code_cell("%tactus test"))
-    nb.cells.append(nbformat.v4.new_code_cell("%tactus export tides back.tac"))
+ROUND_TRIPS = {"04_matchers.tac": 4, "05_spec_steps.tac": 5}
+
+
+@pytest.mark.parametrize("name", sorted(ROUND_TRIPS))
+def test_import_then_export_round_trips(name: str, tmp_path: Path) -> None:
+    source = (CORPUS / name).read_text("utf-8")
+    nb = tacfile.to_notebook(source)
     # an imported unnamed procedure is keyed by its cell: name it, for a key the export can give
-    proc_index = next(i for i, c in enumerate(nb.cells) if c.source.lstrip().startswith("procedure("))
-    nb.cells[proc_index].source = nb.cells[proc_index].source.replace(
-        "procedure({", 'procedure({\n  name = "tides",', 1
-    )
+    proc_index = next(i for i, c in enumerate(nb.cells) if "procedure({" in c.source)
+    nb.cells[proc_index].source = nb.cells[proc_index].source.replace("procedure({", 'procedure({\n  name = "p",', 1)
+    nb.cells.append(nbformat.v4.new_code_cell("%tactus test"))
+    nb.cells.append(nbformat.v4.new_code_cell("%tactus export p back.tac"))
     _execute(nb, tmp_path)
-    assert _text(nb.cells[proc_index], "execute_result") == '{answer = "high tide at Brest 06:10"}'
-    assert _text(nb.cells[-2], "stdout").splitlines()[-1] == "1 scenario(s), 1 run(s): 1 passed, 0 failed"
-    assert _text(nb.cells[-1], "stdout") == "Wrote procedure 'tides' (5 statements) to back.tac\n"
+    result, summary = EXPECTED[name]
+    assert _text(nb.cells[proc_index], "execute_result") == result
+    assert _text(nb.cells[-2], "stdout").splitlines()[-1] == summary
+    assert _text(nb.cells[-1], "stdout") == f"Wrote procedure 'p' ({ROUND_TRIPS[name]} statements) to back.tac\n"
+    back = (tmp_path / "back.tac").read_text("utf-8").replace('\n  name = "p",', "", 1)
+    assert [s.text for s in tacfile.split(back)[1]] == [s.text for s in tacfile.split(source)[1]]
+
+
+def test_export_names_what_the_reference_would_refuse(tmp_path: Path) -> None:
+    nb = tacfile.to_notebook(SOURCE.replace("procedure({", 'procedure({\n  name = "p",', 1))
+    nb.cells.append(nbformat.v4.new_code_cell("%tactus export p back.tac"))
+    _execute(nb, tmp_path)
     # the agent's mock model is this kernel's: the reference wants a provider
     assert _text(nb.cells[-1], "stderr") == (
         "back.tac: agent 'researcher' has no provider = \"...\": the reference refuses an agent without one\n"
     )
-    back = (tmp_path / "back.tac").read_text("utf-8").replace('\n  name = "tides",', "", 1)
-    assert [s.text for s in tacfile.split(back)[1]] == [s.text for s in tacfile.split(SOURCE)[1]]
