@@ -408,8 +408,13 @@ def test_export_takes_what_the_procedure_uses(cells: Cells, tmp_path: Path) -> N
     cells('agent("helper", {model = "test"})\nfunction shout(s) return s:upper() end', key="k1")
     cells("max_depth(4)", key="k2")
     cells('procedure("p", function() Helper.turn() return {v = shout("a")} end)', key="k3")
-    cells(SPECS.replace("specifications(", 'specifications("p", ') + '\nstep("x", function() end)', key="k4")
+    cells(
+        'specifications("p", [[\nFeature: G\n  Scenario: s\n    Then the greeting is kind\n]])\n'
+        'step("x", function() end)',
+        key="k4",
+    )
     cells('step("the greeting is kind", function() return true end)', key="k5")
+    cells('step("an unused step", function() end)', key="k6")
     from tactus_kernel.tacfile import export_command
 
     export_command(cells.runtime, ["p", "out/p.tac"])
@@ -421,8 +426,10 @@ def test_export_takes_what_the_procedure_uses(cells: Cells, tmp_path: Path) -> N
         "max_depth",
         "procedure",
         "specifications",
+        "step",  # declared in the specifications' cell
+        "step",  # used by the specifications
     ]
-    assert cells.host.stdout.endswith("Wrote procedure 'p' (5 statements) to out/p.tac\n")
+    assert cells.host.stdout.endswith("Wrote procedure 'p' (7 statements) to out/p.tac\n")
     assert (
         cells.host.stderr
         == "out/p.tac: agent 'helper' has no provider = \"...\": the reference refuses an agent without one\n"
