@@ -406,6 +406,12 @@ def check_reference(text: str, outcome: Outcome) -> bool:
         if not low <= n <= high:
             raise StepFailed(f"the total iterations are {n}, expected between {low} and {high}")
         return True
+    m = re.match(r"^the agent'?s? context should include (.+)$", text)
+    if m:
+        want, context = str(parse_value(m.group(1))), _agent_context(outcome.records)
+        if want not in context:
+            raise StepFailed(f"no agent turn was given {want!r}" + ("" if context else " (no agent took a turn)"))
+        return True
     m = re.match(r"^the agent should take at least (\d+) turns?$", text)
     if m:
         n, want = _iterations(ctx), int(m.group(1))
@@ -413,6 +419,18 @@ def check_reference(text: str, outcome: Outcome) -> bool:
             raise StepFailed(f"the agents took {n} turn(s), expected at least {want}")
         return True
     return False
+
+
+def _agent_context(records: Records) -> str:
+    """What the run's agents were given: each turn's system prompt and message."""
+    records.fill_deferred()
+    parts: list[str] = []
+    for rec in records.procedures.values():
+        for entry in rec.get("checkpoints", []):
+            request = entry.get("request") if entry.get("kind") == "agent" else None
+            if isinstance(request, dict):
+                parts += [str(request.get(k) or "") for k in ("system_prompt", "message")]
+    return "\n".join(p for p in parts if p)
 
 
 def _iterations(ctx: Any) -> int:

@@ -218,7 +218,7 @@ def test_a_matcher_is_plain_data_that_python_reads_back(cells: Cells) -> None:
 STEPS_PROC = """
 stages({"a", "b", "c"})
 tool("lookup", {params = {q = {type = "string"}}}, function(args) State.set("notes", "n") return {} end)
-agent("worker", {model = "test", tools = {"lookup", "done"},
+agent("worker", {model = "test", tools = {"lookup", "done"}, system_prompt = "Find the tides at Brest",
   mock = {responses = {{tool = "lookup", args = {q = "tides"}}, {tool = "done", args = {reason = "finished"}}, "ok"}}})
 procedure("p", {outputs = {greeting = {type = "string"}, count = {type = "number"}, flag = {type = "boolean"}}},
 function()
@@ -269,6 +269,8 @@ def _run_step(cells: Cells, step: str) -> tuple[bool, str]:
         "the stop reason should be finished",
         "the state should contain notes",
         "the state notes should exist",
+        "the agent's context should include tides at Brest",
+        "the agent context should include Brest",
     ],
 )
 def test_reference_step_passes(cells: Cells, step: str) -> None:
@@ -308,10 +310,21 @@ def test_reference_step_passes(cells: Cells, step: str) -> None:
         ("the search tool should be called with q=rain", "the search tool was not called"),
         ("the stop reason should be timeout", "the stop reason is 'finished', expected 'timeout'"),
         ("the state should contain nothing", "the state has no 'nothing'"),
+        ("the agent's context should include Paris", "no agent turn was given 'Paris'"),
     ],
 )
 def test_reference_step_fails_with_its_message(cells: Cells, step: str, message: str) -> None:
     assert _run_step(cells, step) == (False, message)
+
+
+def test_the_agent_context_step_without_any_turn(cells: Cells) -> None:
+    cells('procedure("p", function() return {} end)')
+    cells(
+        'specifications("p", [[\nFeature: F\n  Scenario: S\n    Then the agent\'s context should include x\n]])',
+        key="s",
+    )
+    [[result]] = asyncio.run(run_specs(cells.runtime, "p")).results.values()
+    assert result.steps[-1].message == "no agent turn was given 'x' (no agent took a turn)"
 
 
 def test_the_procedure_has_started_lets_params_follow(cells: Cells) -> None:
