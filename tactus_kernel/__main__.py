@@ -4,7 +4,7 @@ import sys
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in ("install", "replay", "--help", "-h", "--version"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("install", "replay", "import", "--help", "-h", "--version"):
         from .cli import main as cli_main
 
         sys.exit(cli_main())

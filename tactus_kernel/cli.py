@@ -1,4 +1,4 @@
-"""The ``tactus-kernel`` command: ``install`` and ``replay``."""
+"""The ``tactus-kernel`` command: ``install``, ``replay`` and ``import``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,20 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .tacfile import TacError, import_file
+
+    try:
+        out = import_file(Path(args.file), Path(args.output) if args.output else None)
+    except TacError as exc:
+        print(f"tactus-kernel import: {exc}", file=sys.stderr)
+        return 1
+    print(f"Wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tactus-kernel", description="The Tactus Jupyter kernel")
     parser.add_argument("--version", action="version", version=f"tactus-kernel {__version__}")
@@ -27,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--sys-prefix", action="store_true", help="into this Python environment")
     where.add_argument("--prefix", help="under this prefix")
     inst.set_defaults(func=_install)
+    imp = sub.add_parser("import", help="make a notebook from a reference Tactus .tac file")
+    imp.add_argument("file", help="the .tac file")
+    imp.add_argument("-o", "--output", help="the notebook to write (default: FILE.ipynb beside it)")
+    imp.set_defaults(func=_import)
     try:
         from .replay import add_replay_parser
     except ImportError:  # pragma: no cover - replay lands in its own module

@@ -22,6 +22,15 @@ DOCS: dict[str, str] = {
     "procedure": "procedure([name,] [config,] fn): declare a procedure; it runs when the cell runs.\n"
     "config: name, params, outputs, guards, dependencies, hitl, max_depth, max_turns.",
     "Procedure.run": "Procedure.run(name, params) -> output: run a declared procedure (params validated).",
+    "parameter": "parameter(name, {type, required, default, ...}): a param of this cell's procedure (v0.3).",
+    "output": "output(name, {type, required, ...}): an output of this cell's procedure (v0.3).",
+    "description": "description(text): the description of this cell's procedure (v0.3).",
+    "max_depth": "max_depth(n): how deep Procedure.run may nest, for this cell's and later procedures.",
+    "max_turns": "max_turns(n): agent turns allowed in one run, for this cell's and later procedures.",
+    "async": "async(true|false): the reference's spawnable flag, kept in the procedure's config.",
+    "contains": "contains(v) -> matcher: m(x) is true when the string x contains v, or the list x holds v.",
+    "equals": "equals(v) -> matcher: m(x) is true when x equals v (tables by content).",
+    "matches": "matches(regex) -> matcher: m(x) is true when Python's re.search finds regex in x.",
     "Step.run": "Step.run(name, fn) -> value: run fn once and record its (JSON) result; on replay return "
     "the recorded result without calling fn. Names are unique per run (use 'item_' .. i in loops).",
     "Checkpoint.exists": "Checkpoint.exists(name) -> boolean: is there a record named name in this run?",

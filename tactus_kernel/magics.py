@@ -14,6 +14,7 @@ A cell whose first line starts with ``%tactus`` is a magic cell:
     %tactus test [NAME] [--scenario S] [--runs N]
                                        run the BDD specifications (see docs/composition.md)
     %tactus eval [NAME] [--runs N]     run the evaluations (see docs/evaluations.md)
+    %tactus export NAME FILE.tac       write procedure NAME and what it uses as a reference .tac file
 """
 
 from __future__ import annotations
@@ -134,6 +135,11 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
         from .evaluations import eval_command
 
         await kernel._interruptible(eval_command(runtime, args))
+        return []
+    if cmd == "export":
+        from .tacfile import export_command
+
+        export_command(runtime, args)
         return []
     if cmd == "divergence":
         if args not in (["strict"], ["allow"]):

@@ -194,6 +194,8 @@ class Runtime:
         self.param_overrides: dict[str, dict[str, Any]] = {}
         self.records = records if records is not None else Records()
         self.procedures: dict[str, ProcedureSpec] = {}
+        # cell key -> (label, code) of each cell run, latest run last (%tactus export)
+        self.cell_sources: dict[str, tuple[str, str]] = {}
         self.effects: dict[str, EffectHandler] = {}
         self.runs: dict[int, RunState] = {}
         self._next_run = 0
@@ -302,10 +304,14 @@ class Runtime:
         self.K.reset_interrupt()
         fn = self.compile_cell(code, label)
         cell_run = CellRun(label, key or source_key(code), title=cell_title(label, code))
+        self.cell_sources.pop(cell_run.key, None)
+        self.cell_sources[cell_run.key] = (label, code)
         async with self._cell_run(cell_run) as (cell, ctx):
             values = await self._drive(self.K.start(fn, ctx))
             cell.collecting = False
-            shown = [self.show(v) for v in values if not self.K.is_handle(v)]
+            # nil from a trailing call (specifications(...), step(...), print(...))
+            # is no result: the procedure's own result is shown instead
+            shown = [self.show(v) for v in values if v is not None and not self.K.is_handle(v)]
             for proc_key in cell.declared:
                 if self._needs_params(proc_key):
                     continue  # declared, not run: it waits for its params (%tactus run)

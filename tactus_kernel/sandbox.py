@@ -27,7 +27,10 @@ from lupa import lua54
 DEFAULT_MAX_MEMORY = 512 * 1024 * 1024
 # Lua files loaded after the sandbox, in order; each chunk gets (B, K).
 # A missing optional file is skipped, so features can land one by one.
-LUA_MODULES = ["primitives.lua", "human.lua", "agents.lua", "composition.lua", "evaluations.lua", "limits.lua"]
+LUA_MODULES = [
+    "primitives.lua", "human.lua", "agents.lua", "composition.lua", "evaluations.lua", "compat.lua",
+    "limits.lua",  # last: it wraps the library functions every module before it captured unwrapped
+]
 HOOK_COUNT = 100_000
 
 

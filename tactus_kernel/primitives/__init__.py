@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
 
 # Modules with a ``register(runtime)`` function; a missing optional one is skipped.
-EFFECT_MODULES = ["sleep", "human", "agents", "composition", "evaluations"]
+EFFECT_MODULES = ["sleep", "human", "agents", "composition", "evaluations", "compat"]
 
 
 def register_effects(runtime: Runtime) -> None:
