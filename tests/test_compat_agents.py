@@ -1,6 +1,6 @@
 """Procedures written for the reference Tactus (v0.3 to v0.7) run as written.
 
-Each file in ``tests/compat/`` is a procedure in the reference's style, one
+Each file in ``tests/compat/agents/`` is a procedure in the reference's style, one
 per feature of its agent surface plus combined ones. Each is pasted into a
 one-cell notebook and run for real: a Tactus kernel started by nbclient
 (the batch replay engine), offline (``TACTUS_OFFLINE=1``: TestModel, or the
@@ -31,7 +31,7 @@ from nbformat import NotebookNode
 
 from tactus_kernel.replay_client import ReplayOptions, ReplayResult, prepare, replay
 
-CORPUS = Path(__file__).parent / "compat"
+CORPUS = Path(__file__).parent / "compat" / "agents"
 KEYS = (
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",

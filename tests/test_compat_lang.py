@@ -2,7 +2,7 @@
 cell that ends with a call, v0.3 declarations and settings, matchers, the
 reference's built-in specification steps, and .tac import / export.
 
-The corpus in tests/compat/ (procedures written in the reference's style)
+The corpus in tests/compat/language/ (procedures written in the reference's style)
 runs as one-cell notebooks through nbclient on the offline model.
 """
 
@@ -23,7 +23,7 @@ from tactus_kernel import tacfile
 from tactus_kernel.bdd import run_specs
 from tactus_kernel.matchers import Matcher, MatcherError, from_plain
 
-CORPUS = Path(__file__).parent / "compat"
+CORPUS = Path(__file__).parent / "compat" / "language"
 
 GREET = """
 procedure({outputs = {greeting = {type = "string", required = true}}}, function()
@@ -472,8 +472,15 @@ def test_export_refuses_a_path_outside_the_folder_and_an_unknown_name(cells: Cel
 def _execute(nb: Any, folder: Path) -> Any:
     from nbclient import NotebookClient
 
-    os.environ["TACTUS_OFFLINE"] = "1"
-    NotebookClient(nb, timeout=300, kernel_name="tactus", resources={"metadata": {"path": str(folder)}}).execute()
+    saved = os.environ.get("TACTUS_OFFLINE")
+    os.environ["TACTUS_OFFLINE"] = "1"  # the kernel inherits it; put back after, for the tests that follow
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="tactus", resources={"metadata": {"path": str(folder)}}).execute()
+    finally:
+        if saved is None:
+            os.environ.pop("TACTUS_OFFLINE", None)
+        else:
+            os.environ["TACTUS_OFFLINE"] = saved
     return nb
 
 
