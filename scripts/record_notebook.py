@@ -23,79 +23,71 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from nbformat.v4 import output_from_msg
+from nbformat.v4 import new_output, output_from_msg
 
 from tactus_kernel.replay_client import write_notebook
-from tactus_kernel.testing import KernelDriver
+from tactus_kernel.testing import Card, CellRun, KernelDriver
 
 
-def answer_card(driver: KernelDriver, message: str, action: Any) -> None:
+def answer(card: Card, person: dict[str, Any]) -> None:
+    """Do to a waiting card what the person file says for its message."""
+    message = next((m for m in person if m in card.text), None)
+    if message is None:
+        raise SystemExit(f"the person file says nothing about this card:\n{card.text}")
+    action = person[message]
     if isinstance(action, str):
         action = {"click": action}
-    if "type" in action:
-        boxes = driver.widgets_where(_model_name="TextModel") + driver.widgets_where(_model_name="TextareaModel")
-        driver.set_value([b for b in boxes if not driver.widgets[b].get("disabled")][-1], action["type"])
-    if "choose" in action:
-        choice = driver.widgets_where(_model_name="DropdownModel")[-1]
-        driver.send_comm("comm_msg", {"comm_id": choice, "data": {"method": "update",
-                                                                  "state": {"index": action["choose"]},
-                                                                  "buffer_paths": []}})
-    areas = [a for a in driver.widgets_where(_model_name="TextareaModel") if not driver.widgets[a].get("disabled")]
-    if "edit" in action:
-        artifact = next(a for a in areas if not driver.widgets[a].get("placeholder", "").startswith("Feedback"))
-        driver.set_value(artifact, action["edit"])
-    if "feedback" in action:
-        driver.set_value(next(a for a in areas if driver.widgets[a].get("placeholder", "").startswith("Feedback")),
-                         action["feedback"])
     time.sleep(0.2)  # a person reads the card first
-    driver.wait_until(lambda: driver.widgets_where(_model_name="ButtonModel", description=action["click"],
-                                                   disabled=False))
-    driver.click(driver.button(action["click"]))
+    if "choose" in action:
+        dropdown = card.dropdown_labels()
+        card.choose(dropdown[action["choose"]] if isinstance(action["choose"], int) else action["choose"])
+    if "edit" in action:
+        card.type(action["edit"], into="Artifact")
+    if "feedback" in action:
+        card.type(action["feedback"], into="Feedback")
+    if "type" in action:
+        card.type(action["type"])
+    card.click(action["click"])
 
 
-def waiting_message(driver: KernelDriver, person: dict[str, Any], seen: set[str]) -> str | None:
-    """The message of a new card on screen (each card's header is seen once)."""
-    for comm_id, st in list(driver.widgets.items()):
-        value = str(st.get("value", ""))
-        if comm_id in seen or st.get("_model_name") != "HTMLModel" or "replayed" in value:
+def outputs(run: CellRun) -> list[Any]:
+    """A cell's outputs as JupyterLab keeps them: an update_display_data
+    replaces the output shown under its display id (an answered card, a
+    finished timeline become static there)."""
+    shown: list[Any] = []
+    where: dict[str, int] = {}
+    for m in run.messages:
+        kind = m["msg_type"]
+        display_id = (m["content"].get("transient") or {}).get("display_id")
+        if kind == "update_display_data":
+            if display_id in where:
+                content = m["content"]
+                shown[where[display_id]] = new_output(
+                    "display_data", data=content["data"], metadata=content.get("metadata") or {}
+                )
             continue
-        for msg in person:
-            if f">{msg}<" in value:
-                seen.add(comm_id)
-                return msg
-    return None
+        if kind in ("stream", "display_data", "execute_result", "error"):
+            if display_id:
+                where[display_id] = len(shown)
+            shown.append(output_from_msg(m))
+    return shown
 
 
-def record(path: Path, person: dict[str, Any], timeout: float) -> None:
+def record(path: Path, person: dict[str, Any], timeout: float, fresh: bool = False) -> None:
     nb = nbformat.read(path, as_version=4)
     nbformat.validator.normalize(nb)
+    if fresh:  # forget the old record: every question is asked, and answered by the person file, anew
+        nb.metadata.pop("tactus", None)
     driver = KernelDriver(path.parent)
-    seen: set[str] = set()
     try:
         driver.open_tactus(nb.metadata.get("tactus"))
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
-            run = driver.submit(cell.source, cell_id=cell.id)
-            deadline = time.monotonic() + timeout
-            while run.reply is None:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"cell {index} did not finish")
-                driver.drain(0.05)
-                try:
-                    reply = driver.kc.get_shell_msg(timeout=0.05)
-                    if reply["parent_header"].get("msg_id") == run.msg_id:
-                        run.reply = reply
-                        break
-                except Exception:  # noqa: BLE001 - queue.Empty: keep polling
-                    pass
-                message = waiting_message(driver, person, seen)
-                if message is not None:
-                    answer_card(driver, message, person[message])
-            driver.wait(run, timeout)
-            cell.outputs = [output_from_msg(m) for m in run.messages
-                            if m["msg_type"] in ("stream", "display_data", "execute_result", "error")]
-            cell.execution_count = run.reply["content"].get("execution_count")
+            run = driver.wait(driver.submit(cell.source, cell_id=cell.id), timeout,
+                              on_card=lambda card: answer(card, person))
+            cell.outputs = outputs(run)
+            cell.execution_count = run.reply["content"].get("execution_count") if run.reply else None
             print(f"cell {index}: {run.status}", file=sys.stderr)
             if run.status != "ok":
                 raise SystemExit(f"cell {index} failed: {run.errors}")
@@ -115,9 +107,10 @@ def main() -> None:
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--person", type=Path, help="JSON: message -> what the person does")
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--fresh", action="store_true", help="forget the notebook's record and record anew")
     args = parser.parse_args()
     person = json.loads(args.person.read_text()) if args.person else {}
-    record(args.notebook, person, args.timeout)
+    record(args.notebook, person, args.timeout, args.fresh)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,11 @@ class Card:
             self.type(text)
         self.click("Submit")
 
+    def dropdown_labels(self) -> list[str]:
+        """The options of the card's drop-down, in order."""
+        dropdowns = self._of("DropdownModel")
+        return list(dropdowns[0][1].get("_options_labels", [])) if dropdowns else []
+
     def choose(self, label: str) -> None:
         """Pick the option with this label in the card's drop-down."""
         dropdowns = self._of("DropdownModel")
