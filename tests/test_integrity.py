@@ -130,6 +130,15 @@ def test_params_cannot_be_changed(cells: Cells, attempt: str, message: str) -> N
     assert cells("return getmetatable(params)", key="mt") == ["params are read-only"]
 
 
+def test_a_cell_that_replaces_the_global_params_does_not_change_a_later_run(cells: Cells) -> None:
+    cells(READ_PARAMS, key="decl")
+    cells("params = {env = 'X', tags = {'forged'}}", key="replace")
+    assert cells("return Procedure.run('show', {tags = {'a'}})", key="after") == [
+        {"env": "staging", "tags": ["a"], "p": "staging"}
+    ]
+    assert cells("return getmetatable(params)", key="mt") == ["params are read-only"]
+
+
 def test_what_params_hand_out_are_copies(cells: Cells) -> None:
     code = """
     procedure({name = "copies", params = {env = {type = "string", default = "staging"},

@@ -26,7 +26,10 @@ local function check_type(fname, argn, value, expected)
   end
 end
 
+local restore_params  -- set below, with the params view
+
 local function new_ctx(run_id, key, params, depth)
+  if restore_params ~= nil then restore_params() end
   return {
     run = run_id, key = key, params = params or {}, depth = depth or 0,
     state = {}, stage = nil, stage_history = {}, iterations = 0,
@@ -300,6 +303,9 @@ params = setmetatable({}, {
   __metatable = PARAMS_READ_ONLY,
 })
 local raw_rawset, proxy = rawset, params
+-- A cell may assign the global `params` (params = {...}): every run (new_ctx)
+-- puts the read-only view back, so it reads its own whatever a cell did.
+restore_params = function() raw_rawset(_ENV, "params", proxy) end
 function rawset(t, k, v)
   if rawequal(t, proxy) then raise("rawset: " .. PARAMS_READ_ONLY) end
   return raw_rawset(t, k, v)
