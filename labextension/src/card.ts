@@ -95,6 +95,15 @@ function tone(card: ICard): string {
   return 'jp-mod-approved';
 }
 
+/** What a reviewer wrote, when the card is a review that has feedback. */
+function reviewFeedback(card: ICard): string | null {
+  const answer = card.answer as { feedback?: unknown } | null;
+  if (card.request !== 'review' || typeof answer !== 'object' || answer === null) {
+    return null;
+  }
+  return typeof answer.feedback === 'string' && answer.feedback ? answer.feedback : null;
+}
+
 export class CardRenderer extends Widget implements IRenderMime.IRenderer {
   constructor(host: ICardHost) {
     super();
@@ -126,6 +135,11 @@ export class CardRenderer extends Widget implements IRenderMime.IRenderer {
     const context = contextNode(card.context);
     if (context) {
       this.node.append(context);
+    }
+
+    const feedback = reviewFeedback(card);
+    if (feedback) {
+      this.node.append(el('div', 'jp-TactusCard-feedback', `Feedback: ${feedback}`));
     }
 
     const time = el('span', 'jp-TactusCard-time', card.at ? `at ${utcTime(card.at)}` : '');

@@ -278,6 +278,8 @@ test('a card re-attached after the notebook was closed and reopened gets its res
 
   const out = cell(page, 1).locator('.jp-OutputArea');
   await expect(out).toContainText(/approved:\s+true/, { timeout: 30_000 });
+  // the waiting card found by its display id after the reopen, and made static there
+  await expect(cell(page, 1).locator('.jp-TactusCard .jp-TactusCard-answer')).toHaveText('Approved');
   await expect(out.locator('.jp-OutputArea-executeResult')).toContainText(/ok\s*=?\s*true/);
   await expect(cell(page, 1).locator('.jp-InputArea-prompt')).toHaveText('[2]:');
   await cell(page, 1).screenshot({ path: path.join(ARTIFACTS, 'reopened-card-answered.png') });
