@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,7 +122,10 @@ def atomic_write(target: str | Path, data: bytes, check: Callable[[bytes], None]
     tmp: str | None = None
     with _sigterm_unwinds():
         try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_name_prefix(target), suffix=_TEMP_MARK)
+            # the name is known before the file exists, so a SIGTERM at any
+            # instant from here on finds it in `tmp` for the clean-up below
+            tmp = str(folder / f"{temp_name_prefix(target)}{secrets.token_hex(6)}{_TEMP_MARK}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
