@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_agents
 
-from tactus_kernel import checkpoints, timeline
-from tactus_kernel.agents import service
-from tactus_kernel.agents.models import offline_model
+from tactus_kernel.engine import records as checkpoints
+from tactus_kernel.features import timeline
+from tactus_kernel.features.agents import service
+from tactus_kernel.features.agents.models import offline_model
 
 Undo = Callable[[], None]
 

@@ -66,9 +66,9 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.test import TestModel
 
-from tactus_kernel.agents.service import AgentService
-from tactus_kernel.host import NullHost
-from tactus_kernel.runtime import Runtime
+from tactus_kernel.engine.host import NullHost
+from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.features.agents.service import AgentService
 
 CELL = """
 agent("bench", {model = "test", system_prompt = "You are a benchmark.", quiet = %s, tools = {}})

@@ -49,8 +49,8 @@ def python_notebook() -> Any:
 
 
 def measure(quick: bool = False) -> dict[str, Any]:
-    from tactus_kernel.replay import replay_file
-    from tactus_kernel.replay_client import ReplayOptions
+    from tactus_kernel.replay.client import ReplayOptions
+    from tactus_kernel.replay.command import replay_file
 
     rounds = 2 if quick else 8
     with tempfile.TemporaryDirectory() as tmp:

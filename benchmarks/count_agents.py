@@ -56,8 +56,8 @@ def region(side: str, n: int) -> None:
     sys.path.insert(0, str(HERE))
     import bench_agents
 
-    from tactus_kernel.host import NullHost
-    from tactus_kernel.runtime import Runtime
+    from tactus_kernel.engine.host import NullHost
+    from tactus_kernel.engine.runtime import Runtime
 
     direct = bench_agents.DirectTurns(streaming=False)
     cell = bench_agents.kernel_cell(n, quiet=True)

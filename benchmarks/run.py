@@ -140,8 +140,8 @@ end)
 
 def steps(n: int) -> dict[str, Any]:
     """Step.run cost per step, recording and replaying, in-process."""
-    from tactus_kernel.host import ConsoleHost
-    from tactus_kernel.runtime import Runtime
+    from tactus_kernel.engine.host import ConsoleHost
+    from tactus_kernel.engine.runtime import Runtime
 
     def timed(rt: Runtime, code: str) -> float:
         # CPU time: the run is in-process and CPU-bound, and on a shared VM

@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_agents
 from pydantic_ai import Agent
 
-from tactus_kernel import checkpoints
-from tactus_kernel.agents import service
-from tactus_kernel.runtime import Runtime
+from tactus_kernel.engine import records as checkpoints
+from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.features.agents import service
 
 PARTS = ("model", "handler", "lua", "fill", "rest")
 

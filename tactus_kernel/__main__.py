@@ -5,12 +5,12 @@ import sys
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("install", "replay", "import", "--help", "-h", "--version"):
-        from .cli import main as cli_main
+        from tactus_kernel.cli import main as cli_main
 
         sys.exit(cli_main())
     from ipykernel.kernelapp import IPKernelApp
 
-    from .kernel import TactusKernel
+    from tactus_kernel.jupyter.kernel import TactusKernel
 
     IPKernelApp.launch_instance(kernel_class=TactusKernel)
 

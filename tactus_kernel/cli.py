@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from tactus_kernel import __version__
 
 
 def _install(args: argparse.Namespace) -> int:
-    from .kernelspec import install
+    from tactus_kernel.jupyter.kernelspec import install
 
     prefix = sys.prefix if args.sys_prefix else args.prefix
     where = install(user=args.user, prefix=prefix)
@@ -20,7 +20,7 @@ def _install(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .tacfile import TacError, import_file
+    from tactus_kernel.jupyter.tacfile import TacError, import_file
 
     try:
         out = import_file(Path(args.file), Path(args.output) if args.output else None)
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("-o", "--output", help="the notebook to write (default: FILE.ipynb beside it)")
     imp.set_defaults(func=_import)
     try:
-        from .replay import add_replay_parser
+        from tactus_kernel.replay.command import add_replay_parser
     except ImportError:  # pragma: no cover - replay lands in its own module
         pass
     else:

@@ -32,7 +32,7 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
-from tactus_kernel.replay_client import local_sockets
+from tactus_kernel.replay.client import local_sockets
 
 
 @dataclass

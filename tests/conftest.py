@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from kernel_driver import KernelDriver
 
-from tactus_kernel.errors import CellError
-from tactus_kernel.runtime import Runtime
+from tactus_kernel.engine.errors import CellError
+from tactus_kernel.engine.runtime import Runtime
 
 
 class RecordingHost:

@@ -14,9 +14,9 @@ from typing import Any
 from ipykernel.kernelapp import IPKernelApp
 from lupa import lua54
 
-from tactus_kernel import magics
-from tactus_kernel.kernel import TactusKernel
-from tactus_kernel.runtime import Runtime
+from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.jupyter import magics
+from tactus_kernel.jupyter.kernel import TactusKernel
 
 FAULTS: dict[str, Any] = {
     "ValueError": lambda: ValueError("injected"),

@@ -18,9 +18,9 @@ import pytest
 from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart, UserPromptPart
 from pydantic_ai.models.test import TestModel
 
-from tactus_kernel.agents import history as hist
-from tactus_kernel.agents.models import MockScript
-from tactus_kernel.primitives.agents import AgentHub
+from tactus_kernel.features.agents import history as hist
+from tactus_kernel.features.agents.effects import AgentHub
+from tactus_kernel.features.agents.models import MockScript
 
 pydantic_ai.models.ALLOW_MODEL_REQUESTS = False
 
@@ -573,7 +573,7 @@ def test_declaration_errors(cells, code, message):
 
 def test_pydantic_ai_is_imported_only_by_the_first_agent():
     code = ("import sys, asyncio\n"
-            "from tactus_kernel.runtime import Runtime\n"
+            "from tactus_kernel.engine.runtime import Runtime\n"
             "rt = Runtime()\n"
             "asyncio.run(rt.execute('tool(\"t\", function() end)\\nprint(1)'))\n"
             "print('pydantic_ai' in sys.modules)\n"
@@ -665,7 +665,7 @@ def test_the_history_digest_grows_with_the_history_and_equals_hashing_it_whole()
     """A turn's request hash covers the whole history; it is fed only the new
     messages each turn, and must equal the hash of the list made at once (a
     recorded hash must match whichever way it was computed)."""
-    from tactus_kernel.agents.service import RunScope, _digest
+    from tactus_kernel.features.agents.service import RunScope, _digest
 
     history: list[Any] = []
     for i in range(6):
@@ -709,8 +709,8 @@ def test_a_recorded_history_replays_with_the_same_request_hashes(cells, tmp_path
     pydantic-ai's own messages when they load back the same, and the loaded
     copies otherwise (a retry part loads as a different class); either way
     replay in a fresh kernel, from the saved JSON, must hash the same."""
-    from tactus_kernel.checkpoints import parse_metadata
-    from tactus_kernel.runtime import Runtime
+    from tactus_kernel.engine.records import parse_metadata
+    from tactus_kernel.engine.runtime import Runtime
 
     [first] = cells(MANY_KINDS_OF_TURN, key="kinds")
     assert first == ["found it", "bye", {"city": "Paris"}, "plain text turn"]

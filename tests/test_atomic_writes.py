@@ -23,11 +23,11 @@ import pytest
 from kernel_driver import KernelDriver
 from replay_helpers import load, run_cli
 
-from tactus_kernel.atomic import atomic_write
+from tactus_kernel.engine.atomic import atomic_write
 
 HOLD_FSYNC = """
 import os, sys
-import tactus_kernel.atomic as atomic
+import tactus_kernel.engine.atomic as atomic
 real_fsync = os.fsync
 def held(fd):
     real_fsync(fd)
@@ -39,18 +39,18 @@ atomic.os.fsync = held
 WRITERS = {
     "notebook": """
 import nbformat
-from tactus_kernel.replay_client import write_notebook
+from tactus_kernel.replay.client import write_notebook
 nb = nbformat.v4.new_notebook()
 nb.cells.append(nbformat.v4.new_markdown_cell("new " * 1_000_000))
 write_notebook(nb, TARGET)
 """,
     "file": """
 from pathlib import Path
-from tactus_kernel.files import file_op
+from tactus_kernel.engine.files import file_op
 file_op(Path(TARGET).parent, "write", Path(TARGET).name, "new " * 1_000_000)
 """,
     "kernelspec": """
-from tactus_kernel.kernelspec import install
+from tactus_kernel.jupyter.kernelspec import install
 install(prefix=PREFIX)
 """,
 }

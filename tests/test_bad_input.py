@@ -33,11 +33,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from replay_helpers import load, run_cli
 
-from tactus_kernel.checkpoints import MetadataError, Records, field_path, parse_metadata
 from tactus_kernel.cli import main
-from tactus_kernel.notebook_host import RecordsChannel
-from tactus_kernel.replay_client import ReplayOptions, prepare, read_notebook
-from tactus_kernel.replay_params import InputError
+from tactus_kernel.engine.records import MetadataError, Records, field_path, parse_metadata
+from tactus_kernel.jupyter.notebook_host import RecordsChannel
+from tactus_kernel.replay.client import ReplayOptions, prepare, read_notebook
+from tactus_kernel.replay.params import InputError
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 QUICKSTART = NOTEBOOKS / "quickstart.ipynb"

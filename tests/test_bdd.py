@@ -12,7 +12,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from tactus_kernel.bdd import parse_value, run_specs
+from tactus_kernel.features.specs.bdd import parse_value, run_specs
 
 SHIP = """
 stages({"planning", "shipping", "done"})
@@ -155,7 +155,7 @@ def test_bad_gherkin_is_an_error_at_the_declaration(cells):
 
 
 def test_selection_errors_say_what_exists(ship):
-    from tactus_kernel.errors import CellError
+    from tactus_kernel.engine.errors import CellError
 
     with pytest.raises(CellError, match="procedures with specifications: ship"):
         run(ship, "nope")

@@ -1,5 +1,5 @@
 """What a frontend sends on the ``tactus`` comm is checked by a schema
-(tactus_kernel/comm_schema.py): bad open data or a bad message gets one
+(tactus_kernel/jupyter/comm_schema.py): bad open data or a bad message gets one
 warning op and a log line, never an exception out of a handler (issue 21)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tactus_kernel.checkpoints import Records
-from tactus_kernel.notebook_host import RecordsChannel
+from tactus_kernel.engine.records import Records
+from tactus_kernel.jupyter.notebook_host import RecordsChannel
 
 
 class FakeComm:
@@ -64,7 +64,7 @@ def opened(data: Any) -> tuple[RecordsChannel, FakeComm, list[dict[str, Any]]]:
     ],
 )
 def test_bad_open_data_is_refused_with_a_warning_and_a_log_line(data: Any, message: str, caplog):
-    with caplog.at_level(logging.WARNING, logger="tactus_kernel.notebook_host"):
+    with caplog.at_level(logging.WARNING, logger="tactus_kernel.jupyter.notebook_host"):
         channel, comm, seen = opened(data)
     [warning] = comm.sent
     assert warning["op"] == "warning" and warning["message"].startswith(message), warning["message"]

@@ -29,7 +29,7 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from tactus_kernel.replay_client import ReplayOptions, ReplayResult, prepare, replay
+from tactus_kernel.replay.client import ReplayOptions, ReplayResult, prepare, replay
 
 CORPUS = Path(__file__).parent / "compat" / "agents"
 KEYS = (
@@ -380,7 +380,7 @@ def test_inject_system_then_append_keeps_the_user_message_and_replays(
     assert first == [{"history": expected, "all": expected, "new": [expected[2]]}]
     turn = next(e for e in cells.runtime.records.procedures["chat"]["checkpoints"] if e["kind"] == "agent")
     assert turn.get("replaces") is None  # the user's message was folded into pydantic-ai's request, not replaced
-    from tactus_kernel.agents.models import MockScript
+    from tactus_kernel.features.agents.models import MockScript
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a replayed turn called the model")

@@ -19,9 +19,9 @@ import nbformat
 import pytest
 from conftest import Cells
 
-from tactus_kernel import tacfile
-from tactus_kernel.bdd import run_specs
-from tactus_kernel.matchers import Matcher, MatcherError, from_plain
+from tactus_kernel.features.specs.bdd import run_specs
+from tactus_kernel.features.specs.matchers import Matcher, MatcherError, from_plain
+from tactus_kernel.jupyter import tacfile
 
 CORPUS = Path(__file__).parent / "compat" / "language"
 
@@ -428,7 +428,7 @@ def test_export_takes_what_the_procedure_uses(cells: Cells, tmp_path: Path) -> N
     )
     cells('step("the greeting is kind", function() return true end)', key="k5")
     cells('step("an unused step", function() end)', key="k6")
-    from tactus_kernel.tacfile import export_command
+    from tactus_kernel.jupyter.tacfile import export_command
 
     export_command(cells.runtime, ["p", "out/p.tac"])
     text = (tmp_path / "out" / "p.tac").read_text("utf-8")
@@ -450,8 +450,8 @@ def test_export_takes_what_the_procedure_uses(cells: Cells, tmp_path: Path) -> N
 
 
 def test_export_refuses_a_path_outside_the_folder_and_an_unknown_name(cells: Cells) -> None:
-    from tactus_kernel.errors import CellError
-    from tactus_kernel.tacfile import export_command
+    from tactus_kernel.engine.errors import CellError
+    from tactus_kernel.jupyter.tacfile import export_command
 
     cells(GREET)
     with pytest.raises(CellError) as info:

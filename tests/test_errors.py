@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tactus_kernel.errors import clean_traceback
+from tactus_kernel.engine.errors import clean_traceback
 
 
 def lines(err) -> list[str]:

@@ -13,8 +13,8 @@ from typing import Any
 import nbformat
 import pytest
 
-from tactus_kernel.errors import CellError
-from tactus_kernel.evaluations import SuiteResult, eval_command, run_suite
+from tactus_kernel.engine.errors import CellError
+from tactus_kernel.features.evaluations.suite import SuiteResult, eval_command, run_suite
 
 pytest.importorskip("pydantic_evals")
 
@@ -246,7 +246,7 @@ def test_datasets_from_jsonl_json_and_csv_files(cells, tmp_path):
         "zoe": "",
     }
     dee = cells.runtime  # the CSV's columns: inputs typed, expected_output and metadata filled
-    from tactus_kernel.evaluations import load_cases
+    from tactus_kernel.features.evaluations.suite import load_cases
 
     [case] = load_cases("cases.csv", dee.root)
     assert (case.name, case.inputs, case.expected_output, case.metadata) == (
@@ -374,7 +374,7 @@ evaluations({dataset = {{name = "one", inputs = {n = 1}}, {name = "two", inputs 
 
 def test_start_up_does_not_import_pydantic_evals():
     code = (
-        "import sys; from tactus_kernel.runtime import Runtime; Runtime(root='.'); "
+        "import sys; from tactus_kernel.engine.runtime import Runtime; Runtime(root='.'); "
         "print('pydantic_evals' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -498,7 +498,7 @@ def test_declarations_can_name_their_procedure_and_the_later_spelling_is_accepte
         '  evaluators = {{type = "is_instance", value = "dict"}}})',
         key="decl",
     )
-    from tactus_kernel.primitives.evaluations import registry
+    from tactus_kernel.features.evaluations.effects import registry
 
     reg = registry(cells.runtime)
     assert sorted(reg.suites) == ["greet", "other"] and reg.consistency == {}
@@ -516,7 +516,7 @@ def test_without_pydantic_evals_the_declaration_says_what_to_install(cells, monk
 
     monkeypatch.setitem(sys.modules, "pydantic_evals", None)
     monkeypatch.setitem(sys.modules, "pydantic_evals.evaluators", None)
-    monkeypatch.delitem(sys.modules, "tactus_kernel._evaluators", raising=False)
+    monkeypatch.delitem(sys.modules, "tactus_kernel.features.evaluations.evaluators", raising=False)
     monkeypatch.delattr(tactus_kernel, "_evaluators", raising=False)
     err = cells.error(
         GREET + 'evaluations({dataset = {{inputs = {}}}, evaluators = {{type = "contains", value = "x"}}})'

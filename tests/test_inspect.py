@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tactus_kernel.completion import DOCS, call_at, inspect
+from tactus_kernel.jupyter.completion import DOCS, call_at, inspect
 
 # every primitive with a doc that is called: "name(" starts its doc
 CALLABLE = sorted(name for name, doc in DOCS.items() if doc.startswith(name + "("))

@@ -31,8 +31,8 @@ def test_starting_the_kernel_does_not_import_pydantic_ai():
     # Everything `python -m tactus_kernel -f CONN` imports before the first cell, and the runtime it builds.
     code = (
         "import sys, asyncio\n"
-        "import tactus_kernel.__main__, tactus_kernel.kernel, tactus_kernel.cli\n"
-        "from tactus_kernel.runtime import Runtime\n"
+        "import tactus_kernel.__main__, tactus_kernel.jupyter.kernel, tactus_kernel.cli\n"
+        "from tactus_kernel.engine.runtime import Runtime\n"
         "asyncio.run(Runtime().execute('procedure({name = \"p\"}, function() return {} end)'))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic_ai', 'openai', 'anthropic')))\n"
     )

@@ -243,7 +243,7 @@ def test_run_magic_reports_divergence_as_a_cell_error(cells):
     """``%tactus run`` (Runtime.run_procedure) checks the record like a cell does."""
     import asyncio
 
-    from tactus_kernel.errors import CellError
+    from tactus_kernel.engine.errors import CellError
 
     cells('procedure({name = "p"}, function() Step.run("a", function() return 1 end) end)')
     cells.runtime.records.procedures["p"]["checkpoints"].append(

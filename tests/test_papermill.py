@@ -16,7 +16,7 @@ import nbformat
 import papermill
 import pytest
 
-from tactus_kernel.papermill import LuaTranslator
+from tactus_kernel.replay.papermill import LuaTranslator
 
 SHOW = "Json.encode(values)"
 

@@ -276,8 +276,8 @@ class _Kernel:
 
 def test_a_display_with_an_id_keeps_the_id_in_the_saved_output_metadata():
     """A page reopened while a card waits finds the card to update by this (labextension/src/orphans.ts)."""
-    from tactus_kernel.checkpoints import Records
-    from tactus_kernel.notebook_host import NotebookHost, RecordsChannel
+    from tactus_kernel.engine.records import Records
+    from tactus_kernel.jupyter.notebook_host import NotebookHost, RecordsChannel
 
     kernel = _Kernel()
     host = NotebookHost(kernel, {"header": {}, "metadata": {"cellId": "c7"}}, RecordsChannel(Records()))

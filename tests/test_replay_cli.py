@@ -38,7 +38,7 @@ from replay_helpers import (
 )
 
 from tactus_kernel.cli import main
-from tactus_kernel.replay_params import lua_literal
+from tactus_kernel.replay.params import lua_literal
 
 PARAMS = Cell('-- defaults\ngreeting = "hello"', tags=["parameters"])
 UNNAMED = 'procedure(function() return Step.run("count", function() print("counting"); return 41 + 1 end) end)'
@@ -458,8 +458,8 @@ def test_removed_human_request_is_a_divergence(greet: Path, tmp_path: Path, caps
 
 def test_replay_api_shuts_the_kernel_down(recorded: Path):
     """The engine the CLI and the plugin share reports the kernel it ran."""
-    from tactus_kernel.replay_client import ReplayOptions, prepare, read_notebook
-    from tactus_kernel.replay_client import replay as run_replay
+    from tactus_kernel.replay.client import ReplayOptions, prepare, read_notebook
+    from tactus_kernel.replay.client import replay as run_replay
 
     nb = read_notebook(recorded)
     options = ReplayOptions()
@@ -473,7 +473,7 @@ def test_replay_api_shuts_the_kernel_down(recorded: Path):
 BROKEN_KERNEL = """
 import sys
 from ipykernel.kernelapp import IPKernelApp
-from tactus_kernel.kernel import TactusKernel
+from tactus_kernel.jupyter.kernel import TactusKernel
 
 
 class BrokenKernel(TactusKernel):
@@ -490,8 +490,8 @@ IPKernelApp.launch_instance(kernel_class=BrokenKernel)
 def test_a_kernel_that_never_replies_fails_the_cell(recorded: Path, tmp_path: Path, monkeypatch):
     """ipykernel sends no execute_reply when its handler raises; a replay
     must not wait for it forever, and shows the kernel's log."""
-    from tactus_kernel import replay_client
-    from tactus_kernel.replay_client import ReplayOptions, describe_failure, prepare, read_notebook
+    from tactus_kernel.replay import client as replay_client
+    from tactus_kernel.replay.client import ReplayOptions, describe_failure, prepare, read_notebook
 
     spec = tmp_path / "kernels" / "broken"
     spec.mkdir(parents=True)

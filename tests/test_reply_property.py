@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kernel_driver import KernelDriver
 
-from tactus_kernel.errors import KNOWN, CellError
-from tactus_kernel.runtime import Runtime
+from tactus_kernel.engine.errors import KNOWN, CellError
+from tactus_kernel.engine.runtime import Runtime
 
 SCALARS = [
     "nil",

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from conftest import Cells
 
-from tactus_kernel.errors import CellError
-from tactus_kernel.runtime import BridgeError, Runtime
+from tactus_kernel.engine.errors import CellError
+from tactus_kernel.engine.runtime import BridgeError, Runtime
 
 SMALL_MEMORY = 64 * 2**20
 

@@ -289,8 +289,8 @@ def test_a_replayed_step_bigger_than_the_memory_left_is_a_memory_error(tmp_path)
 
     from conftest import RecordingHost
 
-    from tactus_kernel.errors import CellError
-    from tactus_kernel.runtime import Runtime
+    from tactus_kernel.engine.errors import CellError
+    from tactus_kernel.engine.runtime import Runtime
 
     rt = Runtime(root=tmp_path, host=RecordingHost(), max_memory=48 * 2**20)
     code = """
@@ -316,8 +316,8 @@ def test_json_encode_of_text_bigger_than_the_memory_left_is_a_memory_error(tmp_p
 
     from conftest import RecordingHost
 
-    from tactus_kernel.errors import CellError
-    from tactus_kernel.runtime import Runtime
+    from tactus_kernel.engine.errors import CellError
+    from tactus_kernel.engine.runtime import Runtime
 
     rt = Runtime(root=tmp_path, host=RecordingHost(), max_memory=48 * 2**20)
     with pytest.raises(CellError) as info:

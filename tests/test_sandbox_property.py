@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tactus_kernel.errors import CellError
-from tactus_kernel.host import NullHost
-from tactus_kernel.runtime import BridgeError, Runtime
+from tactus_kernel.engine.errors import CellError
+from tactus_kernel.engine.host import NullHost
+from tactus_kernel.engine.runtime import BridgeError, Runtime
 
 GLOBALS = [
     "io", "os", "debug", "package", "require", "dofile", "loadfile", "python", "string", "load", "setmetatable",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tactus_kernel import timeline
+from tactus_kernel.features import timeline
 
 BUSY = """
 function busy(s) local t = os.clock() while os.clock() - t < s do end end

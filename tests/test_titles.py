@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import uuid
 
-from tactus_kernel.runtime import cell_title
+from tactus_kernel.engine.runtime import cell_title
 
 ASK = 'local ok = Human.approve({message = "Ship it?"})\nprint("approved:", ok)'
 

@@ -83,7 +83,7 @@ function describe(value: unknown): string {
 /**
  * Why the kernel would refuse this `metadata.tactus` block, or null when it
  * is usable (an absent block is usable: it means "nothing recorded").
- * Mirrors the kernel's pydantic model (tactus_kernel/checkpoints.py).
+ * Mirrors the kernel's pydantic model (tactus_kernel/engine/records.py).
  */
 export function metadataProblem(block: unknown): string | null {
   if (block === undefined || block === null) {

@@ -1,0 +1,15 @@
+"""Agents in procedures: pydantic-ai ``Agent``s built from ``agent(...)``.
+
+The package is imported only when a cell first declares an agent or a
+tool (see :mod:`tactus_kernel.features.agents.effects`), because pydantic-ai takes
+more than a second to import and most cells never need it. Modules:
+
+- :mod:`.schema`: declared fields -> JSON schema (tools) and pydantic models
+  (``output_type``), no pydantic-ai needed;
+- :mod:`.templates`: ``{params.x}`` / ``{state.x}`` / ``{env.X}`` prompts;
+- :mod:`.models`: which model a turn talks to (offline test model, scripted
+  mock, or a real provider with its API key checked up front);
+- :mod:`.history`: per-run message histories, their filters, and the stable
+  projection of a history that goes into a turn's request hash;
+- :mod:`.service`: declarations, turns, recording and replay.
+"""

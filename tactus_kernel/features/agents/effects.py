@@ -1,0 +1,176 @@
+"""Effects behind ``agent``, ``tool``, ``Name.turn``, ``MessageHistory`` and
+``default_model`` (Lua side: ``lua/agents.lua``).
+
+This module is imported when the kernel starts, so it must stay light:
+pydantic-ai (more than a second to import) is loaded only when a cell
+first declares an agent, through :attr:`AgentHub.service`. Tool
+declarations and the default model are kept here so that declaring them
+costs nothing either.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from tactus_kernel.engine.errors import ParamError
+from tactus_kernel.engine.values import to_plain
+from tactus_kernel.features.composition.effects import apply_injection
+
+if TYPE_CHECKING:
+    from tactus_kernel.engine.runtime import RunState, Runtime
+    from tactus_kernel.features.agents.service import AgentService
+    from tactus_kernel.features.agents.tools import ToolSpec
+
+Handler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
+
+
+def _guarded(method: Callable[..., Awaitable[tuple[Any, ...]]]) -> Callable[..., Awaitable[tuple[Any, ...]]]:
+    """Turn any failure of a handler into a tagged Lua error.
+
+    The driver only converts BridgeError, DivergenceError and NotRecordable;
+    anything else escaping an effect would end the cell with an internal
+    error instead of an ``AgentError`` a procedure can ``pcall``.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: AgentHub, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        try:
+            return await method(self, runtime, run, request)
+        except Exception as exc:  # every failure is reported to the cell, never raised past the driver
+            error = _as_lua_error(exc)
+            if error is exc:
+                raise
+            raise error from None
+
+    return wrapper
+
+
+def _as_lua_error(exc: Exception) -> Exception:
+    """The error the driver reports for a failed agent effect (imports here:
+    the hot path of a turn should not pay for them)."""
+    from tactus_kernel.engine.records import DivergenceError
+    from tactus_kernel.engine.runtime import BridgeError
+    from tactus_kernel.engine.values import NotRecordable
+    from tactus_kernel.features.agents.config import ConfigError
+
+    if isinstance(exc, (BridgeError, DivergenceError, NotRecordable)):
+        return exc
+    if isinstance(exc, (ConfigError, ParamError)):
+        return BridgeError(f"AgentError: {exc}")
+    if isinstance(exc, UnicodeDecodeError):
+        from tactus_kernel.engine.errors import not_utf8
+
+        return BridgeError(f"AgentError: {not_utf8(exc)}")
+    if isinstance(exc, ImportError):
+        return BridgeError(f"AgentError: agents need pydantic-ai, a dependency of tactus-kernel: reinstall it ({exc})")
+    return BridgeError(f"AgentError: internal error: {type(exc).__name__}: {exc}")
+
+
+class AgentHub:
+    """The agent effects of one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.tools: dict[str, ToolSpec] = {}
+        self.toolsets: dict[str, list[str]] = {}  # toolset(name, {...}) -> its tools' names
+        self._service: AgentService | None = None
+        self._default_model: Any = None
+        self._default_provider: str | None = None
+
+    @property
+    def service(self) -> AgentService:
+        """The pydantic-ai side, imported and built on first use."""
+        if self._service is None:
+            from tactus_kernel.features.agents.service import AgentService
+
+            self._service = AgentService(self.runtime, self.tools, self.toolsets)
+            if self._default_model is not None:
+                self._service.set_default_model(self._default_model)
+            if self._default_provider is not None:
+                self._service.set_default_provider(self._default_provider)
+        return self._service
+
+    @_guarded
+    async def declare_tool(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        from tactus_kernel.features.agents.tools import parse_tool
+
+        name = str(request["name"])
+        spec = to_plain(request["spec"]) if request["spec"] is not None else {}
+        tool = parse_tool(name, spec)
+        if self.tools.get(name) != tool:  # the same declaration keeps its object: Agents built for it serve on
+            self.tools[name] = tool
+        return ()
+
+    @_guarded
+    async def declare_toolset(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        names = to_plain(request["tools"]) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ParamError(f"toolset '{request['name']}': tools must be a list of tool names")
+        name = str(request["name"])
+        if self.toolsets.get(name) != names:
+            self.toolsets[name] = names
+            if self._service is not None:
+                self._service.generation += 1  # plans that expanded the old toolset are stale
+        return ()
+
+    @_guarded
+    async def default_provider(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        from tactus_kernel.features.agents.config import provider_prefix
+
+        provider = provider_prefix(request["provider"], "default_provider")
+        if self._service is not None:
+            self._service.set_default_provider(provider)
+        self._default_provider = provider
+        return ()
+
+    @_guarded
+    async def declare_agent(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        config = to_plain(request["config"]) if request["config"] is not None else {}
+        self.service.declare(str(request["name"]), config)
+        return ()
+
+    @_guarded
+    async def default_model(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        decl = to_plain(request["model"])
+        if self._service is not None:
+            self._service.set_default_model(decl)
+        else:
+            # validates now, without pydantic-ai's agent machinery
+            from tactus_kernel.features.agents.config import parse_model
+
+            parse_model(decl, "default_model")
+        self._default_model = decl
+        return ()
+
+    @_guarded
+    async def turn(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        apply_injection(runtime, run, request)  # messages sent with Procedure.inject(handle, message)
+        return await self.service.turn(run, request)
+
+    @_guarded
+    async def history(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        agent = request["agent"]
+        value = self.service.history_op(run, str(request["op"]), request["value"],
+                                        None if agent is None else str(agent))
+        return () if value is None else (value,)
+
+    @_guarded
+    async def messages(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        return (self.service.messages(int(request["turn"]), str(request["which"])),)
+
+
+def register(runtime: Runtime) -> None:
+    hub = AgentHub(runtime)
+    effects: dict[str, Handler] = {
+        "agent.tool": hub.declare_tool,
+        "agent.declare": hub.declare_agent,
+        "agent.default_model": hub.default_model,
+        "agent.default_provider": hub.default_provider,
+        "agent.toolset": hub.declare_toolset,
+        "agent.turn": hub.turn,
+        "agent.history": hub.history,
+        "agent.messages": hub.messages,
+    }
+    runtime.effects.update(effects)
