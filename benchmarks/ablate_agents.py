@@ -45,21 +45,27 @@ def _patch(owner: Any, name: str, new: Any) -> Undo:
 
 def _no_fill() -> list[Undo]:
     """Deferred record completion (messages dump, request hash) is dropped."""
+
     def drop(self: checkpoints.Records) -> None:
         self.deferred = []
+
     return [_patch(checkpoints.Records, "fill_deferred", drop)]
 
 
 def _no_trail() -> list[Undo]:
     """The timeline is not told of turns starting and ending."""
-    return [_patch(timeline.Trail, "recorded", lambda self, entry: None),
-            _patch(timeline.Trail, "started", lambda self, kind, name: None)]
+    return [
+        _patch(timeline.Trail, "recorded", lambda self, entry: None),
+        _patch(timeline.Trail, "started", lambda self, kind, name: None),
+    ]
 
 
 def _no_digest() -> list[Undo]:
     """The request is neither summarised nor hashed."""
-    return [_patch(service.Request, "digest", lambda self: "0" * 16),
-            _patch(service.Request, "summary", lambda self: {})]
+    return [
+        _patch(service.Request, "digest", lambda self: "0" * 16),
+        _patch(service.Request, "summary", lambda self: {}),
+    ]
 
 
 def _no_dump() -> list[Undo]:
@@ -82,8 +88,12 @@ def _bare() -> list[Undo]:
         spec = self.agents[name]
         history = histories.setdefault((id(self), run.id, name), [])
         result = await self._agent(spec, []).run(
-            request["inject"], model=offline_model(None)[0], instructions=spec.system_prompt,
-            message_history=history, deps=service.TurnDeps(name, None))
+            request["inject"],
+            model=offline_model(None)[0],
+            instructions=spec.system_prompt,
+            message_history=history,
+            deps=service.TurnDeps(name, None),
+        )
         history.extend(result.new_messages())
         return (None, result.output, 1, name, "test", False, None, 0, 0, 0, 1, 0)
 
@@ -91,7 +101,12 @@ def _bare() -> list[Undo]:
 
 
 PARTS: dict[str, Callable[[], list[Undo]]] = {
-    "base": list, "fill": _no_fill, "trail": _no_trail, "digest": _no_digest, "dump": _no_dump, "bare": _bare,
+    "base": list,
+    "fill": _no_fill,
+    "trail": _no_trail,
+    "digest": _no_digest,
+    "dump": _no_dump,
+    "bare": _bare,
 }
 
 
@@ -109,14 +124,20 @@ def ablate(parts: list[str], turns: int, rounds: int) -> dict[str, tuple[float, 
             finally:
                 for u in reversed(undo):
                     u()
-    return {p: (statistics.median(k / d for k, d in rs), statistics.median((k - d) / turns * 1e6 for k, d in rs))
-            for p, rs in pairs.items()}
+    return {
+        p: (statistics.median(k / d for k, d in rs), statistics.median((k - d) / turns * 1e6 for k, d in rs))
+        for p, rs in pairs.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", default=["base", "fill", "trail", "digest", "dump", "bare"],
-                        help=f"parts to remove, joined with + to remove several ({', '.join(PARTS)})")
+    parser.add_argument(
+        "parts",
+        nargs="*",
+        default=["base", "fill", "trail", "digest", "dump", "bare"],
+        help=f"parts to remove, joined with + to remove several ({', '.join(PARTS)})",
+    )
     parser.add_argument("--turns", type=int, default=bench_agents.SHORT)
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()

@@ -82,7 +82,7 @@ end)
 TOOL_CELL = """
 tool("lookup", {description = "Look a word up.", params = {q = {type = "string", required = true}}},
      function(a) return {q = a.q, hits = 2} end)
-""" + CELL.replace('tools = {}}', 'tools = {"lookup"}}')
+""" + CELL.replace("tools = {}}", 'tools = {"lookup"}}')
 
 
 SHORT = 20  # turns of the short conversation
@@ -110,8 +110,9 @@ class DirectTurns:
 
     def __init__(self, streaming: bool, tools: bool = False) -> None:
         # named, like the kernel's agents (an unnamed agent looks its name up in the caller's frame)
-        self.agent: Agent[None, str] = Agent(TestModel(), instructions="You are a benchmark.", name="bench",
-                                             tools=[lookup] if tools else [])
+        self.agent: Agent[None, str] = Agent(
+            TestModel(), instructions="You are a benchmark.", name="bench", tools=[lookup] if tools else []
+        )
         self.handler = _drain if streaming else None
         self.history: list[ModelMessage] = []
         self.turns = 0
@@ -120,14 +121,16 @@ class DirectTurns:
     async def turn(self) -> None:
         self.turns += 1
         t0 = time.process_time()
-        result = await self.agent.run(f"turn {self.turns}", message_history=self.history,
-                                      event_stream_handler=self.handler)
+        result = await self.agent.run(
+            f"turn {self.turns}", message_history=self.history, event_stream_handler=self.handler
+        )
         self.history = result.all_messages()
         self.seconds += time.process_time() - t0
 
 
-def interleaved(n: int, quiet: bool, tools: bool = False, block: int = BLOCK,
-                direct_first: bool = False) -> tuple[float, float]:
+def interleaved(
+    n: int, quiet: bool, tools: bool = False, block: int = BLOCK, direct_first: bool = False
+) -> tuple[float, float]:
     """CPU seconds of n kernel turns and of n direct turns, taken in turn.
 
     The kernel runs one cell of n turns in a fresh runtime (so every turn is
@@ -237,8 +240,9 @@ async def _after_collection(direct: DirectTurns) -> None:
     await direct.agent.run("warm up", event_stream_handler=direct.handler)
 
 
-def paired(n: int, quiet: bool, tools: bool = False, kernel_first: bool = True,
-           control: bool = False) -> tuple[float, float]:
+def paired(
+    n: int, quiet: bool, tools: bool = False, kernel_first: bool = True, control: bool = False
+) -> tuple[float, float]:
     """(kernel, direct) CPU seconds of one pair of runs taken back to back.
 
     ``control``: the "kernel" run is a second direct run of its own agent,
@@ -288,8 +292,12 @@ def _in_processes(n: int, rounds: int, short_rounds: int, processes: int) -> lis
     """``worker`` in fresh Python processes, one after the other."""
     out = []
     for _ in range(processes):
-        done = subprocess.run([sys.executable, __file__, "--worker", str(n), str(rounds), str(short_rounds)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", str(n), str(rounds), str(short_rounds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         out.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return out
 
@@ -304,8 +312,9 @@ def mean_ci(values: list[float], level: float = 0.95, resamples: int = 10_000) -
     return means[cut], means[resamples - 1 - cut]
 
 
-def measure(n: int, rounds: int = 2, short_rounds: int = 30, processes: int = PROCESSES,
-            short_processes: int = SHORT_PROCESSES) -> dict[str, Any]:
+def measure(
+    n: int, rounds: int = 2, short_rounds: int = 30, processes: int = PROCESSES, short_processes: int = SHORT_PROCESSES
+) -> dict[str, Any]:
     """n turns each way, in ``processes`` fresh processes of ``rounds`` paired
     rounds each (``short_rounds`` for the short conversation, which more
     processes take: ``short_processes`` in all, the extra ones short only).
@@ -334,9 +343,14 @@ def measure(n: int, rounds: int = 2, short_rounds: int = 30, processes: int = PR
     """
     per_process = _in_processes(n, rounds, short_rounds, processes)
     per_process += _in_processes(n, 0, short_rounds, max(0, short_processes - processes))
-    result: dict[str, Any] = {"turns": n, "short_turns": SHORT, "processes": processes,
-                              "short_processes": max(processes, short_processes),
-                              "rounds_per_process": rounds, "short_rounds_per_process": short_rounds}
+    result: dict[str, Any] = {
+        "turns": n,
+        "short_turns": SHORT,
+        "processes": processes,
+        "short_processes": max(processes, short_processes),
+        "rounds_per_process": rounds,
+        "short_rounds_per_process": short_rounds,
+    }
     for case in CASES:
         turns = SHORT if case in ("short", "control", "short_interleaved") else n
         medians, kernel, direct, overhead = [], [], [], []

@@ -27,14 +27,18 @@ def lua_notebook() -> Any:
     cells = []
     for i in range(CELLS):
         if i % 5 == 0:
-            cells.append(new_code_cell(
-                f'procedure({{name = "p{i}"}}, function()\n'
-                f'  local v = Step.run("s", function() return {{n = {i}}} end)\n'
-                f'  return {{n = v.n * 2}}\nend)'))
+            cells.append(
+                new_code_cell(
+                    f'procedure({{name = "p{i}"}}, function()\n'
+                    f'  local v = Step.run("s", function() return {{n = {i}}} end)\n'
+                    f"  return {{n = v.n * 2}}\nend)"
+                )
+            )
         else:
             cells.append(new_code_cell(f"x{i} = {i} * 2\nx{i}"))
-    return new_notebook(cells=cells, metadata={"kernelspec": {"name": "tactus", "display_name": "Tactus (Lua)",
-                                                              "language": "lua"}})
+    return new_notebook(
+        cells=cells, metadata={"kernelspec": {"name": "tactus", "display_name": "Tactus (Lua)", "language": "lua"}}
+    )
 
 
 def python_notebook() -> Any:
@@ -44,8 +48,9 @@ def python_notebook() -> Any:
             cells.append(new_code_cell(f"def p{i}():\n    v = {{'n': {i}}}\n    return {{'n': v['n'] * 2}}\np{i}()"))
         else:
             cells.append(new_code_cell(f"x{i} = {i} * 2\nx{i}"))
-    return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                              "language": "python"}})
+    return new_notebook(
+        cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
 
 
 def measure(quick: bool = False) -> dict[str, Any]:
@@ -65,8 +70,9 @@ def measure(quick: bool = False) -> dict[str, Any]:
 
         def tactus() -> None:
             t0 = time.perf_counter()
-            code = replay_file(str(recorded), str(root / "out.ipynb"), ReplayOptions(), quiet=True,
-                               stderr=io.StringIO())
+            code = replay_file(
+                str(recorded), str(root / "out.ipynb"), ReplayOptions(), quiet=True, stderr=io.StringIO()
+            )
             tactus_s.append(time.perf_counter() - t0)
             assert code == 0
 

@@ -45,8 +45,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CACHES = ["--I1=32768,8,64", "--D1=49152,12,64", "--LL=1048576,16,64"]
-EVENTS = {"instructions": "I   refs", "l1_misses": ("I1  misses", "D1  misses"), "l2_misses": "LL misses",
-          "mispredicts": "Mispredicts"}
+EVENTS = {
+    "instructions": "I   refs",
+    "l1_misses": ("I1  misses", "D1  misses"),
+    "l2_misses": "LL misses",
+    "mispredicts": "Mispredicts",
+}
 WEIGHTS = {"instructions": 1, "l1_misses": 5, "l2_misses": 30, "mispredicts": 15}
 
 
@@ -92,8 +96,20 @@ def region(side: str, n: int) -> None:
 def count(side: str, n: int) -> dict[str, int]:
     """Callgrind's totals for one region, in a process of its own."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=*qsort*", "--cache-sim=yes", "--branch-sim=yes",
-               *CACHES, f"--callgrind-out-file={tmp}/out", sys.executable, __file__, "--region", side, str(n)]
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            "--toggle-collect=*qsort*",
+            "--cache-sim=yes",
+            "--branch-sim=yes",
+            *CACHES,
+            f"--callgrind-out-file={tmp}/out",
+            sys.executable,
+            __file__,
+            "--region",
+            side,
+            str(n),
+        ]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         text = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stderr
 
@@ -135,8 +151,11 @@ def main() -> None:
         per_turn = (extra[long] - extra[short]) / (long - short)
         per_cell = extra[short] - per_turn * short
         direct_turn = counts[("direct", short)][event] / short
-        print(f"{event:>14} " + " ".join(f"{c:>22}" for c in cells)
-              + f" {per_cell / 1e6:>11.2f}M {per_turn / 1e3:>9.0f}k  (a direct turn: {direct_turn / 1e6:.2f}M)")
+        print(
+            f"{event:>14} "
+            + " ".join(f"{c:>22}" for c in cells)
+            + f" {per_cell / 1e6:>11.2f}M {per_turn / 1e3:>9.0f}k  (a direct turn: {direct_turn / 1e6:.2f}M)"
+        )
 
 
 if __name__ == "__main__":

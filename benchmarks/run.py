@@ -115,8 +115,13 @@ def cpu_bound(rounds: int) -> dict[str, Any]:
                 pairs.append((t, r))
         finally:
             k.shutdown()
-    return {"kernel_s": statistics.median(t for t, _ in pairs), "raw_lupa_s": statistics.median(r for _, r in pairs),
-            "speed_vs_raw": statistics.median(r / t for t, r in pairs), "pairs": rounds, "target": ">= 0.95x"}
+    return {
+        "kernel_s": statistics.median(t for t, _ in pairs),
+        "raw_lupa_s": statistics.median(r for _, r in pairs),
+        "speed_vs_raw": statistics.median(r / t for t, r in pairs),
+        "pairs": rounds,
+        "target": ">= 0.95x",
+    }
 
 
 # 4 -------------------------------------------------------------------------
@@ -218,8 +223,9 @@ def _click_samples(kernel_name: str, n: int) -> list[float]:
             run = k.submit(CLICKS[kernel_name] % n, cell_id="clicks")
             samples = []
             for i in range(1, n + 1):
-                k.wait_until(lambda i=i: len(k.widgets_where(_model_name="ButtonModel", description="Approve")) == i,
-                             timeout=30)
+                k.wait_until(
+                    lambda i=i: len(k.widgets_where(_model_name="ButtonModel", description="Approve")) == i, timeout=30
+                )
                 button = k.button("Approve")
                 seen = len(k.comm_msgs)
                 sent = dt.datetime.now(dt.UTC)
@@ -228,8 +234,12 @@ def _click_samples(kernel_name: str, n: int) -> list[float]:
                     k.drain(0.0005)
                 # the kernel's own send time of the "disabled" update (same clock), so
                 # the client's polling does not count
-                update = next(m for m in k.comm_msgs[seen:] if m["content"].get("comm_id") == button
-                              and m["content"].get("data", {}).get("state", {}).get("disabled"))
+                update = next(
+                    m
+                    for m in k.comm_msgs[seen:]
+                    if m["content"].get("comm_id") == button
+                    and m["content"].get("data", {}).get("state", {}).get("disabled")
+                )
                 samples.append((update["header"]["date"] - sent).total_seconds())
             k.wait(run, timeout=60)
         finally:
@@ -248,9 +258,14 @@ def click_latency(n: int) -> dict[str, Any]:
     """
     tactus = _click_samples("tactus", n)
     python = _click_samples("python3", n)
-    return {"clicks": n, "median_ms": median_ms(tactus), "p90_ms": statistics.quantiles(tactus, n=10)[-1] * 1000,
-            "python3_median_ms": median_ms(python), "ratio": median_ms(tactus) / median_ms(python),
-            "target": "median < 5 ms"}
+    return {
+        "clicks": n,
+        "median_ms": median_ms(tactus),
+        "p90_ms": statistics.quantiles(tactus, n=10)[-1] * 1000,
+        "python3_median_ms": median_ms(python),
+        "ratio": median_ms(tactus) / median_ms(python),
+        "target": "median < 5 ms",
+    }
 
 
 MEASURES: dict[str, tuple[str, Callable[[bool], dict[str, Any]]]] = {
@@ -274,10 +289,14 @@ def extra_measures() -> dict[str, tuple[str, Callable[[bool], dict[str, Any]]]]:
     try:
         import bench_agents  # type: ignore[import-not-found]
 
-        extra["agents"] = ("7. Agent turn overhead vs pydantic-ai + TestModel",
-                           lambda q: bench_agents.measure(20, rounds=1, short_rounds=5, processes=2,
-                                                          short_processes=2) if q
-                           else bench_agents.measure(100))
+        extra["agents"] = (
+            "7. Agent turn overhead vs pydantic-ai + TestModel",
+            lambda q: (
+                bench_agents.measure(20, rounds=1, short_rounds=5, processes=2, short_processes=2)
+                if q
+                else bench_agents.measure(100)
+            ),
+        )
     except ImportError:
         pass
     return extra

@@ -111,8 +111,16 @@ def measure(turns: int, rounds: int, timers: Timers) -> dict[str, float]:
         timers.on = False
         kernel, direct = bench_agents.interleaved(turns, quiet=True)
         s = timers.sums
-        rows.append({"ratio": kernel / direct, "model": s["run"] - direct, "handler": s["turn"] - s["run"],
-                     "lua": s["lua"], "fill": s["fill"], "rest": kernel - s["turn"] - s["lua"] - s["fill"]})
+        rows.append(
+            {
+                "ratio": kernel / direct,
+                "model": s["run"] - direct,
+                "handler": s["turn"] - s["run"],
+                "lua": s["lua"],
+                "fill": s["fill"],
+                "rest": kernel - s["turn"] - s["lua"] - s["fill"],
+            }
+        )
     out = {p: statistics.mean(r[p] for r in rows) / turns * 1e6 for p in PARTS}
     out["ratio"] = statistics.median(r["ratio"] for r in rows)
     return out
@@ -127,8 +135,11 @@ def main() -> None:
     timers.install()
     results = {n: measure(n, args.rounds, timers) for n in args.turns}
     for n, r in results.items():
-        print(f"{n:>3} turns: ratio {r['ratio']:.3f}; us a turn: "
-              + ", ".join(f"{p} {r[p]:.0f}" for p in PARTS) + f" (total {sum(r[p] for p in PARTS):.0f})")
+        print(
+            f"{n:>3} turns: ratio {r['ratio']:.3f}; us a turn: "
+            + ", ".join(f"{p} {r[p]:.0f}" for p in PARTS)
+            + f" (total {sum(r[p] for p in PARTS):.0f})"
+        )
     if len(args.turns) == 2:
         (a, ra), (b, rb) = results.items()
         print("per cell (us) and per turn (us), from the two lengths:")

@@ -84,8 +84,9 @@ def record(path: Path, person: dict[str, Any], timeout: float, fresh: bool = Fal
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
-            run = driver.wait(driver.submit(cell.source, cell_id=cell.id), timeout,
-                              on_card=lambda card: answer(card, person))
+            run = driver.wait(
+                driver.submit(cell.source, cell_id=cell.id), timeout, on_card=lambda card: answer(card, person)
+            )
             cell.outputs = outputs(run)
             cell.execution_count = run.reply["content"].get("execution_count") if run.reply else None
             print(f"cell {index}: {run.status}", file=sys.stderr)
@@ -97,8 +98,13 @@ def record(path: Path, person: dict[str, Any], timeout: float, fresh: bool = Fal
     finally:
         driver.shutdown()
     nb.metadata["kernelspec"] = {"name": "tactus", "display_name": "Tactus (Lua)", "language": "lua"}
-    nb.metadata["language_info"] = {"name": "lua", "version": "5.4", "codemirror_mode": "lua",
-                                    "file_extension": ".lua", "mimetype": "text/x-lua"}
+    nb.metadata["language_info"] = {
+        "name": "lua",
+        "version": "5.4",
+        "codemirror_mode": "lua",
+        "file_extension": ".lua",
+        "mimetype": "text/x-lua",
+    }
     write_notebook(nb, path)  # atomic: a kill while writing leaves the old notebook
 
 

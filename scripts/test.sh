@@ -15,6 +15,7 @@ command -v chromium >/dev/null || apt_install chromium
 
 echo "== ruff"
 ruff check tactus_kernel tests benchmarks scripts
+ruff format --check tactus_kernel tests benchmarks scripts
 echo "== mypy"
 mypy
 echo "== pytest"

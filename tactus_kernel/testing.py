@@ -177,9 +177,10 @@ class Card:
         labels = list(st.get("_options_labels", []))
         if label not in labels:
             raise LookupError(f"no option {label!r}; the options are {labels}")
-        self.driver.send_comm("comm_msg", {"comm_id": cid, "data": {"method": "update",
-                                                                    "state": {"index": labels.index(label)},
-                                                                    "buffer_paths": []}})
+        self.driver.send_comm(
+            "comm_msg",
+            {"comm_id": cid, "data": {"method": "update", "state": {"index": labels.index(label)}, "buffer_paths": []}},
+        )
 
     def review(self, decision: str, feedback: str | None = None, artifact: str | None = None) -> None:
         """Answer a review card: edit the artifact, write feedback, click the decision."""
@@ -228,8 +229,11 @@ class KernelDriver:
         """What ipywidgets' widget manager does when it connects to a kernel
         (the kernel asks a person only where one can see the cards)."""
         if self.shows_widgets:
-            self.send_comm("comm_open", {"comm_id": uuid.uuid4().hex, "target_name": "jupyter.widget.control",
-                                         "data": {}}, metadata={"version": "1.0.0"})
+            self.send_comm(
+                "comm_open",
+                {"comm_id": uuid.uuid4().hex, "target_name": "jupyter.widget.control", "data": {}},
+                metadata={"version": "1.0.0"},
+            )
 
     def restart(self, timeout: float = 60) -> None:
         """Restart the kernel as JupyterLab does; the widget manager
@@ -276,8 +280,14 @@ class KernelDriver:
 
     def submit(self, code: str, cell_id: str | None = None) -> CellRun:
         """Send an execute request without waiting for it to finish."""
-        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                   "allow_stdin": False, "stop_on_error": True}
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
         msg = self.kc.session.msg("execute_request", content)
         if cell_id is not None:
             msg["metadata"]["cellId"] = cell_id
@@ -331,13 +341,17 @@ class KernelDriver:
     def open_tactus(self, metadata: dict[str, Any] | None, **options: Any) -> str:
         """Open the ``tactus`` comm as the lab extension does."""
         comm_id = uuid.uuid4().hex
-        self.send_comm("comm_open", {"comm_id": comm_id, "target_name": "tactus",
-                                     "data": {"tactus": metadata, **options}})
+        self.send_comm(
+            "comm_open", {"comm_id": comm_id, "target_name": "tactus", "data": {"tactus": metadata, **options}}
+        )
         return comm_id
 
     def tactus_ops(self) -> list[dict[str, Any]]:
-        return [m["content"]["data"] for m in self.comm_msgs
-                if m["msg_type"] == "comm_msg" and "op" in m["content"].get("data", {})]
+        return [
+            m["content"]["data"]
+            for m in self.comm_msgs
+            if m["msg_type"] == "comm_msg" and "op" in m["content"].get("data", {})
+        ]
 
     def recorded_procedures(self, start: dict[str, Any] | None = None) -> dict[str, Any]:
         """``metadata.tactus.procedures`` as a frontend holds it after
@@ -418,26 +432,35 @@ class KernelDriver:
 
     def button(self, description: str) -> str:
         """The comm id of the newest enabled button with this label."""
-        ids = [cid for cid in self.widgets_where(_model_name="ButtonModel", description=description)
-               if not self.widgets[cid].get("disabled")]
+        ids = [
+            cid
+            for cid in self.widgets_where(_model_name="ButtonModel", description=description)
+            if not self.widgets[cid].get("disabled")
+        ]
         if not ids:
             raise LookupError(f"no enabled button {description!r}")
         return ids[-1]
 
     def click(self, comm_id: str) -> str:
-        return self.send_comm("comm_msg", {"comm_id": comm_id,
-                                           "data": {"method": "custom", "content": {"event": "click"}}})
+        return self.send_comm(
+            "comm_msg", {"comm_id": comm_id, "data": {"method": "custom", "content": {"event": "click"}}}
+        )
 
     def set_value(self, comm_id: str, value: Any) -> str:
-        return self.send_comm("comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": value},
-                                                                 "buffer_paths": []}})
+        return self.send_comm(
+            "comm_msg",
+            {"comm_id": comm_id, "data": {"method": "update", "state": {"value": value}, "buffer_paths": []}},
+        )
 
     def live_widgets(self) -> int:
         """How many widgets the kernel holds: asked on the ``jupyter.widget.control``
         comm, as a reloaded page asks for every widget's state."""
         control = uuid.uuid4().hex
-        self.send_comm("comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
-                       metadata={"version": "1.0.0"})
+        self.send_comm(
+            "comm_open",
+            {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
+            metadata={"version": "1.0.0"},
+        )
         self.send_comm("comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
         found: list[int] = []
 

@@ -140,8 +140,12 @@ class CliRun:
     kernels: set[int]  # pids of every process the CLI started
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 90,
-            on_start: Callable[[psutil.Popen], None] | None = None) -> CliRun:
+def run_cli(
+    *args: str | Path,
+    cwd: Path | None = None,
+    timeout: float = 90,
+    on_start: Callable[[psutil.Popen], None] | None = None,
+) -> CliRun:
     """Run ``tactus-kernel`` as a user would, noting each process it starts
     (so a test can check none outlives it)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -163,8 +167,9 @@ def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 90,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 out, err = proc.communicate()
-            raise TimeoutError(f"tactus-kernel {' '.join(map(str, args))} did not finish in {timeout}s; "
-                               f"stderr: {err[-3000:]}")
+            raise TimeoutError(
+                f"tactus-kernel {' '.join(map(str, args))} did not finish in {timeout}s; stderr: {err[-3000:]}"
+            )
         time.sleep(0.05)
     out, err = proc.communicate()
     return CliRun(proc.returncode, out, err, time.monotonic() - t0, children)

@@ -58,8 +58,14 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     original = MockScript.stream
 
     def spy(self: MockScript, messages: list[Any], info: Any) -> Any:
-        calls.append({"messages": list(messages), "tools": [t.name for t in info.function_tools],
-                      "settings": dict(info.model_settings or {}), "instructions": info.instructions})
+        calls.append(
+            {
+                "messages": list(messages),
+                "tools": [t.name for t in info.function_tools],
+                "settings": dict(info.model_settings or {}),
+                "instructions": info.instructions,
+            }
+        )
         return original(self, messages, info)
 
     monkeypatch.setattr(MockScript, "stream", spy)
@@ -98,8 +104,9 @@ def test_text_turn_result(cells):
     assert [m["kind"] for m in new] == ["request", "response"]
     assert new[0]["parts"][0]["content"] == "Say hello"
     assert new[1]["parts"][0]["content"] == "Hello there, friend"
-    assert cells("r.new_messages()", key="c2") == [[{"role": "user", "content": "Say hello"},
-                                                    {"role": "assistant", "content": "Hello there, friend"}]]
+    assert cells("r.new_messages()", key="c2") == [
+        [{"role": "user", "content": "Say hello"}, {"role": "assistant", "content": "Hello there, friend"}]
+    ]
 
 
 def test_a_turn_result_is_plain_data_that_a_procedure_can_return(cells):
@@ -154,11 +161,11 @@ def test_lua_tool_gets_arguments_and_sees_the_procedure(cells):
               queries = State.get("queries")}
     end)
     """)
-    assert out == {"data": "found it", "q": "lupa", "limit": 3, "result": {"hits": 3, "q": "lupa"},
-                   "queries": ["lupa"]}
+    assert out == {"data": "found it", "q": "lupa", "limit": 3, "result": {"hits": 3, "q": "lupa"}, "queries": ["lupa"]}
     [entry] = entries(cells, "find")
-    assert entry["tool_calls"] == [{"name": "search", "args": {"q": "lupa", "limit": 3},
-                                    "result": {"hits": 3, "q": "lupa"}}]
+    assert entry["tool_calls"] == [
+        {"name": "search", "args": {"q": "lupa", "limit": 3}, "result": {"hits": 3, "q": "lupa"}}
+    ]
 
 
 def test_invalid_tool_arguments_are_sent_back_to_the_model(cells, seen):
@@ -269,31 +276,44 @@ def test_declarations_changed_between_turns_of_one_run_apply_to_the_next_turn(ce
       Bot.turn()
     end)
     """)
-    assert [s["settings"] for s in seen] == [{"temperature": 0.1}, {"temperature": 0.1}, {"temperature": 0.9},
-                                               {"temperature": 0.9}]
+    assert [s["settings"] for s in seen] == [
+        {"temperature": 0.1},
+        {"temperature": 0.1},
+        {"temperature": 0.9},
+        {"temperature": 0.9},
+    ]
     assert [s["tools"] for s in seen] == [["search"], ["search"], ["search"], []]
     assert [s["instructions"] for s in seen] == ["first", "first", "first", "second"]
     digests = [e["request"]["digests"]["tools"] for e in entries(cells, "p")]
     assert digests[0] != digests[1] == digests[2] != digests[3]
 
 
-@pytest.mark.parametrize("opts", ['{inject = "And be brief."}', '{inject = "And be brief.", temperature = 0}'],
-                         ids=["inject-only", "with-a-setting"])
+@pytest.mark.parametrize(
+    "opts",
+    ['{inject = "And be brief."}', '{inject = "And be brief.", temperature = 0}'],
+    ids=["inject-only", "with-a-setting"],
+)
 def test_a_turns_inject_text_follows_an_injected_message(cells, opts):
     # an inject-only turn sends its text as a field, any other options as a table: both get the message
-    cells(f"""
+    cells(
+        f"""
     agent("helper", {{model = "test", mock = {{responses = {{"noted"}}}}}})
     procedure({{name = "listener"}}, function()
       Sleep(0.1)
       local opts = {opts}
       local said = Helper.turn(opts).data
       return {{said = said, own = opts.inject}}
-    end)""", key="c1")
-    out = cells("""
+    end)""",
+        key="c1",
+    )
+    out = cells(
+        """
     local h = Procedure.spawn("listener")
     Procedure.inject(h, "Focus on the failing tests")
     return Procedure.wait(h)
-    """, key="c2")[0]
+    """,
+        key="c2",
+    )[0]
     assert out == {"said": "noted", "own": "And be brief."}  # the procedure's own table is left alone
     turn = cells.runtime.records.procedures["c2"]["children"]["listener#1"]["checkpoints"][-1]
     assert turn["request"]["message"] == "Focus on the failing tests\n\nAnd be brief."
@@ -402,8 +422,13 @@ def test_filter_functions():
     assert [hist.role_of(m) for m in users] == ["user", "assistant"] * 3
     budget = hist.apply_filter({"filter": "token_budget", "tokens": 20}, msgs)
     assert 0 < len(budget) < len(msgs) and sum(hist.estimate_tokens(m) for m in budget) <= 20
-    composed = hist.apply_filter({"filter": "compose", "filters": [
-        {"filter": "by_role", "roles": ["user", "assistant"]}, {"filter": "last_n", "n": 2}]}, msgs)
+    composed = hist.apply_filter(
+        {
+            "filter": "compose",
+            "filters": [{"filter": "by_role", "roles": ["user", "assistant"]}, {"filter": "last_n", "n": 2}],
+        },
+        msgs,
+    )
     assert [hist.role_of(m) for m in composed] == ["user", "assistant"]
     with pytest.raises(hist.HistoryError):
         hist.apply_filter({"filter": "by_role", "roles": ["robot"]}, msgs)
@@ -499,8 +524,9 @@ def test_allowing_divergence_records_the_turn_afresh(cells, monkeypatch):
 
 
 def test_hand_edited_value_is_what_replay_returns(cells):
-    code = ('agent("e", {mock = {responses = {"original"}}})\n'
-            'procedure({name = "ed"}, function() return E.turn().data end)')
+    code = (
+        'agent("e", {mock = {responses = {"original"}}})\nprocedure({name = "ed"}, function() return E.turn().data end)'
+    )
     assert cells(code) == ["original"]
     entries(cells, "ed")[0]["value"] = "edited by hand"
     assert cells(code) == ["edited by hand"]
@@ -541,8 +567,9 @@ def test_rate_limit_is_catchable_and_retry_with_backoff_recovers(cells):
     return {r.data, attempts}
     """)
     assert out == ["finally", 2]
-    err = cells.error('agent("bot", {mock = {responses = {{error = "slow down", status = 429}}}})\nBot.turn()',
-                      key="c2")
+    err = cells.error(
+        'agent("bot", {mock = {responses = {{error = "slow down", status = 429}}}})\nBot.turn()', key="c2"
+    )
     assert err.ename == "AgentError" and "rate limited" in err.evalue and "429" in err.evalue
 
 
@@ -556,29 +583,34 @@ def test_max_turns(cells):
     assert err.ename == "AgentError" and "max_turns (1)" in err.evalue
 
 
-@pytest.mark.parametrize(("code", "message"), [
-    ('agent("a", {modle = "test"})', "unknown key 'modle'"),
-    ('agent("a", {output_type = {x = {type = "strin"}}})', "output_type.x.type"),
-    ('agent("a", {model = {name = "test", temprature = 1}})', "unknown model setting 'temprature'"),
-    ('agent("a", {message_history = {mode = "global"}})', "isolated or shared"),
-    ('agent("a", {mock = {responses = {{nope = 1}}}})', "mock.responses[1]"),
-    ('tool("done", function() end)', "built in"),
-    ('tool("t", {params = {q = {type = "text"}}}, function() end)', "params.q.type"),
-    ('agent("bad name", {})', "identifier"),
-])
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ('agent("a", {modle = "test"})', "unknown key 'modle'"),
+        ('agent("a", {output_type = {x = {type = "strin"}}})', "output_type.x.type"),
+        ('agent("a", {model = {name = "test", temprature = 1}})', "unknown model setting 'temprature'"),
+        ('agent("a", {message_history = {mode = "global"}})', "isolated or shared"),
+        ('agent("a", {mock = {responses = {{nope = 1}}}})', "mock.responses[1]"),
+        ('tool("done", function() end)', "built in"),
+        ('tool("t", {params = {q = {type = "text"}}}, function() end)', "params.q.type"),
+        ('agent("bad name", {})', "identifier"),
+    ],
+)
 def test_declaration_errors(cells, code, message):
     err = cells.error(code)
     assert message in err.evalue
 
 
 def test_pydantic_ai_is_imported_only_by_the_first_agent():
-    code = ("import sys, asyncio\n"
-            "from tactus_kernel.engine.runtime import Runtime\n"
-            "rt = Runtime()\n"
-            "asyncio.run(rt.execute('tool(\"t\", function() end)\\nprint(1)'))\n"
-            "print('pydantic_ai' in sys.modules)\n"
-            "asyncio.run(rt.execute('agent(\"a\", {})'))\n"
-            "print('pydantic_ai' in sys.modules)\n")
+    code = (
+        "import sys, asyncio\n"
+        "from tactus_kernel.engine.runtime import Runtime\n"
+        "rt = Runtime()\n"
+        "asyncio.run(rt.execute('tool(\"t\", function() end)\\nprint(1)'))\n"
+        "print('pydantic_ai' in sys.modules)\n"
+        "asyncio.run(rt.execute('agent(\"a\", {})'))\n"
+        "print('pydantic_ai' in sys.modules)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["1", "False", "True"]
 
@@ -602,8 +634,9 @@ end)
 def test_a_lua_tool_waits_for_a_human_click(kernel):
     kernel.open_tactus(None)
     run = kernel.submit(TOOL_APPROVAL, cell_id="rel")
-    kernel.wait_until(lambda: kernel.widgets_where(_model_name="ButtonModel", description="Approve", disabled=False),
-                      timeout=30)
+    kernel.wait_until(
+        lambda: kernel.widgets_where(_model_name="ButtonModel", description="Approve", disabled=False), timeout=30
+    )
     assert run.reply is None  # the turn waits inside the tool
     kernel.click(kernel.button("Approve"))
     kernel.wait(run)
@@ -611,8 +644,11 @@ def test_a_lua_tool_waits_for_a_human_click(kernel):
     assert "Deployment handled." in run.stdout
     assert run.result == '{deployed = true, said = "Deployment handled."}'
     kernel.drain(0.3)
-    updates = [op["procedures"]["release"] for op in kernel.tactus_ops()
-               if op.get("op") == "update" and "release" in op["procedures"]]
+    updates = [
+        op["procedures"]["release"]
+        for op in kernel.tactus_ops()
+        if op.get("op") == "update" and "release" in op["procedures"]
+    ]
     [turn] = [e for e in updates[-1]["checkpoints"] if e["kind"] == "agent"]
     assert turn["nested"][0]["kind"] == "human" and turn["nested"][0]["value"] is True
     # re-running replays the turn: no model, no tool, no new card
@@ -623,8 +659,10 @@ def test_a_lua_tool_waits_for_a_human_click(kernel):
 
 
 def test_streamed_text_reaches_the_notebook_before_the_turn_ends(kernel):
-    run = kernel.submit('agent("slow", {mock = {delay = 0.4, responses = {"one two three four"}}})\n'
-                        'Slow.turn()\nprint("after")', cell_id="s")
+    run = kernel.submit(
+        'agent("slow", {mock = {delay = 0.4, responses = {"one two three four"}}})\nSlow.turn()\nprint("after")',
+        cell_id="s",
+    )
     kernel.wait_until(lambda: "one" in run.stdout, timeout=30)
     assert run.reply is None and "four" not in run.stdout  # the first words are shown while the model talks
     kernel.wait(run)
@@ -742,15 +780,21 @@ def _message_lists() -> Any:
     from pydantic_ai.messages import BinaryContent, SystemPromptPart
 
     json_values = st.recursive(
-        st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**53), 2**53)
+        | st.floats(allow_nan=False, allow_infinity=False)
         | st.text(max_size=8),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "kind", "url", "b"]),
-                                                                      inner, max_size=3),
-        max_leaves=8)
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "kind", "url", "b"]), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
     request_parts = st.one_of(
         st.builds(UserPromptPart, st.text(max_size=10)),
-        st.builds(lambda b: UserPromptPart(["see", BinaryContent(data=b, media_type="image/png")]),
-                  st.binary(max_size=6)),
+        st.builds(
+            lambda b: UserPromptPart(["see", BinaryContent(data=b, media_type="image/png")]), st.binary(max_size=6)
+        ),
         st.builds(SystemPromptPart, st.text(max_size=10)),
         st.builds(lambda c: ToolReturnPart("t", c, tool_call_id="c1"), json_values),
         st.builds(lambda c: ToolReturnPart("t", c, tool_call_id="c1", outcome="retried"), st.text(max_size=5)),
@@ -758,12 +802,17 @@ def _message_lists() -> Any:
     )
     response_parts = st.one_of(
         st.builds(TextPart, st.text(max_size=10)),
-        st.builds(lambda a: ToolCallPart("t", a, tool_call_id="c1"),
-                  st.none() | st.text(max_size=6) | st.dictionaries(st.sampled_from(["q", "kind"]), json_values)),
+        st.builds(
+            lambda a: ToolCallPart("t", a, tool_call_id="c1"),
+            st.none() | st.text(max_size=6) | st.dictionaries(st.sampled_from(["q", "kind"]), json_values),
+        ),
     )
-    return st.lists(st.builds(lambda p: ModelRequest(parts=p), st.lists(request_parts, min_size=1, max_size=3))
-                    | st.builds(lambda p: ModelResponse(parts=p), st.lists(response_parts, min_size=1, max_size=3)),
-                    min_size=0, max_size=4)
+    return st.lists(
+        st.builds(lambda p: ModelRequest(parts=p), st.lists(request_parts, min_size=1, max_size=3))
+        | st.builds(lambda p: ModelResponse(parts=p), st.lists(response_parts, min_size=1, max_size=3)),
+        min_size=0,
+        max_size=4,
+    )
 
 
 def test_the_shortcut_past_loading_holds_only_when_loading_changes_nothing():
@@ -819,8 +868,10 @@ def test_the_recorded_messages_are_what_pydantic_ais_own_adapter_makes():
     assert hist.dump(real) == by_pydantic_ai(real)
     assert json.dumps(hist.dump(real[2:3])) == json.dumps(by_pydantic_ai(real[2:3]))  # the key order too
     # bytes where the adapter's config decides how they are written (base64)
-    raw = [ModelRequest(parts=[ToolReturnPart("t", b"\x00ab", tool_call_id="c1")]),
-           ModelResponse(parts=[TextPart("x")], provider_details={"signature": b"\x01z"})]
+    raw = [
+        ModelRequest(parts=[ToolReturnPart("t", b"\x00ab", tool_call_id="c1")]),
+        ModelResponse(parts=[TextPart("x")], provider_details={"signature": b"\x01z"}),
+    ]
     assert hist.dump(raw) == by_pydantic_ai(raw)
     assert hist.dump(raw)[1]["provider_details"] == {"signature": "AXo="}
 
@@ -829,7 +880,8 @@ def test_a_large_state_does_not_slow_or_stop_a_turn(cells):
     """A turn hands its procedure's context to the kernel without walking it
     (State and every tool call so far); only a template that reads State
     converts it, and an oversized State there is a clear error."""
-    [out] = cells("""
+    [out] = cells(
+        """
     agent("a", {system_prompt = "plain"})
     agent("b", {system_prompt = "Facts: {state.small}"})
     procedure({name = "big"}, function()
@@ -841,7 +893,9 @@ def test_a_large_state_does_not_slow_or_stop_a_turn(cells):
       local ok, err = pcall(B.turn)
       return {text ~= nil, ok, err}
     end)
-    """, key="big")
+    """,
+        key="big",
+    )
     assert out[0] is True and out[1] is False
     assert "too large to hand to the kernel" in out[2]
 

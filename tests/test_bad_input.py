@@ -43,8 +43,10 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 QUICKSTART = NOTEBOOKS / "quickstart.ipynb"
 # Valid blocks recorded for real: quickstart (a step and an approval) and
 # composition (child records nested five deep, agent turns, spawned children).
-SEEDS = {name: json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())["metadata"]["tactus"]
-         for name in ("quickstart", "composition")}
+SEEDS = {
+    name: json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())["metadata"]["tactus"]
+    for name in ("quickstart", "composition")
+}
 
 Loc = tuple[str | int, ...]
 
@@ -77,27 +79,34 @@ def names_a_place_under(message: str, touched: list[Loc]) -> bool:
     tail = message[start:]
     for path in touched:
         prefix = field_path(path)
-        if tail.startswith(prefix) and tail[len(prefix):len(prefix) + 1] in (".", ":"):
+        if tail.startswith(prefix) and tail[len(prefix) : len(prefix) + 1] in (".", ":"):
             return True
     return False
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
     | st.sampled_from(["step", "human", "approve", "2026-01-01T00:00:00.000Z", "checkpoints", "version"]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=10,
 )
 FIELDS = ["kind", "name", "value", "at", "request", "message", "checkpoints", "children", "status"]
 # Random blocks shaped enough like the schema to get past its first checks.
-NEAR_VALID = st.fixed_dictionaries({
-    "version": st.just(1) | JSON,
-    "procedures": st.dictionaries(
-        st.text(max_size=8),
-        st.dictionaries(st.sampled_from(FIELDS), JSON | st.lists(st.dictionaries(st.sampled_from(FIELDS), JSON))),
-        max_size=3,
-    ) | JSON,
-})
+NEAR_VALID = st.fixed_dictionaries(
+    {
+        "version": st.just(1) | JSON,
+        "procedures": st.dictionaries(
+            st.text(max_size=8),
+            st.dictionaries(st.sampled_from(FIELDS), JSON | st.lists(st.dictionaries(st.sampled_from(FIELDS), JSON))),
+            max_size=3,
+        )
+        | JSON,
+    }
+)
 
 
 @st.composite
@@ -169,8 +178,9 @@ def check_every_loader(block: Any, folder: Path, touched: list[Loc] | None = Non
         event("used")
         assert isinstance(records, dict)
         for rec in records.values():
-            assert all(isinstance(e["kind"], str) and isinstance(e["name"], str) and "value" in e
-                       for e in rec["checkpoints"])
+            assert all(
+                isinstance(e["kind"], str) and isinstance(e["name"], str) and "value" in e for e in rec["checkpoints"]
+            )
         json.dumps(records)  # goes out on the comm as it is
 
     # 2. The kernel, when a frontend opens the comm with this block.
@@ -209,8 +219,9 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------- 1. fuzzed metadata
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=mutated_blocks())
-def test_a_mutated_recorded_block_is_used_or_refused_naming_the_field(case: tuple[Any, list[Loc]],
-                                                                      scratch: Path) -> None:
+def test_a_mutated_recorded_block_is_used_or_refused_naming_the_field(
+    case: tuple[Any, list[Loc]], scratch: Path
+) -> None:
     """Edits a person (or a bad merge) makes to a real record: each loader
     uses the block or names a field at or under the edited place."""
     block, touched = case
@@ -290,8 +301,9 @@ def restarted(tmp_path: Path, block: dict[str, Any]) -> Cells:
 
 
 @pytest.mark.parametrize("value", ["false", "yes", 0, 1, [True], {"approved": False}])
-def test_an_approval_edited_to_a_non_boolean_is_a_checkpoint_error(value: Any, recorded_block: dict[str, Any],
-                                                                   tmp_path: Path) -> None:
+def test_an_approval_edited_to_a_non_boolean_is_a_checkpoint_error(
+    value: Any, recorded_block: dict[str, Any], tmp_path: Path
+) -> None:
     """``"false"`` typed by hand used to approve (Python's bool("false") is
     True). Now replay stops at that checkpoint, naming the procedure, its
     position, kind and name, and keeps every record as it was."""
@@ -301,8 +313,10 @@ def test_an_approval_edited_to_a_non_boolean_is_a_checkpoint_error(value: Any, r
     cells = restarted(tmp_path, recorded_block)
     err = cells.error(EDITED)
     assert err.ename == "CheckpointError"
-    assert "procedure 'edit', checkpoint #3 (human 'Ship it?'): a recorded Human.approve answer must be " \
-           "true or false" in err.evalue
+    assert (
+        "procedure 'edit', checkpoint #3 (human 'Ship it?'): a recorded Human.approve answer must be "
+        "true or false" in err.evalue
+    )
     assert json.dumps(value)[:20] in err.evalue
     assert "internal error" not in err.evalue and "Traceback" not in "\n".join(err.traceback)
     assert cells.runtime.records.procedures["edit"]["checkpoints"] == before
@@ -311,8 +325,9 @@ def test_an_approval_edited_to_a_non_boolean_is_a_checkpoint_error(value: Any, r
 
 
 @pytest.mark.parametrize("value", [True, False, None])
-def test_an_approval_edited_to_another_boolean_or_null_is_used(value: Any, recorded_block: dict[str, Any],
-                                                               tmp_path: Path) -> None:
+def test_an_approval_edited_to_another_boolean_or_null_is_used(
+    value: Any, recorded_block: dict[str, Any], tmp_path: Path
+) -> None:
     """The documented hand edit still works; null is what a timed-out
     approval with no default records, and reads as not approved."""
     recorded_block["procedures"]["edit"]["checkpoints"][2]["value"] = value
@@ -367,9 +382,9 @@ end)"""
         ("replaces", "two", 'replaces: expected a number, found "two"'),
     ],
 )
-def test_an_agent_record_with_garbage_is_an_agent_error_naming_it(field: str, garbage: Any, reason: str,
-                                                                  tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_agent_record_with_garbage_is_an_agent_error_naming_it(
+    field: str, garbage: Any, reason: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A turn is replayed from its recorded messages; unreadable ones stop
     the replay at that turn with one line (not pydantic's multi-line report,
     not an ``internal error``), and the step before it is still replayed."""
@@ -382,8 +397,9 @@ def test_an_agent_record_with_garbage_is_an_agent_error_naming_it(field: str, ga
     again = restarted(tmp_path, block)
     err = again.error(AGENT)
     assert err.ename == "AgentError"
-    assert ("agent 'scribe': procedure 'write', checkpoint #2 (agent 'scribe'): the recorded turn is unreadable: "
-            + reason) in err.evalue
+    assert (
+        "agent 'scribe': procedure 'write', checkpoint #2 (agent 'scribe'): the recorded turn is unreadable: " + reason
+    ) in err.evalue
     assert "\n" not in err.evalue and "internal error" not in err.evalue
     assert again.runtime.records.procedures["write"]["checkpoints"] == before
 
@@ -402,19 +418,27 @@ def test_replay_cli_reports_an_edited_approval_in_one_message(tmp_path: Path, ca
     err = capsys.readouterr().err
     assert code == 1, err
     assert "CheckpointError" in err and "Traceback" not in err
-    assert "procedure 'report', checkpoint #2 (human 'Publish the report?'): a recorded Human.approve answer " \
-           'must be true or false, found "false"' in err
+    assert (
+        "procedure 'report', checkpoint #2 (human 'Publish the report?'): a recorded Human.approve answer "
+        'must be true or false, found "false"' in err
+    )
     assert load(out)["metadata"]["tactus"]["procedures"]["report"]["checkpoints"] == entries
 
 
 # ----------------------------------------- 3. params of the wrong type
 PARAMS_NB = [
     ("count = 3", ["parameters"]),
-    ('procedure({name = "tally", params = {count = {type = "number", default = 1}}}, function()\n'
-     "  return {double = params.count * 2}\nend)", []),
+    (
+        'procedure({name = "tally", params = {count = {type = "number", default = 1}}}, function()\n'
+        "  return {double = params.count * 2}\nend)",
+        [],
+    ),
     ('Procedure.run("tally", {count = count}).double', []),
-    ('procedure({name = "scaled", params = {n = {type = "number", default = count}}}, function()\n'
-     "  return params.n * 10\nend)", []),
+    (
+        'procedure({name = "scaled", params = {n = {type = "number", default = count}}}, function()\n'
+        "  return params.n * 10\nend)",
+        [],
+    ),
 ]
 
 
@@ -448,8 +472,11 @@ def test_params_of_the_right_type_run(params_notebook: Path, tmp_path: Path, cap
         (["-p", "count=notanumber"], 4, "procedure 'tally': param 'count' must be number, got string 'notanumber'"),
         (["-p", "count=[1, 2]"], 4, "procedure 'tally': param 'count' must be number, got array [1, 2]"),
         # the procedure param itself, when its cell runs it
-        (["-P", "tally.count=notanumber"], 2,
-         "procedure 'tally': param 'count' must be number, got string 'notanumber'"),
+        (
+            ["-P", "tally.count=notanumber"],
+            2,
+            "procedure 'tally': param 'count' must be number, got string 'notanumber'",
+        ),
         (["-P", "tally.count=true"], 2, "procedure 'tally': param 'count' must be number, got boolean True"),
     ],
 )
@@ -477,8 +504,10 @@ def test_a_wrongly_typed_default_from_a_global_is_refused(cells: Cells) -> None:
     err = cells.error(PARAMS_NB[3][0])
     assert err.ename == "ParamError"
     assert err.evalue == "procedure 'scaled': default of param 'n' must be number, got string 'notanumber'"
-    err = cells.error('procedure({name = "pick", params = {n = {type = "number", enum = {1, 2}, default = 3}}}, '
-                      "function() return params.n end)")
+    err = cells.error(
+        'procedure({name = "pick", params = {n = {type = "number", enum = {1, 2}, default = 3}}}, '
+        "function() return params.n end)"
+    )
     assert "procedure 'pick': default of param 'n' must be one of 1, 2, got 3" in err.evalue
     cells("count = 2")
     assert cells(PARAMS_NB[3][0]) == [20]
@@ -497,15 +526,22 @@ def test_space_instead_of_equals_is_a_usage_error(params_notebook: Path, capsys:
 @pytest.mark.parametrize(
     ("bomb", "ename", "fragment"),
     [
-        ('local s = string.rep("x", 2^40)', "LuaMemoryError",
-         "string.rep: the result would be 1 TiB, over the memory limit of 512 MiB"),
-        ('local s = "x" while true do s = s .. s end', "LuaMemoryError",
-         "the cell ran out of memory (limit 512 MiB); the kernel is still running"),
+        (
+            'local s = string.rep("x", 2^40)',
+            "LuaMemoryError",
+            "string.rep: the result would be 1 TiB, over the memory limit of 512 MiB",
+        ),
+        (
+            'local s = "x" while true do s = s .. s end',
+            "LuaMemoryError",
+            "the cell ran out of memory (limit 512 MiB); the kernel is still running",
+        ),
     ],
     ids=["string.rep-2^40", "doubling"],
 )
-def test_a_string_bomb_in_a_step_fails_that_step_and_nothing_else(bomb: str, ename: str, fragment: str,
-                                                                  cells: Cells) -> None:
+def test_a_string_bomb_in_a_step_fails_that_step_and_nothing_else(
+    bomb: str, ename: str, fragment: str, cells: Cells
+) -> None:
     """test_sandbox_escapes.py covers bombs at the top level of a cell on a
     small heap. Here they go off inside procedures on the default 512 MiB
     heap: caught by pcall, the procedure goes on and records; uncaught in a
@@ -526,8 +562,9 @@ def test_a_string_bomb_in_a_step_fails_that_step_and_nothing_else(bomb: str, ena
     assert caught["ok"] is False
     assert "string.rep: the result would be 1 TiB" in caught["err"] or "not enough memory" in caught["err"]
     assert cells.runtime.lua.get_memory_used() < 16 * 2**20  # the garbage was collected
-    assert cells('procedure({name = "after"}, function() return Step.run("s", function() return 7 end) end)',
-                 key="after") == [7]
+    assert cells(
+        'procedure({name = "after"}, function() return Step.run("s", function() return 7 end) end)', key="after"
+    ) == [7]
     assert cells.runtime.records.procedures["after"]["checkpoints"][0]["value"] == 7
 
 

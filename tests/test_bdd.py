@@ -109,7 +109,7 @@ def test_a_failing_scenario_names_the_step_and_why(ship):
     assert report.failed == [("ship", "nobody answers")]
     text = report.failures()
     assert "Then the procedure should complete successfully" in text
-    assert "Human.approve \"Ship it?\" was not answered by the scenario" in text
+    assert 'Human.approve "Ship it?" was not answered by the scenario' in text
 
 
 def test_runs_give_a_success_rate_and_name_flaky_scenarios(ship):
@@ -150,7 +150,7 @@ def test_outlines_undefined_steps_and_step_patterns(cells):
 
 
 def test_bad_gherkin_is_an_error_at_the_declaration(cells):
-    err = cells.error('specifications([[Feature: x\n  Scenario: y\n    Given a\n  Oops this is not gherkin]])')
+    err = cells.error("specifications([[Feature: x\n  Scenario: y\n    Given a\n  Oops this is not gherkin]])")
     assert err.ename == "SpecificationError" and "does not parse" in err.evalue
 
 
@@ -189,7 +189,8 @@ def test_the_magic_shows_a_table_and_fails_the_cell_when_a_scenario_fails(kernel
 # ---------------------------------------------------------- pytest plugin
 def test_pytest_collects_a_notebooks_scenarios(tmp_path: Path):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("""
+    nb.cells = [
+        nbformat.v4.new_code_cell("""
 procedure({name = "add", params = {a = {type = "number", default = 1}, b = {type = "number", default = 2}}},
   function() return {sum = params.a + params.b} end)
 specifications([[
@@ -201,12 +202,31 @@ Feature: Adding
   Scenario: wrong sum
     Then the output sum should be 5
 ]])
-"""), nbformat.v4.new_code_cell("%tactus test add")]
+"""),
+        nbformat.v4.new_code_cell("%tactus test add"),
+    ]
     path = tmp_path / "adding.ipynb"
     nbformat.write(nb, path)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--tactus-specs", str(path), "-q", "-p", "no:cacheprovider",
-                           "-p", "no:xdist", "-p", "no:randomly"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--tactus-specs",
+            str(path),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "-p",
+            "no:randomly",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "1 failed, 1 passed" in out

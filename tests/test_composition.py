@@ -35,17 +35,22 @@ def record(cells: Any, key: str) -> dict[str, Any]:
 def test_run_from_a_cell_and_from_a_procedure_records_in_the_caller(cells):
     cells(CHILD, key="c1")
     assert cells('return Procedure.run("double", {n = 4}).v', key="c2") == [8]
-    cells("""
+    cells(
+        """
     procedure({name = "main"}, function()
       local a = Procedure.run("double", {n = 3})
       local b = Double({n = 5})          -- a handle call is a composition call too
       return {a = a.v, b = b.v}
-    end)""", key="c3")
+    end)""",
+        key="c3",
+    )
     rec = record(cells, "main")
     assert rec["output"] == {"a": 6, "b": 10}
     calls = [(e["kind"], e["name"], e["value"], e["status"], e["child"], e["params"]) for e in rec["checkpoints"]]
-    assert calls == [("procedure", "double", {"v": 6}, "completed", "double#1", {"n": 3}),
-                     ("procedure", "double", {"v": 10}, "completed", "double#2", {"n": 5})]
+    assert calls == [
+        ("procedure", "double", {"v": 6}, "completed", "double#1", {"n": 3}),
+        ("procedure", "double", {"v": 10}, "completed", "double#2", {"n": 5}),
+    ]
     child = rec["children"]["double#1"]
     assert child["status"] == "completed" and child["params"] == {"n": 3} and child["output"] == {"v": 6}
     assert [(e["kind"], e["name"], e["value"]) for e in child["checkpoints"]] == [("step", "mul", 6)]
@@ -71,24 +76,33 @@ def test_replay_does_not_run_children_again(cells):
 
 def test_a_child_interrupted_halfway_replays_its_own_record(cells):
     cells(CHILD, key="c1")
-    cells("""
+    cells(
+        """
     FLAG = true
     procedure({name = "two_steps"}, function()
       Step.run("first", function() print("first ran"); return 1 end)
       if not FLAG then error("stopped half-way") end
       return {done = Step.run("second", function() print("second ran"); return 2 end)}
-    end)""", key="c2")
-    err = cells.error("""
+    end)""",
+        key="c2",
+    )
+    err = cells.error(
+        """
     FLAG = false
-    procedure({name = "outer"}, function() return Procedure.run("two_steps") end)""", key="c3")
+    procedure({name = "outer"}, function() return Procedure.run("two_steps") end)""",
+        key="c3",
+    )
     assert err.ename == "ProcedureError" and "procedure 'two_steps' failed" in err.evalue
     assert "stopped half-way" in err.evalue
     entry = record(cells, "outer")["checkpoints"][0]
     assert entry["status"] == "failed" and "stopped half-way" in entry["error"]
     before = cells.host.stdout.count("first ran")
-    cells("""
+    cells(
+        """
     FLAG = true
-    procedure({name = "outer"}, function() return Procedure.run("two_steps") end)""", key="c3")
+    procedure({name = "outer"}, function() return Procedure.run("two_steps") end)""",
+        key="c3",
+    )
     # the failed call runs again; its own record replays "first" and records "second"
     assert cells.host.stdout.count("first ran") == before
     assert "second ran" in cells.host.stdout
@@ -101,7 +115,8 @@ def test_a_child_interrupted_halfway_replays_its_own_record(cells):
 def test_unknown_names_bad_params_and_child_failures_are_catchable(cells):
     cells(CHILD, key="c1")
     cells('procedure({name = "boom"}, function() if RUN_BOOM then error("kaput") end return {} end)', key="c2")
-    out = cells("""
+    out = cells(
+        """
     RUN_BOOM = true
     local results = {}
     for i, call in ipairs({
@@ -114,7 +129,9 @@ def test_unknown_names_bad_params_and_child_failures_are_catchable(cells):
       local ok, err = pcall(call)
       results[i] = tostring(ok) .. " " .. tostring(err)
     end
-    return results""", key="c3")[0]
+    return results""",
+        key="c3",
+    )[0]
     assert out[0].startswith("false") and "ProcedureError: unknown procedure 'nope'" in out[0]
     assert "declared: boom, double" in out[0]
     assert "ParamError" in out[1] and "param 'n' must be number" in out[1]
@@ -126,16 +143,21 @@ def test_unknown_names_bad_params_and_child_failures_are_catchable(cells):
 
 
 def test_recursion_within_max_depth_works_and_runaway_recursion_stops(cells):
-    cells("""
+    cells(
+        """
     procedure({name = "fact", params = {n = {type = "integer", default = 1}}, max_depth = 6}, function()
       if params.n <= 1 then return {v = 1} end
       return {v = params.n * Procedure.run("fact", {n = params.n - 1}).v}
-    end)""", key="c1")
+    end)""",
+        key="c1",
+    )
     assert cells('return Procedure.run("fact", {n = 5}).v', key="c2") == [120]
     rec = record(cells, "c2")
     assert list(rec["children"]["fact#1"]["children"]["fact#1"]["children"]) == ["fact#1"]
-    cells('procedure({name = "forever"}, function() if GO then return Procedure.run("forever") end return {} end)',
-          key="c3")
+    cells(
+        'procedure({name = "forever"}, function() if GO then return Procedure.run("forever") end return {} end)',
+        key="c3",
+    )
     err = cells.error('GO = true\nreturn Procedure.run("forever")', key="c4")
     assert err.ename == "ProcedureError"
     assert "max_depth 5 exceeded" in err.evalue
@@ -184,15 +206,19 @@ def test_dependencies_are_checked_up_front(cells):
 
 def test_spawn_runs_children_concurrently_with_status_and_stage(cells):
     cells(NAP, key="c1")
-    cells("""
+    cells(
+        """
     stages({"napping", "awake"})
     procedure({name = "staged", params = {s = {type = "number", default = 0}}}, function()
       Stage.set("napping")
       Sleep(params.s)
       Stage.set("awake")
       return {}
-    end)""", key="c2")
-    out = cells("""
+    end)""",
+        key="c2",
+    )
+    out = cells(
+        """
     local slow = Procedure.spawn("staged", {s = 0.4})
     local fast = Procedure.spawn("nap", {s = 0.05, tag = "fast"})
     local mid = Procedure.spawn("nap", {s = 0.2, tag = "mid"})
@@ -206,13 +232,25 @@ def test_spawn_runs_children_concurrently_with_status_and_stage(cells):
     return {s1 = s1, stage1 = stage1, first = first.key, res = res.tag, all = {all[1].tag, all[2].tag},
             before = before, s2 = s2, stage2 = stage2, done = Procedure.is_complete(slow),
             all_done = Procedure.all_complete({slow, fast, mid})}
-    """, key="c3")[0]
-    assert out == {"s1": "running", "stage1": "napping", "first": "c3/nap#1", "res": "fast",
-                   "all": ["fast", "mid"], "before": False, "s2": "completed", "stage2": "awake",
-                   "done": True, "all_done": True}
+    """,
+        key="c3",
+    )[0]
+    assert out == {
+        "s1": "running",
+        "stage1": "napping",
+        "first": "c3/nap#1",
+        "res": "fast",
+        "all": ["fast", "mid"],
+        "before": False,
+        "s2": "completed",
+        "stage2": "awake",
+        "done": True,
+        "all_done": True,
+    }
     waits = [e for e in record(cells, "c3")["checkpoints"] if e["kind"] == "wait"]
     assert [(w["name"], w["value"]) for w in waits] == [
-        ("wait_any staged#1, nap#2, nap#1", {"timed_out": False, "index": 3})]
+        ("wait_any staged#1, nap#2, nap#1", {"timed_out": False, "index": 3})
+    ]
 
 
 def test_wait_timeout_and_recorded_wait_any_replay_the_same_way(cells):
@@ -228,8 +266,10 @@ def test_wait_timeout_and_recorded_wait_any_replay_the_same_way(cells):
     end)"""
     assert cells(code, key="c2") == [{"timed": "timeout", "first": "b"}]
     waits = [(e["name"], e["value"]) for e in record(cells, "race")["checkpoints"] if e["kind"] == "wait"]
-    assert waits == [("wait_one nap#1", {"timed_out": True}),
-                     ("wait_any nap#1, nap#2", {"timed_out": False, "index": 2})]
+    assert waits == [
+        ("wait_one nap#1", {"timed_out": True}),
+        ("wait_any nap#1, nap#2", {"timed_out": False, "index": 2}),
+    ]
     stdout = cells.host.stdout
     assert cells(code, key="c2") == [{"timed": "timeout", "first": "b"}]  # replayed: nothing waits or runs
     assert cells.host.stdout == stdout
@@ -259,29 +299,38 @@ def test_cancel_stops_a_child_and_is_recorded(cells):
 
 def test_a_spawned_child_nobody_waits_for_still_finishes(cells):
     cells(NAP, key="c1")
-    cells("""
+    cells(
+        """
     procedure({name = "fire_and_forget"}, function()
       Procedure.spawn("nap", {s = 0.1, tag = "orphan"})
       return {}
-    end)""", key="c2")
+    end)""",
+        key="c2",
+    )
     assert "woke\torphan" in cells.host.stdout
     assert record(cells, "fire_and_forget")["checkpoints"][0]["status"] == "completed"
 
 
 def test_inject_reaches_the_childs_next_agent_turn(cells):
-    cells("""
+    cells(
+        """
     agent("helper", {model = "test", mock = {responses = {"noted"}}})
     procedure({name = "listener"}, function()
       Sleep(0.1)
       local r = Helper.turn()
       return {said = r.data}
-    end)""", key="c1")
-    out = cells("""
+    end)""",
+        key="c1",
+    )
+    out = cells(
+        """
     local h = Procedure.spawn("listener")
     local delivered = Procedure.inject(h, "Focus on the failing tests")
     local r = Procedure.wait(h)
     return {delivered = delivered, said = r.said, late = Procedure.inject(h, "too late")}
-    """, key="c2")[0]
+    """,
+        key="c2",
+    )[0]
     assert out == {"delivered": True, "said": "noted", "late": False}
     turn = record(cells, "c2")["children"]["listener#1"]["checkpoints"][-1]
     assert turn["kind"] == "agent" and turn["request"]["message"] == "Focus on the failing tests"
@@ -346,7 +395,7 @@ def wait_for_card(kernel: Any, message: str, label: str = "Approve") -> str:
 
 def test_spawned_children_wait_for_humans_at_once_answered_out_of_order(kernel):
     kernel.open_tactus(None)
-    kernel.execute("%tactus answer \"Approve x?\" true")
+    kernel.execute('%tactus answer "Approve x?" true')
     assert kernel.execute(TWO_APPROVALS, cell_id="ask").status == "ok"
     run = kernel.submit(FAN_OUT, cell_id="fan")
     beta = wait_for_card(kernel, "Approve beta?")
@@ -355,8 +404,9 @@ def test_spawned_children_wait_for_humans_at_once_answered_out_of_order(kernel):
     kernel.wait_until(lambda: "status" in run.stdout, timeout=10)  # printed while the children wait
     assert "status\twaiting_for_human\twaiting_for_human" in run.stdout
     kernel.click(beta)  # answered out of order
-    kernel.wait_until(lambda: any(c["message"] == "Approve beta?" and c["answer_text"] == "Approved"
-                                  for c in kernel.static_cards))
+    kernel.wait_until(
+        lambda: any(c["message"] == "Approve beta?" and c["answer_text"] == "Approved" for c in kernel.static_cards)
+    )
     assert run.reply is None  # alpha still waits
     kernel.click(card_button(kernel, "Approve alpha?", "Reject"))
     kernel.wait(run)
@@ -370,8 +420,9 @@ def test_spawned_children_wait_for_humans_at_once_answered_out_of_order(kernel):
     kernel.wait_until(lambda: alpha not in kernel.widgets)
     assert [c["answer_text"] for c in kernel.static_cards if c["message"] == "Approve alpha?"] == ["Rejected"]
     kernel.drain(0.3)
-    rec = [op["procedures"]["fan"] for op in kernel.tactus_ops()
-           if op.get("op") == "update" and "fan" in op["procedures"]][-1]
+    rec = [
+        op["procedures"]["fan"] for op in kernel.tactus_ops() if op.get("op") == "update" and "fan" in op["procedures"]
+    ][-1]
     answers = {name: child["checkpoints"][0]["value"] for name, child in rec["children"].items()}
     assert answers == {"ask#1": False, "ask#2": True}
     # re-running replays everything: no card, no child runs
@@ -384,7 +435,7 @@ def test_spawned_children_wait_for_humans_at_once_answered_out_of_order(kernel):
 
 def test_cancelling_a_child_closes_its_waiting_card(kernel):
     kernel.open_tactus(None)
-    kernel.execute("%tactus answer \"Approve x?\" true")
+    kernel.execute('%tactus answer "Approve x?" true')
     assert kernel.execute(TWO_APPROVALS, cell_id="ask").status == "ok"
     code = """
     local h = Procedure.spawn("ask", {what = "gamma"})
@@ -412,11 +463,13 @@ def test_errors_name_the_procedure_in_the_kernel(kernel):
 
 def test_an_interrupt_cancels_waiting_children_and_a_rerun_asks_again(kernel):
     kernel.open_tactus(None)
-    kernel.execute("%tactus answer \"Approve x?\" true")
+    kernel.execute('%tactus answer "Approve x?" true')
     assert kernel.execute(TWO_APPROVALS, cell_id="ask").status == "ok"
-    code = ('local h = Procedure.spawn("ask", {what = "zeta"})\n'
-            'local h2 = Procedure.spawn("ask", {what = "eta"})\n'
-            'print(Procedure.wait_all({h, h2})[2].ok)')
+    code = (
+        'local h = Procedure.spawn("ask", {what = "zeta"})\n'
+        'local h2 = Procedure.spawn("ask", {what = "eta"})\n'
+        "print(Procedure.wait_all({h, h2})[2].ok)"
+    )
     run = kernel.submit(code, cell_id="z")
     wait_for_card(kernel, "Approve zeta?")
     wait_for_card(kernel, "Approve eta?")
@@ -426,8 +479,9 @@ def test_an_interrupt_cancels_waiting_children_and_a_rerun_asks_again(kernel):
     kernel.drain(0.3)
     stopped = sorted(c["message"] for c in kernel.static_cards if c["state"] == "stopped")
     assert stopped == ["Approve eta?", "Approve zeta?"]
-    rec = [op["procedures"]["z"] for op in kernel.tactus_ops()
-           if op.get("op") == "update" and "z" in op["procedures"]][-1]
+    rec = [op["procedures"]["z"] for op in kernel.tactus_ops() if op.get("op") == "update" and "z" in op["procedures"]][
+        -1
+    ]
     assert [e["status"] for e in rec["checkpoints"]] == ["interrupted", "interrupted"]
     assert {c["status"] for c in rec["children"].values()} == {"cancelled"}
     again = kernel.submit(code, cell_id="z")  # interrupted children run again and ask again
@@ -438,20 +492,26 @@ def test_an_interrupt_cancels_waiting_children_and_a_rerun_asks_again(kernel):
 
 
 def test_a_cancelled_child_closes_its_close_variables(cells):
-    cells("""
+    cells(
+        """
     procedure({name = "holder", params = {s = {type = "number", default = 0}}}, function()
       local lock <close> = setmetatable({}, {__close = function() print("lock released") end})
       Sleep(params.s)
     end)
-    """, key="c1")
+    """,
+        key="c1",
+    )
     cells.host.out.clear()
-    [out] = cells("""
+    [out] = cells(
+        """
     procedure({name = "boss"}, function()
       local h = Procedure.spawn("holder", {s = 30})
       Sleep(0.05)
       Procedure.cancel(h)
       return Procedure.status(h)
     end)
-    """, key="boss")
+    """,
+        key="boss",
+    )
     assert out == "cancelled"
     assert "lock released" in cells.host.stdout

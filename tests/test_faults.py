@@ -42,7 +42,9 @@ function note(line)
 end
 """
 
-JOURNAL = NOTE + """
+JOURNAL = (
+    NOTE
+    + """
 procedure({name = "journal"}, function()
   Step.run("one", function() return note("one") end)
   Step.run("two", function() return note("two") end)
@@ -51,6 +53,7 @@ procedure({name = "journal"}, function()
   return {ok = ok, lines = #File.read("journal.txt")}
 end)
 """
+)
 
 LATER = 'procedure({name = "later"}, function() return {v = Step.run("v", function() return 1 end)} end)'
 
@@ -72,8 +75,9 @@ def wait_for_line(kernel: KernelDriver, folder: Path, line: str) -> None:
 
 
 def wait_for_button(kernel: KernelDriver, label: str) -> str:
-    kernel.wait_until(lambda: kernel.widgets_where(_model_name="ButtonModel", description=label, disabled=False),
-                      TIMEOUT)
+    kernel.wait_until(
+        lambda: kernel.widgets_where(_model_name="ButtonModel", description=label, disabled=False), TIMEOUT
+    )
     return kernel.button(label)
 
 
@@ -155,11 +159,16 @@ def test_a_killed_kernel_resumes_from_the_saved_records_without_redoing_side_eff
         assert again.status == "ok", again.errors
         assert again.result == "{lines = 14, ok = true}"
         assert journal(tmp_path) == ["one", "two", "three"]
-        fresh.wait_until(lambda: fresh.recorded_procedures(saved["procedures"])["journal"]["status"] == "completed",
-                         TIMEOUT)
+        fresh.wait_until(
+            lambda: fresh.recorded_procedures(saved["procedures"])["journal"]["status"] == "completed", TIMEOUT
+        )
         record = fresh.recorded_procedures(saved["procedures"])["journal"]
         assert [(c["kind"], c["name"]) for c in record["checkpoints"]] == [
-            ("step", "one"), ("step", "two"), ("human", "Carry on?"), ("step", "three")]
+            ("step", "one"),
+            ("step", "two"),
+            ("human", "Carry on?"),
+            ("step", "three"),
+        ]
         assert record["checkpoints"][:2] == saved["procedures"]["journal"]["checkpoints"]  # kept as saved
         assert record["checkpoints"][2]["value"] is True
     finally:
@@ -198,15 +207,24 @@ def test_closing_the_records_comm_mid_run_loses_nothing_and_breaks_nothing(logge
 
     # a reloaded page opens the comm again with what the notebook had saved
     reopened = kernel.open_tactus({"version": 1, "procedures": saved})
-    kernel.wait_until(lambda: any(m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == reopened
-                                  for m in kernel.comm_msgs), TIMEOUT)
-    [update] = [m["content"]["data"] for m in kernel.comm_msgs
-                if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == reopened]
+    kernel.wait_until(
+        lambda: any(m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == reopened for m in kernel.comm_msgs),
+        TIMEOUT,
+    )
+    [update] = [
+        m["content"]["data"]
+        for m in kernel.comm_msgs
+        if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == reopened
+    ]
     assert update["op"] == "update"
     record = update["procedures"]["journal"]
     assert record["status"] == "completed"
     assert [(c["kind"], c["name"]) for c in record["checkpoints"]] == [
-        ("step", "one"), ("step", "two"), ("human", "Carry on?"), ("step", "three")]
+        ("step", "one"),
+        ("step", "two"),
+        ("human", "Carry on?"),
+        ("step", "three"),
+    ]
     assert update["procedures"]["later"]["status"] == "completed"  # recorded while no frontend listened
 
     assert not [m for m in seen if m["msg_type"] == "error"]
@@ -243,8 +261,10 @@ def test_double_click_and_clicks_on_widgets_from_before_a_restart_are_ignored(lo
     assert new_reject != old_approve
     start = log.stat().st_size
     kernel.click(old_approve)
-    note = (f"Tactus: ignored a message for widget {old_approve}, which this kernel does not know "
-            "(a widget from before a kernel restart?); re-run its cell to get a live one")
+    note = (
+        f"Tactus: ignored a message for widget {old_approve}, which this kernel does not know "
+        "(a widget from before a kernel restart?); re-run its cell to get a live one"
+    )
     kernel.wait_until(lambda: note in tail(log, start), TIMEOUT)
     kernel.drain(0.3)
     assert waiting.reply is None  # the stale click answered nothing
@@ -282,8 +302,10 @@ def comparable(path: Path) -> dict[str, Any]:
             else:
                 outs.append((out["output_type"], "".join(out["data"].get("text/plain", ""))))
         cells.append((cell["id"], cell.get("execution_count"), outs))
-    procedures = {key: {k: v for k, v in rec.items() if k != "events"}
-                  for key, rec in nb["metadata"]["tactus"]["procedures"].items()}
+    procedures = {
+        key: {k: v for k, v in rec.items() if k != "events"}
+        for key, rec in nb["metadata"]["tactus"]["procedures"].items()
+    }
     return {"cells": cells, "procedures": procedures}
 
 
@@ -306,9 +328,12 @@ def test_two_notebooks_replay_in_parallel_as_they_do_one_after_the_other(tmp_pat
         assert done.returncode == 0, done.stderr
         sequential[nb] = comparable(out)
 
-    procs = {nb: subprocess.Popen(replay_cmd(nb, nb.with_name("together.ipynb")),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for nb in (greet, release)}
+    procs = {
+        nb: subprocess.Popen(
+            replay_cmd(nb, nb.with_name("together.ipynb")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for nb in (greet, release)
+    }
     try:
         results = {nb: p.communicate(timeout=120) for nb, p in procs.items()}
     finally:
@@ -330,7 +355,9 @@ def test_two_notebooks_replay_in_parallel_as_they_do_one_after_the_other(tmp_pat
 
 
 # ----------------------------------------------------------- interrupts
-SPIN_STEP = NOTE + """
+SPIN_STEP = (
+    NOTE
+    + """
 procedure({name = "spin"}, function()
   local a = Step.run("a", function() return note("a") end)
   local b = Step.run("b", function() return note("b") end)
@@ -338,6 +365,7 @@ procedure({name = "spin"}, function()
   return {a = a, b = b, c = c}
 end)
 """
+)
 
 
 def assert_interrupted(run: CellRun) -> None:
@@ -360,8 +388,9 @@ def assert_stopped_record(kernel: KernelDriver, key: str) -> None:
     assert not [e for e in events if e["state"] in ("running", "waiting")], events
 
 
-def spin_then_interrupt(kernel: KernelDriver, tmp_path: Path, code: str, cell_id: str, line: str, key: str,
-                        kept: list[tuple[str, str]]) -> None:
+def spin_then_interrupt(
+    kernel: KernelDriver, tmp_path: Path, code: str, cell_id: str, line: str, key: str, kept: list[tuple[str, str]]
+) -> None:
     """Run `code` until it writes `line` and spins, interrupt it, and check
     the interrupt's error, the checkpoints kept and the closed record."""
     kernel.open_tactus(None)
@@ -390,11 +419,12 @@ def test_interrupt_stops_an_infinite_loop_inside_a_step_and_keeps_earlier_checkp
     assert again.status == "ok", again.errors
     assert again.result == '{a = "a", b = "b", c = 3}'
     assert journal(tmp_path) == ["a", "b", "looping", "looping"]  # a and b ran once
-    kernel.wait_until(lambda: checkpoints(kernel, "spin") == [("step", "a"), ("step", "b"), ("step", "loop")],
-                      TIMEOUT)
+    kernel.wait_until(lambda: checkpoints(kernel, "spin") == [("step", "a"), ("step", "b"), ("step", "loop")], TIMEOUT)
 
 
-SPIN_TOOL = NOTE + """
+SPIN_TOOL = (
+    NOTE
+    + """
 tool("burn", {description = "Works forever", params = {}}, function(args)
   note("burning")
   while spin do end
@@ -407,6 +437,7 @@ procedure({name = "agentic"}, function()
   return {before = before, said = r.data, burnt = Tool.called("burn")}
 end)
 """
+)
 
 
 def test_interrupt_stops_an_infinite_loop_in_a_tool_during_an_agent_turn(kernel, tmp_path):

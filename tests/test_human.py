@@ -28,8 +28,12 @@ def card_display(kernel, run) -> tuple[str, dict]:
     """The display id and first bundle of the (first) live card a cell showed."""
 
     def cards() -> list[dict]:
-        return [m["content"] for m in run.messages if m["msg_type"] == "display_data"
-                and m["content"]["transient"].get("display_id", "").startswith("tactus-card-")]
+        return [
+            m["content"]
+            for m in run.messages
+            if m["msg_type"] == "display_data"
+            and m["content"]["transient"].get("display_id", "").startswith("tactus-card-")
+        ]
 
     kernel.wait_until(cards)
     shown = cards()[0]
@@ -89,8 +93,10 @@ def test_approve_card_click_resumes_and_is_recorded(live):
     assert '%tactus answer "Deploy v2 to prod?" true' in plain
     assert 'tactus-kernel replay NOTEBOOK --answer "Deploy v2 to prod?=true"' in plain
     assert "interrupt the kernel" not in plain
-    assert any("Deploy v2 to prod?" in str(st.get("value", "")) and "env" in str(st.get("value", ""))
-               for st in live.widgets.values())
+    assert any(
+        "Deploy v2 to prod?" in str(st.get("value", "")) and "env" in str(st.get("value", ""))
+        for st in live.widgets.values()
+    )
     card_widgets = widget_tree(live, card)
     assert len(card_widgets) > 10  # box, header, buttons, their layouts and styles...
     approve = live.button("Approve")
@@ -105,9 +111,18 @@ def test_approve_card_click_resumes_and_is_recorded(live):
     assert entry["name"] == entry["message"] == "Deploy v2 to prod?"
     assert entry["at"].endswith("Z")
     assert static[MIME] == {
-        "version": 1, "state": "answered", "request": "approve", "procedure": "ship",
-        "name": "Deploy v2 to prod?", "message": "Deploy v2 to prod?", "context": {"version": "2.0", "env": "prod"},
-        "answer": True, "answer_text": "Approved", "at": entry["at"], "index": 0, "cell_id": "c1",
+        "version": 1,
+        "state": "answered",
+        "request": "approve",
+        "procedure": "ship",
+        "name": "Deploy v2 to prod?",
+        "message": "Deploy v2 to prod?",
+        "context": {"version": "2.0", "env": "prod"},
+        "answer": True,
+        "answer_text": "Approved",
+        "at": entry["at"],
+        "index": 0,
+        "cell_id": "c1",
     }
     assert re.fullmatch(rf"\[Tactus\] Deploy v2 to prod\? -> Approved at {AT}", static["text/plain"])
     html = static["text/html"]
@@ -148,8 +163,10 @@ def test_rerun_replays_the_answer_without_asking(live):
     assert data[MIME]["state"] == "recorded" and data[MIME]["answer"] is True and data[MIME]["index"] == 0
     assert data["text/plain"].splitlines()[0].endswith("(recorded)")
     assert "%tactus reset ship, then run the cell" in data["text/plain"]
-    assert "to ask again use Ask again in JupyterLab, or <code>%tactus reset ship</code> and run the cell" in data[
-        "text/html"]
+    assert (
+        "to ask again use Ask again in JupyterLab, or <code>%tactus reset ship</code> and run the cell"
+        in data["text/html"]
+    )
     assert not live.widgets_where(_model_name="ButtonModel")
 
 
@@ -175,7 +192,7 @@ def test_comm_messages_while_a_cell_waits_get_busy_idle_then_busy_again(live):
     live.wait_until(lambda: ("idle", sent[-1]) in live.statuses)
     for msg_id in sent:
         i = live.statuses.index(("busy", msg_id))
-        assert live.statuses[i:i + 3] == [("busy", msg_id), ("idle", msg_id), ("busy", run.msg_id)]
+        assert live.statuses[i : i + 3] == [("busy", msg_id), ("idle", msg_id), ("busy", run.msg_id)]
     click = live.click(live.button("Submit"))
     live.wait(run)
     assert run.stdout == "Blue sky\n"
@@ -188,8 +205,11 @@ def test_comm_messages_while_a_cell_waits_get_busy_idle_then_busy_again(live):
 
 
 def test_input_text(live):
-    run = ask(live, 'local name = Human.input({message = "Your name?", placeholder = "Ada"})\nprint("hi " .. name)',
-              wait_for="Submit")
+    run = ask(
+        live,
+        'local name = Human.input({message = "Your name?", placeholder = "Ada"})\nprint("hi " .. name)',
+        wait_for="Submit",
+    )
     display_id, _ = card_display(live, run)
     [text] = live.widgets_where(_model_name="TextModel", placeholder="Ada")
     live.set_value(text, "Grace")
@@ -217,12 +237,16 @@ def test_enter_in_a_one_line_input_submits(live):
 
 
 def test_input_with_options_is_a_choice(live):
-    run = ask(live, 'local env = Human.input({message = "Where?", options = {"staging", "prod"}})\nprint(env)',
-              wait_for="Submit")
+    run = ask(
+        live,
+        'local env = Human.input({message = "Where?", options = {"staging", "prod"}})\nprint(env)',
+        wait_for="Submit",
+    )
     [choice] = live.widgets_where(_model_name="DropdownModel")
     assert live.widgets[choice]["_options_labels"] == ["staging", "prod"]
-    live.send_comm("comm_msg", {"comm_id": choice, "data": {"method": "update", "state": {"index": 1},
-                                                            "buffer_paths": []}})
+    live.send_comm(
+        "comm_msg", {"comm_id": choice, "data": {"method": "update", "state": {"index": 1}, "buffer_paths": []}}
+    )
     live.click(live.button("Submit"))
     live.wait(run)
     assert run.stdout == "prod\n"
@@ -278,12 +302,16 @@ def test_escalate_blocks_until_resolved(live):
 
 
 def test_notify_and_alert_do_not_wait(live):
-    run = live.execute('Human.notify({message = "Build started", level = "info"})\n'
-                       'System.alert({message = "Disk 91%", level = "critical", source = "monitor"})\nprint("went on")')
+    run = live.execute(
+        'Human.notify({message = "Build started", level = "info"})\n'
+        'System.alert({message = "Disk 91%", level = "critical", source = "monitor"})\nprint("went on")'
+    )
     assert run.status == "ok" and run.stdout == "went on\n"
     shown = [m["content"]["data"] for m in run.of_type("display_data")]
-    assert [s["text/plain"] for s in shown] == ["[Notice · info] Build started",
-                                                "[Alert · critical · from monitor] Disk 91%"]
+    assert [s["text/plain"] for s in shown] == [
+        "[Notice · info] Build started",
+        "[Alert · critical · from monitor] Disk 91%",
+    ]
     assert re.search(r"· \d\d:\d\d:\d\d UTC<", shown[0]["text/html"])
     assert "var(--jp-error-color0, #822727)" in shown[1]["text/html"]
     bad = live.execute('System.alert({message = "x", level = "loud"})')
@@ -305,18 +333,26 @@ def test_declared_hitl_point_with_call_site_override(live):
     [entry] = human_entries(live, "release")
     assert entry["name"] == "confirm" and entry["message"] == "Ship it?" and entry["value"] is True
     card = live.static_cards[-1]
-    assert (card["name"], card["message"], card["procedure"], card["context"]) == ("confirm", "Ship it?", "release",
-                                                                                   {"v": 3})
+    assert (card["name"], card["message"], card["procedure"], card["context"]) == (
+        "confirm",
+        "Ship it?",
+        "release",
+        {"v": 3},
+    )
 
 
 @pytest.mark.parametrize(
     ("on_timeout", "expect", "says"),
-    [("default", "stdout:false\ttrue\n", "returned the default false"),
-     ("error", "error:HumanTimeout", "the procedure stopped with HumanTimeout")],
+    [
+        ("default", "stdout:false\ttrue\n", "returned the default false"),
+        ("error", "error:HumanTimeout", "the procedure stopped with HumanTimeout"),
+    ],
 )
 def test_timeouts(live, on_timeout, expect, says):
-    code = (f'local ok, timed_out = Human.approve({{message = "Quick?", timeout = 0.5, default = false, '
-            f'on_timeout = "{on_timeout}"}})\nprint(ok, timed_out)')
+    code = (
+        f'local ok, timed_out = Human.approve({{message = "Quick?", timeout = 0.5, default = false, '
+        f'on_timeout = "{on_timeout}"}})\nprint(ok, timed_out)'
+    )
     run = live.execute(code, cell_id=f"t-{on_timeout}", timeout=15)
     kind, _, want = expect.partition(":")
     if kind == "stdout":
@@ -407,8 +443,9 @@ def test_answer_magic_for_frontends_without_widgets(live):
 def test_batch_mode_fails_at_once_without_a_recorded_answer(kernel):
     kernel.open_tactus(None, replay=True)
     t0 = time.monotonic()
-    run = kernel.execute('procedure({name = "release"}, function() return {n = Human.input({message = "Your name?"})} '
-                         'end)', cell_id="b")
+    run = kernel.execute(
+        'procedure({name = "release"}, function() return {n = Human.input({message = "Your name?"})} end)', cell_id="b"
+    )
     assert time.monotonic() - t0 < 5
     err = run.errors[0]
     assert err["ename"] == "NoRecordedAnswer"
@@ -416,9 +453,23 @@ def test_batch_mode_fails_at_once_without_a_recorded_answer(kernel):
 
 
 def test_batch_mode_uses_recorded_and_supplied_answers(kernel):
-    stored = {"version": 1, "procedures": {"release": {"checkpoints": [
-        {"kind": "human", "name": "Ship?", "request": "approve", "message": "Ship?", "value": True,
-         "at": "2026-01-01T00:00:00.000Z"}]}}}
+    stored = {
+        "version": 1,
+        "procedures": {
+            "release": {
+                "checkpoints": [
+                    {
+                        "kind": "human",
+                        "name": "Ship?",
+                        "request": "approve",
+                        "message": "Ship?",
+                        "value": True,
+                        "at": "2026-01-01T00:00:00.000Z",
+                    }
+                ]
+            }
+        },
+    }
     kernel.open_tactus(stored, replay=True, answers={"Your name?": "Ada"})
     code = """
     procedure({name = "release"}, function()
@@ -437,8 +488,11 @@ def test_waiting_cards_can_be_restored_after_a_page_reload(live):
 
     run = ask(live, APPROVE)
     control = uuid.uuid4().hex
-    live.send_comm("comm_open", {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
-                   metadata={"version": "1.0.0"})  # the widget control protocol, as JupyterLab sends it
+    live.send_comm(
+        "comm_open",
+        {"comm_id": control, "target_name": "jupyter.widget.control", "data": {}},
+        metadata={"version": "1.0.0"},
+    )  # the widget control protocol, as JupyterLab sends it
     live.send_comm("comm_msg", {"comm_id": control, "data": {"method": "request_states"}})
 
     def states():

@@ -167,8 +167,10 @@ def test_rerunning_a_procedure_cell_replays_and_reset_starts_fresh(kernel):
 
 
 def test_run_magic_gives_params(kernel):
-    kernel.execute('procedure({name = "greet", params = {who = {type = "string", default = "world"}}}, '
-                   'function() return {text = "hi " .. params.who} end)')
+    kernel.execute(
+        'procedure({name = "greet", params = {who = {type = "string", default = "world"}}}, '
+        'function() return {text = "hi " .. params.who} end)'
+    )
     run = kernel.execute("%tactus run greet who=Ada")
     assert run.result == '{text = "hi Ada"}'
     bad = kernel.execute("%tactus run greet whom=Ada")
@@ -189,9 +191,12 @@ def test_without_an_extension_the_kernel_says_once_that_nothing_is_saved(kernel)
 
 def test_with_the_comm_open_updates_arrive_batched(kernel):
     kernel.open_tactus(None)
-    run = kernel.execute('procedure({name = "many"}, function()\n'
-                         '  for i = 1, 2000 do Step.run("item_" .. i, function() return i end) end\n'
-                         '  return {n = 2000}\nend)', cell_id="c1")
+    run = kernel.execute(
+        'procedure({name = "many"}, function()\n'
+        '  for i = 1, 2000 do Step.run("item_" .. i, function() return i end) end\n'
+        "  return {n = 2000}\nend)",
+        cell_id="c1",
+    )
     assert run.status == "ok"
     assert "will not be saved" not in run.stderr
     kernel.drain(0.3)
@@ -202,8 +207,12 @@ def test_with_the_comm_open_updates_arrive_batched(kernel):
 
 
 def test_stored_metadata_replays_after_a_restart(kernel):
-    stored = {"version": 1, "procedures": {"demo": {"checkpoints": [
-        {"kind": "step", "name": "pick", "value": 7, "at": "2026-01-01T00:00:00.000Z"}]}}}
+    stored = {
+        "version": 1,
+        "procedures": {
+            "demo": {"checkpoints": [{"kind": "step", "name": "pick", "value": 7, "at": "2026-01-01T00:00:00.000Z"}]}
+        },
+    }
     kernel.open_tactus(stored)
     run = kernel.execute(PROC, cell_id="c1")
     assert "computing" not in run.stdout
@@ -220,8 +229,12 @@ def test_corrupt_metadata_gives_one_warning_and_is_not_overwritten(kernel):
 
 
 def test_install_command_writes_a_kernelspec(tmp_path: Path):
-    out = subprocess.run([sys.executable, "-m", "tactus_kernel", "install", "--prefix", str(tmp_path)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "tactus_kernel", "install", "--prefix", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     spec = json.loads((tmp_path / "share/jupyter/kernels/tactus/kernel.json").read_text())
     assert spec["display_name"] == "Tactus (Lua)" and spec["language"] == "lua"
     assert spec["argv"][0] == sys.executable

@@ -121,8 +121,10 @@ def test_bad_params_are_clear_errors_and_nothing_runs(cells, params, message):
 
 def test_required_param_missing(cells):
     # the cell declares it (it cannot run without its param); a run without the param fails
-    assert cells('procedure({name = "hi", params = {who = {type = "string", required = true}}}, '
-                 'function() return 1 end)') == []
+    assert (
+        cells('procedure({name = "hi", params = {who = {type = "string", required = true}}}, function() return 1 end)')
+        == []
+    )
     assert "procedure 'hi' is declared, not run: it needs the param who (string)" in cells.host.stdout
     err = cells.error('Procedure.run("hi")', key="c2")
     assert err.ename == "ParamError"
@@ -139,12 +141,17 @@ def test_invalid_output_is_an_output_error(cells):
 
 @pytest.mark.parametrize(
     "returned",
-    [pytest.param("{other = 1}", id="without-it"), pytest.param("nil", id="nothing"),
-     pytest.param("{status = nil}", id="nil-value")],
+    [
+        pytest.param("{other = 1}", id="without-it"),
+        pytest.param("nil", id="nothing"),
+        pytest.param("{status = nil}", id="nil-value"),
+    ],
 )
 def test_a_missing_required_output_is_an_output_error(cells, returned):
-    code = ('procedure({name = "deploy", outputs = {status = {type = "string", required = true},'
-            f' note = {{type = "string"}}}}}}, function() return {returned} end)')
+    code = (
+        'procedure({name = "deploy", outputs = {status = {type = "string", required = true},'
+        f' note = {{type = "string"}}}}}}, function() return {returned} end)'
+    )
     err = cells.error(code)
     assert (err.ename, err.evalue) == ("OutputError", "procedure 'deploy': required output 'status' is missing")
     assert cells.runtime.records.procedures["deploy"]["status"] == "failed"
@@ -169,8 +176,10 @@ def test_step_value_that_cannot_be_recorded_names_the_step(cells):
         ("{1, 2, 3}", [1, 2, 3]),
         ("{}", {}),
         ('"plain"', "plain"),
-        ("(function() local t = {} for i = 1, 100 do t['k' .. i] = i end return t end)()",
-         {f"k{i}": i for i in range(1, 101)}),
+        (
+            "(function() local t = {} for i = 1, 100 do t['k' .. i] = i end return t end)()",
+            {f"k{i}": i for i in range(1, 101)},
+        ),
     ],
 )
 def test_step_values_record_and_replay_exactly(cells, lua, recorded):
@@ -247,7 +256,8 @@ def test_run_magic_reports_divergence_as_a_cell_error(cells):
 
     cells('procedure({name = "p"}, function() Step.run("a", function() return 1 end) end)')
     cells.runtime.records.procedures["p"]["checkpoints"].append(
-        {"kind": "step", "name": "extra", "value": 2, "at": "2026-01-01T00:00:00.000Z"})
+        {"kind": "step", "name": "extra", "value": 2, "at": "2026-01-01T00:00:00.000Z"}
+    )
     with pytest.raises(CellError) as info:
         asyncio.run(cells.runtime.run_procedure("p"))
     assert info.value.ename == "DivergenceError" and "the end of the procedure" in info.value.evalue
@@ -293,7 +303,10 @@ def test_stages(cells):
 
 def test_iterations_stop_and_tool_records_start_empty(cells):
     assert cells("return Iterations.current(), Iterations.exceeded(1), Stop.requested(), Tool.called('x')") == [
-        0, False, False, False
+        0,
+        False,
+        False,
+        False,
     ]
 
 
@@ -308,7 +321,9 @@ def test_files_are_confined_to_the_notebook_folder(cells, tmp_path: Path):
     cells('File.write("notes/a.txt", "hi")')
     assert (tmp_path / "notes" / "a.txt").read_text() == "hi"
     assert cells('return File.read("notes/a.txt"), File.exists("notes/a.txt"), File.size("notes/a.txt")') == [
-        "hi", True, 2
+        "hi",
+        True,
+        2,
     ]
     for path in ("/etc/passwd", "../outside.txt", "notes/../../x"):
         err = cells.error(f'File.read("{path}")')
@@ -393,12 +408,15 @@ def test_close_variables_are_closed_when_a_cell_fails(cells):
     assert err.evalue.endswith("boom")
     assert "closed after: " in cells.host.stdout and "boom" in cells.host.stdout
     cells.host.out.clear()
-    err = cells.error("""
+    err = cells.error(
+        """
     procedure({name = "tidy"}, function()
       local t <close> = setmetatable({}, {__close = function() print("procedure closed") end})
       error("inside")
     end)
-    """, key="tidy")
+    """,
+        key="tidy",
+    )
     assert "procedure closed" in cells.host.stdout
 
 

@@ -131,7 +131,11 @@ def run_pytest(root: Path, *args: str, timeout: float) -> subprocess.CompletedPr
     env.pop("PYTEST_ADDOPTS", None)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
-        cwd=root, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -156,8 +160,7 @@ def test_20_notebooks_replay_in_parallel_each_with_its_own_outputs(tmp_path: Pat
         nb.cells[0].source = f'who = "nb{i:02d}"'
         nbformat.write(nb, str(root / "notebooks" / f"nb{i:02d}.ipynb"))
 
-    proc = run_pytest(root, "-n", "4", "--tactus-replay", "notebooks", "--tactus-output-dir", "out", "-q",
-                      timeout=200)
+    proc = run_pytest(root, "-n", "4", "--tactus-replay", "notebooks", "--tactus-output-dir", "out", "-q", timeout=200)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"{NOTEBOOKS} passed" in summary and "failed" not in summary and "error" not in summary, summary
@@ -172,5 +175,7 @@ def test_20_notebooks_replay_in_parallel_each_with_its_own_outputs(tmp_path: Pat
         assert f'who = \\"nb{i:02d}\\"' in text, (path.name, text[:500])
         assert 'image = \\"app:recorder\\"' in text and "shipped = true" in text, (path.name, text[:500])
         assert "building for" not in text  # the step came from the record
-        assert nb["metadata"]["tactus"]["procedures"]["ship"]["checkpoints"] == \
-            recorded["procedures"]["ship"]["checkpoints"]
+        assert (
+            nb["metadata"]["tactus"]["procedures"]["ship"]["checkpoints"]
+            == recorded["procedures"]["ship"]["checkpoints"]
+        )

@@ -43,7 +43,11 @@ def pytest_run(root: Path, *args: str, timeout: float = 100) -> subprocess.Compl
     env.pop("PYTEST_ADDOPTS", None)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
-        cwd=root, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -62,10 +66,12 @@ def test_each_notebook_is_an_item_failing_with_cell_and_request(notebooks: Path)
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
     assert " 2 failed, 1 passed" in summary(proc) or "2 failed, 1 passed" in summary(proc), out
-    assert "notebooks/greet.ipynb cell 2, procedure \"greet\": Human.approve \"Send the greeting?\" " \
-           "has no recorded answer" in out
+    assert (
+        'notebooks/greet.ipynb cell 2, procedure "greet": Human.approve "Send the greeting?" '
+        "has no recorded answer" in out
+    )
     assert "--tactus-answer 'Send the greeting?=VALUE'" in out
-    assert "notebooks/diverged.ipynb cell 2, procedure \"release\": replay diverged" in out
+    assert 'notebooks/diverged.ipynb cell 2, procedure "release": replay diverged' in out
     assert "step 'test'" in out and "step 'tests'" in out
     assert "FAILED notebooks/greet.ipynb::replay" in out
     assert "Traceback" not in out
@@ -79,15 +85,25 @@ def test_answers_timeout_and_output_dir(notebooks: Path, tmp_path: Path):
     (slow / "greet.ipynb").write_bytes((notebooks / "notebooks" / "greet.ipynb").read_bytes())
     out_dir = tmp_path / "executed"
     proc = pytest_run(
-        slow, "--tactus-replay", ".", "--tactus-answer", "Send the greeting?=true", "--tactus-timeout", "2",
-        "--tactus-output-dir", str(out_dir),
+        slow,
+        "--tactus-replay",
+        ".",
+        "--tactus-answer",
+        "Send the greeting?=true",
+        "--tactus-timeout",
+        "2",
+        "--tactus-output-dir",
+        str(out_dir),
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 failed, 1 passed" in summary(proc), proc.stdout
     assert "slow.ipynb cell 2: the cell did not finish within 2s" in proc.stdout
     greet = json.loads((out_dir / "greet.ipynb").read_text())
-    [entry] = [c for c in greet["metadata"]["tactus"]["procedures"]["greet"]["checkpoints"]
-               if c["name"] == "Send the greeting?"]
+    [entry] = [
+        c
+        for c in greet["metadata"]["tactus"]["procedures"]["greet"]["checkpoints"]
+        if c["name"] == "Send the greeting?"
+    ]
     assert entry["value"] is True
     assert (out_dir / "slow.ipynb").exists()
 

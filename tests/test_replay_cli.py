@@ -119,8 +119,16 @@ def test_hand_edited_value_is_used(recorded: Path, tmp_path: Path, capsys):
 
 def test_delete_ops_remove_records(recorded: Path, tmp_path: Path, capsys):
     nb = load(recorded)
-    nb["cells"].append({"cell_type": "code", "id": "reset-cell", "metadata": {}, "outputs": [],
-                        "execution_count": None, "source": "%tactus reset release"})
+    nb["cells"].append(
+        {
+            "cell_type": "code",
+            "id": "reset-cell",
+            "metadata": {},
+            "outputs": [],
+            "execution_count": None,
+            "source": "%tactus reset release",
+        }
+    )
     path = tmp_path / "reset.ipynb"
     path.write_text(json.dumps(nb))
     out = tmp_path / "out.ipynb"
@@ -139,8 +147,11 @@ def test_inplace_and_quiet(recorded: Path, tmp_path: Path, capsys):
 
 def test_progress_per_cell_on_a_terminal(recorded: Path):
     master, replica = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "tactus_kernel", "replay", str(recorded), "-P", "nosuch.x=1"],
-                            stdout=subprocess.DEVNULL, stderr=replica)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tactus_kernel", "replay", str(recorded), "-P", "nosuch.x=1"],
+        stdout=subprocess.DEVNULL,
+        stderr=replica,
+    )
     os.close(replica)
     chunks = []
     while True:
@@ -173,18 +184,32 @@ def test_progress_and_summary_only_on_a_terminal(recorded: Path, tmp_path: Path)
 DIVERGENCES = {
     "renamed": (RELEASE.replace('"build"', '"compile"'), "step 'build'", "step 'compile'", 1),
     "reordered": (
-        RELEASE.replace('  local b = Step.run("build"', "  local t0 = Step.run(\"test\", function() return 0 end)\n"
-                        '  local b = Step.run("build"', 1),
-        "step 'build'", "step 'test'", 1,
+        RELEASE.replace(
+            '  local b = Step.run("build"',
+            '  local t0 = Step.run("test", function() return 0 end)\n  local b = Step.run("build"',
+            1,
+        ),
+        "step 'build'",
+        "step 'test'",
+        1,
     ),
     "inserted": (
-        RELEASE.replace('  local t = Step.run("test"', '  Step.run("lint", function() return true end)\n'
-                        '  local t = Step.run("test"'),
-        "step 'test'", "step 'lint'", 2,
+        RELEASE.replace(
+            '  local t = Step.run("test"', '  Step.run("lint", function() return true end)\n  local t = Step.run("test"'
+        ),
+        "step 'test'",
+        "step 'lint'",
+        2,
     ),
-    "removed": (RELEASE.replace('  local t = Step.run("test", function() print("testing"); return {passed = 3} end)\n',
-                                "  local t = {passed = 0}\n"),
-                "step 'test'", "the end of the procedure", 2),
+    "removed": (
+        RELEASE.replace(
+            '  local t = Step.run("test", function() print("testing"); return {passed = 3} end)\n',
+            "  local t = {passed = 0}\n",
+        ),
+        "step 'test'",
+        "the end of the procedure",
+        2,
+    ),
 }
 
 
@@ -250,19 +275,50 @@ def test_parameter_values_become_lua_literals(tmp_path: Path, capsys):
     record_notebook(path, [Cell("n, f, b, s, l, o, q = 0, 0, false, '', {}, {}, ''", tags=["parameters"]), show])
     out = tmp_path / "out.ipynb"
     code, err = replay(
-        capsys, path, "-o", out, "-p", "n=3", "-p", "f=2.5", "-p", "b=true", "-p", "s=prod",
-        "-p", 'l=[1, "two"]', "-p", 'o={"k": {"deep": null, "x": 1}}', "-p", 'q=say "hi"\\n\n',
+        capsys,
+        path,
+        "-o",
+        out,
+        "-p",
+        "n=3",
+        "-p",
+        "f=2.5",
+        "-p",
+        "b=true",
+        "-p",
+        "s=prod",
+        "-p",
+        'l=[1, "two"]',
+        "-p",
+        'o={"k": {"deep": null, "x": 1}}',
+        "-p",
+        'q=say "hi"\\n\n',
     )
     assert code == 0, err
     value = json.loads(outputs_text(load(out)["cells"][2]))
-    assert value == {"n": 3, "f": 2.5, "b": True, "s": "prod", "l": [1, "two"], "o": {"k": {"x": 1}},
-                     "q": 'say "hi"\\n\n'}
+    assert value == {
+        "n": 3,
+        "f": 2.5,
+        "b": True,
+        "s": "prod",
+        "l": [1, "two"],
+        "o": {"k": {"x": 1}},
+        "q": 'say "hi"\\n\n',
+    }
 
 
 @pytest.mark.parametrize(
     ("value", "lua"),
-    [(None, "nil"), (True, "true"), (-7, "-7"), (1.5, "1.5"), (float("inf"), "math.huge"),
-     ("a\"b\\c\n\x01", '"a\\"b\\\\c\\n\\001"'), ([1, [2]], "{1, {2}}"), ({"end": 1, "ok": 2}, '{["end"] = 1, ok = 2}')],
+    [
+        (None, "nil"),
+        (True, "true"),
+        (-7, "-7"),
+        (1.5, "1.5"),
+        (float("inf"), "math.huge"),
+        ('a"b\\c\n\x01', '"a\\"b\\\\c\\n\\001"'),
+        ([1, [2]], "{1, {2}}"),
+        ({"end": 1, "ok": 2}, '{["end"] = 1, ok = 2}'),
+    ],
 )
 def test_lua_literal(value: Any, lua: str):
     assert lua_literal(value) == lua
@@ -279,8 +335,7 @@ def test_lua_literal(value: Any, lua: str):
         (["-f", "list.yaml"], "expected a mapping"),
     ],
 )
-def test_bad_parameters_exit_4_with_a_clear_message(args, message, recorded: Path, tmp_path: Path, capsys,
-                                                   monkeypatch):
+def test_bad_parameters_exit_4_with_a_clear_message(args, message, recorded: Path, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text("a: [unclosed\n")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
@@ -412,8 +467,9 @@ def test_recorded_answers_replay_without_anyone(greet: Path, tmp_path: Path, cap
 def test_missing_answer_exits_2_at_once(greet: Path, tmp_path: Path):
     nb = load(greet)
     checkpoints = nb["metadata"]["tactus"]["procedures"]["greet"]["checkpoints"]
-    nb["metadata"]["tactus"]["procedures"]["greet"]["checkpoints"] = [c for c in checkpoints
-                                                                        if c["name"] != "Send the greeting?"]
+    nb["metadata"]["tactus"]["procedures"]["greet"]["checkpoints"] = [
+        c for c in checkpoints if c["name"] != "Send the greeting?"
+    ]
     path = tmp_path / "unanswered.ipynb"
     path.write_text(json.dumps(nb))
     out = tmp_path / "out.ipynb"
@@ -496,10 +552,15 @@ def test_a_kernel_that_never_replies_fails_the_cell(recorded: Path, tmp_path: Pa
     spec = tmp_path / "kernels" / "broken"
     spec.mkdir(parents=True)
     (tmp_path / "broken_kernel.py").write_text(BROKEN_KERNEL)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, str(tmp_path / "broken_kernel.py"), "-f", "{connection_file}"],
-        "display_name": "broken", "language": "lua",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, str(tmp_path / "broken_kernel.py"), "-f", "{connection_file}"],
+                "display_name": "broken",
+                "language": "lua",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     monkeypatch.setattr(replay_client, "NO_REPLY_GRACE", 2.0)
     nb = read_notebook(edit_cell(recorded, tmp_path / "b.ipynb", 3, "-- BREAK"))
@@ -519,10 +580,15 @@ def test_startup_timeout(recorded: Path, tmp_path: Path, monkeypatch):
     """A kernel that does not come up in time: exit 1 at once, nothing left running."""
     spec = tmp_path / "kernels" / "tactus"  # shadows the installed spec through JUPYTER_PATH
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-c", "import time; time.sleep(120)", "{connection_file}"],
-        "display_name": "slow", "language": "lua",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-c", "import time; time.sleep(120)", "{connection_file}"],
+                "display_name": "slow",
+                "language": "lua",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     run = run_cli("replay", recorded, "--startup-timeout", "2")
     assert run.returncode == 1, run.stderr

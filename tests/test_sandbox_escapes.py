@@ -52,7 +52,7 @@ def run(cells: Cells, code: str) -> list[Any]:
 
 def still_works(cells: Cells) -> None:
     assert cells("1+1") == [2]
-    assert cells('return Json.decode(Json.encode({a = {1, 2}})).a[2]') == [2]
+    assert cells("return Json.decode(Json.encode({a = {1, 2}})).a[2]") == [2]
 
 
 def interrupt_after(cells: Cells, seconds: float) -> threading.Timer:
@@ -100,73 +100,126 @@ NOTHING_THERE = [
     pytest.param("return python == nil and rawget(_G, 'python') == nil", id="python-global-removed"),
     pytest.param("return warn == nil", id="warn-removed"),
     pytest.param("return string.dump == nil and ('').dump == nil", id="string.dump-removed"),
-    pytest.param("return B == nil and K == nil and EFFECT == nil and THREADS == nil and raw_load == nil",
-                 id="kernel-privates-not-globals"),
-    pytest.param("return _ENV == _G and _ENV.io == nil and _ENV.debug == nil and _ENV.python == nil",
-                 id="_ENV-is-the-sandbox"),
-    pytest.param("return select('#', load('return io, debug, python, package, require', 'x', 't', {})()) == 5 "
-                 "and load('return io or debug or python or package or require', 'x', 't', {})() == nil",
-                 id="load-with-empty-env-sees-nothing"),
-    pytest.param("return load('return io == nil and debug == nil and python == nil and string.dump == nil')()",
-                 id="load-default-env-is-the-sandbox"),
-    pytest.param("local env = setmetatable({}, {__index = _G}) "
-                 "return load('return B or K or raw_load or THREADS or check_interrupt', 'x', 't', env)() == nil",
-                 id="load-custom-env-reaches-no-upvalue"),
+    pytest.param(
+        "return B == nil and K == nil and EFFECT == nil and THREADS == nil and raw_load == nil",
+        id="kernel-privates-not-globals",
+    ),
+    pytest.param(
+        "return _ENV == _G and _ENV.io == nil and _ENV.debug == nil and _ENV.python == nil", id="_ENV-is-the-sandbox"
+    ),
+    pytest.param(
+        "return select('#', load('return io, debug, python, package, require', 'x', 't', {})()) == 5 "
+        "and load('return io or debug or python or package or require', 'x', 't', {})() == nil",
+        id="load-with-empty-env-sees-nothing",
+    ),
+    pytest.param(
+        "return load('return io == nil and debug == nil and python == nil and string.dump == nil')()",
+        id="load-default-env-is-the-sandbox",
+    ),
+    pytest.param(
+        "local env = setmetatable({}, {__index = _G}) "
+        "return load('return B or K or raw_load or THREADS or check_interrupt', 'x', 't', env)() == nil",
+        id="load-custom-env-reaches-no-upvalue",
+    ),
     pytest.param("return getmetatable('') == false", id="string-metatable-hidden"),
-    pytest.param("return getmetatable(1) == nil and getmetatable(print) == nil and getmetatable(true) == nil "
-                 "and getmetatable(nil) == nil and getmetatable(coroutine.create(print)) == nil",
-                 id="no-metatable-on-other-types"),
-    pytest.param("return ('x').__class__ == nil and ('x').__globals__ == nil and ('x').__import__ == nil",
-                 id="dunders-on-a-string"),
-    pytest.param("local t = Json.decode('{\"a\": [1, {\"b\": 2}]}') "
-                 "return type(t) == 'table' and getmetatable(t) == nil and t.__class__ == nil "
-                 "and t.a.__class__ == nil and t.a[2].__dict__ == nil",
-                 id="json-values-are-plain-tables"),
-    pytest.param("State.set('k', {1, 2}) local a = State.all() "
-                 "return getmetatable(a) == nil and a.__class__ == nil and getmetatable(a.k) == nil",
-                 id="state-values-are-plain-tables"),
-    pytest.param("""
+    pytest.param(
+        "return getmetatable(1) == nil and getmetatable(print) == nil and getmetatable(true) == nil "
+        "and getmetatable(nil) == nil and getmetatable(coroutine.create(print)) == nil",
+        id="no-metatable-on-other-types",
+    ),
+    pytest.param(
+        "return ('x').__class__ == nil and ('x').__globals__ == nil and ('x').__import__ == nil",
+        id="dunders-on-a-string",
+    ),
+    pytest.param(
+        'local t = Json.decode(\'{"a": [1, {"b": 2}]}\') '
+        "return type(t) == 'table' and getmetatable(t) == nil and t.__class__ == nil "
+        "and t.a.__class__ == nil and t.a[2].__dict__ == nil",
+        id="json-values-are-plain-tables",
+    ),
+    pytest.param(
+        "State.set('k', {1, 2}) local a = State.all() "
+        "return getmetatable(a) == nil and a.__class__ == nil and getmetatable(a.k) == nil",
+        id="state-values-are-plain-tables",
+    ),
+    pytest.param(
+        """
         for _, t in ipairs({Json, File, Log, State, Step, Checkpoint, Stage, Procedure, Retry, params}) do
           for _, name in ipairs({'__class__', '__globals__', '__builtins__', '__subclasses__', '__import__',
                                  '__dict__', '__code__', '__self__'}) do
             if t[name] ~= nil then return name end
           end
         end
-        return true""", id="dunders-on-every-primitive-table"),
-    pytest.param("return rawget(_G, '__builtins__') == nil and rawget(_G, '__import__') == nil "
-                 "and rawget(_G, '__globals__') == nil", id="dunders-on-_G"),
-    pytest.param("local f, e = load('return 1', 'x', 'b') return f == nil and e:find('only text') ~= nil",
-                 id="load-mode-b-refused"),
-    pytest.param("local f, e = load('return 1', 'x', 'bt') return f == nil and e:find('only text') ~= nil",
-                 id="load-mode-bt-refused"),
-    pytest.param("local f, e = load('\\27LuaT\\0\\25\\147\\r\\n\\26\\n') return f == nil and e:find('binary') ~= nil",
-                 id="load-binary-chunk-string"),
-    pytest.param("local f, e = load('\\27Lua', 'x', 't', {}) return f == nil and e:find('binary') ~= nil",
-                 id="load-binary-chunk-with-env"),
-    pytest.param("local parts, i = {'\\27Lua', 'T\\0\\25'}, 0 "
-                 "local f, e = load(function() i = i + 1 return parts[i] end) "
-                 "return f == nil and e:find('binary') ~= nil", id="load-binary-chunk-from-reader"),
+        return true""",
+        id="dunders-on-every-primitive-table",
+    ),
+    pytest.param(
+        "return rawget(_G, '__builtins__') == nil and rawget(_G, '__import__') == nil "
+        "and rawget(_G, '__globals__') == nil",
+        id="dunders-on-_G",
+    ),
+    pytest.param(
+        "local f, e = load('return 1', 'x', 'b') return f == nil and e:find('only text') ~= nil",
+        id="load-mode-b-refused",
+    ),
+    pytest.param(
+        "local f, e = load('return 1', 'x', 'bt') return f == nil and e:find('only text') ~= nil",
+        id="load-mode-bt-refused",
+    ),
+    pytest.param(
+        "local f, e = load('\\27LuaT\\0\\25\\147\\r\\n\\26\\n') return f == nil and e:find('binary') ~= nil",
+        id="load-binary-chunk-string",
+    ),
+    pytest.param(
+        "local f, e = load('\\27Lua', 'x', 't', {}) return f == nil and e:find('binary') ~= nil",
+        id="load-binary-chunk-with-env",
+    ),
+    pytest.param(
+        "local parts, i = {'\\27Lua', 'T\\0\\25'}, 0 "
+        "local f, e = load(function() i = i + 1 return parts[i] end) "
+        "return f == nil and e:find('binary') ~= nil",
+        id="load-binary-chunk-from-reader",
+    ),
     pytest.param("return load(function() return {} end) == nil", id="load-reader-returns-a-table"),
-    pytest.param("local f = load('error(\"x\")', '=[tactus sandbox]') local ok, e = pcall(f) "
-                 "return not ok and not e:find('^%[tactus')", id="load-chunkname-cannot-pose-as-kernel"),
-    pytest.param("local mt = {} local t = setmetatable({}, mt) mt.__gc = function() RAN = true end "
-                 "t = nil collectgarbage() collectgarbage() return RAN == nil",
-                 id="__gc-added-after-setmetatable-never-runs"),
-    pytest.param("return type(collectgarbage('count')) == 'number' and collectgarbage('isrunning') == true "
-                 "and collectgarbage('step') ~= nil and collectgarbage() == 0", id="collectgarbage-safe-options"),
-    pytest.param("local co = coroutine.create(function() end) coroutine.resume(co) "
-                 "local ok, e = coroutine.resume(co) return ok == false and e == 'cannot resume dead coroutine'",
-                 id="resume-dead-coroutine"),
-    pytest.param("local co = coroutine.create(function() coroutine.yield() end) coroutine.resume(co) "
-                 "return coroutine.close(co) == true and coroutine.status(co) == 'dead'",
-                 id="close-suspended-coroutine"),
-    pytest.param("local co = coroutine.create(function() coroutine.yield({kind = 'sleep', seconds = 1000, run = 1}) "
-                 "end) local ok, v = coroutine.resume(co) return ok and v.kind == 'sleep' and v.seconds == 1000",
-                 id="fake-effect-in-coroutine-is-a-plain-value"),
-    pytest.param("local f = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end) "
-                 "return f(1) == 2 and f(5) == 10", id="coroutine-wrap-round-trip"),
-    pytest.param("return coroutine.isyieldable() == true and select(2, coroutine.running()) == false",
-                 id="cell-runs-in-a-coroutine"),
+    pytest.param(
+        "local f = load('error(\"x\")', '=[tactus sandbox]') local ok, e = pcall(f) "
+        "return not ok and not e:find('^%[tactus')",
+        id="load-chunkname-cannot-pose-as-kernel",
+    ),
+    pytest.param(
+        "local mt = {} local t = setmetatable({}, mt) mt.__gc = function() RAN = true end "
+        "t = nil collectgarbage() collectgarbage() return RAN == nil",
+        id="__gc-added-after-setmetatable-never-runs",
+    ),
+    pytest.param(
+        "return type(collectgarbage('count')) == 'number' and collectgarbage('isrunning') == true "
+        "and collectgarbage('step') ~= nil and collectgarbage() == 0",
+        id="collectgarbage-safe-options",
+    ),
+    pytest.param(
+        "local co = coroutine.create(function() end) coroutine.resume(co) "
+        "local ok, e = coroutine.resume(co) return ok == false and e == 'cannot resume dead coroutine'",
+        id="resume-dead-coroutine",
+    ),
+    pytest.param(
+        "local co = coroutine.create(function() coroutine.yield() end) coroutine.resume(co) "
+        "return coroutine.close(co) == true and coroutine.status(co) == 'dead'",
+        id="close-suspended-coroutine",
+    ),
+    pytest.param(
+        "local co = coroutine.create(function() coroutine.yield({kind = 'sleep', seconds = 1000, run = 1}) "
+        "end) local ok, v = coroutine.resume(co) return ok and v.kind == 'sleep' and v.seconds == 1000",
+        id="fake-effect-in-coroutine-is-a-plain-value",
+    ),
+    pytest.param(
+        "local f = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end) "
+        "return f(1) == 2 and f(5) == 10",
+        id="coroutine-wrap-round-trip",
+    ),
+    pytest.param(
+        "return coroutine.isyieldable() == true and select(2, coroutine.running()) == false",
+        id="cell-runs-in-a-coroutine",
+    ),
 ]
 
 
@@ -180,8 +233,7 @@ RAISES = [
     pytest.param("return python.eval('1')", "LuaError", "global 'python'", id="python.eval"),
     pytest.param("return python.builtins.open", "LuaError", "global 'python'", id="python.builtins"),
     pytest.param("return python.as_attrgetter(Json)", "LuaError", "global 'python'", id="python.as_attrgetter"),
-    pytest.param("return package.loadlib('libc.so.6', 'system')", "LuaError", "global 'package'",
-                 id="package.loadlib"),
+    pytest.param("return package.loadlib('libc.so.6', 'system')", "LuaError", "global 'package'", id="package.loadlib"),
     pytest.param("return require('io')", "LuaError", "global 'require'", id="require-io"),
     pytest.param("return dofile('/etc/passwd')", "LuaError", "global 'dofile'", id="dofile"),
     pytest.param("return loadfile('/etc/passwd')", "LuaError", "global 'loadfile'", id="loadfile"),
@@ -195,31 +247,44 @@ RAISES = [
     pytest.param("return getmetatable('').__index", "LuaError", "boolean value", id="string-metatable-index"),
     pytest.param("getmetatable('').__index = {}", "LuaError", "boolean value", id="string-metatable-modify"),
     pytest.param("setmetatable('', {})", "LuaError", "table expected", id="setmetatable-on-a-string"),
-    pytest.param("setmetatable({}, {__gc = function() while true do end end})", "LuaError", "__gc",
-                 id="setmetatable-__gc-refused"),
+    pytest.param(
+        "setmetatable({}, {__gc = function() while true do end end})",
+        "LuaError",
+        "__gc",
+        id="setmetatable-__gc-refused",
+    ),
     pytest.param("setmetatable(_G, {__gc = true})", "LuaError", "__gc", id="setmetatable-_G-__gc-refused"),
     pytest.param("collectgarbage('stop')", "LuaError", "not allowed", id="collectgarbage-stop"),
     pytest.param("collectgarbage('restart')", "LuaError", "not allowed", id="collectgarbage-restart"),
     pytest.param("collectgarbage('generational')", "LuaError", "not allowed", id="collectgarbage-generational"),
-    pytest.param("collectgarbage('incremental', 1, 1, 1)", "LuaError", "not allowed",
-                 id="collectgarbage-incremental"),
+    pytest.param("collectgarbage('incremental', 1, 1, 1)", "LuaError", "not allowed", id="collectgarbage-incremental"),
     pytest.param("collectgarbage('setpause', 1000)", "LuaError", "not allowed", id="collectgarbage-setpause"),
     pytest.param("collectgarbage('setstepmul', 1)", "LuaError", "not allowed", id="collectgarbage-setstepmul"),
-    pytest.param("coroutine.close(coroutine.running())", "LuaError", "running coroutine",
-                 id="close-the-cell-coroutine"),
-    pytest.param("local main = coroutine.running() "
-                 "local co = coroutine.create(function() return coroutine.resume(main) end) "
-                 "local _, ok, e = coroutine.resume(co) error(e)", "LuaError", "non-suspended",
-                 id="resume-the-cell-coroutine-from-inside"),
+    pytest.param(
+        "coroutine.close(coroutine.running())", "LuaError", "running coroutine", id="close-the-cell-coroutine"
+    ),
+    pytest.param(
+        "local main = coroutine.running() "
+        "local co = coroutine.create(function() return coroutine.resume(main) end) "
+        "local _, ok, e = coroutine.resume(co) error(e)",
+        "LuaError",
+        "non-suspended",
+        id="resume-the-cell-coroutine-from-inside",
+    ),
     pytest.param("return os.date('%Ez')", "LuaError", "invalid conversion specifier", id="os.date-%Ez"),
     pytest.param("return os.date('%')", "LuaError", "invalid conversion specifier", id="os.date-lone-%"),
     pytest.param("return os.date('%Q')", "LuaError", "invalid conversion specifier", id="os.date-%Q"),
     pytest.param("return os.date('*t', 2^60)", "LuaError", "cannot be represented", id="os.date-far-future"),
     pytest.param("return os.date('!%c', -2^62)", "LuaError", "cannot be represented", id="os.date-far-past"),
-    pytest.param("return os.time({year = 2^62, month = 1, day = 1})", "LuaError", "out-of-bound",
-                 id="os.time-huge-year"),
-    pytest.param("return Procedure.run('no-such-procedure')", "LuaError|ProcedureError", "unknown procedure",
-                 id="run-unknown-procedure"),
+    pytest.param(
+        "return os.time({year = 2^62, month = 1, day = 1})", "LuaError", "out-of-bound", id="os.time-huge-year"
+    ),
+    pytest.param(
+        "return Procedure.run('no-such-procedure')",
+        "LuaError|ProcedureError",
+        "unknown procedure",
+        id="run-unknown-procedure",
+    ),
 ]
 
 
@@ -243,22 +308,34 @@ HOSTILE_CALLS = [
     pytest.param("Json.decode(print)", "must be a string", id="Json.decode-function"),
     pytest.param("Json.decode(coroutine.create(print))", "must be a string", id="Json.decode-coroutine"),
     pytest.param('Json.decode("\\"\\\\ud800\\"")', "surrogates", id="Json.decode-lone-surrogate"),
-    pytest.param('Json.decode("1234567890123456789012345678901234567890")', "too large",
-                 id="Json.decode-huge-integer"),
-    pytest.param('Json.decode(string.rep("[", 100000))', "Json.decode: value is nested more than 100 levels deep",
-                 id="Json.decode-deep-nesting"),
-    pytest.param("Json.decode('[NaN, Infinity]')", "Json.decode: value[1] is nan (JSON has no NaN or infinity)",
-                 id="Json.decode-nan"),
-    pytest.param("Json.decode('{\"a\": [1, 1e400]}')", "Json.decode: value.a[2] is inf (JSON has no NaN or infinity)",
-                 id="Json.decode-overflowing-float"),
+    pytest.param('Json.decode("1234567890123456789012345678901234567890")', "too large", id="Json.decode-huge-integer"),
+    pytest.param(
+        'Json.decode(string.rep("[", 100000))',
+        "Json.decode: value is nested more than 100 levels deep",
+        id="Json.decode-deep-nesting",
+    ),
+    pytest.param(
+        "Json.decode('[NaN, Infinity]')",
+        "Json.decode: value[1] is nan (JSON has no NaN or infinity)",
+        id="Json.decode-nan",
+    ),
+    pytest.param(
+        "Json.decode('{\"a\": [1, 1e400]}')",
+        "Json.decode: value.a[2] is inf (JSON has no NaN or infinity)",
+        id="Json.decode-overflowing-float",
+    ),
     pytest.param('Json.decode("{")', "invalid JSON", id="Json.decode-truncated"),
     pytest.param("Json.encode(print)", "function", id="Json.encode-function"),
     pytest.param("Json.encode(coroutine.create(print))", "is a Lua", id="Json.encode-coroutine"),
     pytest.param(f"Json.encode({CYCLE})", "levels deep", id="Json.encode-cycle"),
     pytest.param(f"Json.encode({DEEP_DAG})", "too large", id="Json.encode-shared-subtables"),
     pytest.param("Json.encode(0/0)", "NaN", id="Json.encode-nan"),
-    pytest.param('Json.encode({["\\xff"] = "\\xff"})', "NotRecordableError: json_encode: a string in the value is "
-                 "not valid UTF-8 text (decode binary data before recording it)", id="Json.encode-invalid-utf8"),
+    pytest.param(
+        'Json.encode({["\\xff"] = "\\xff"})',
+        "NotRecordableError: json_encode: a string in the value is "
+        "not valid UTF-8 text (decode binary data before recording it)",
+        id="Json.encode-invalid-utf8",
+    ),
     pytest.param(f"Log.info('x', {DEEP_DAG})", "too large", id="Log.info-shared-subtables"),
     pytest.param("File.read(123)", "must be a string", id="File.read-number"),
     pytest.param("File.read({})", "must be a string", id="File.read-table"),
@@ -268,22 +345,31 @@ HOSTILE_CALLS = [
     pytest.param("Step.run(123, print)", "must be a string", id="Step.run-number-name"),
     pytest.param('Step.run("s1", 5)', "must be a function", id="Step.run-number-fn"),
     pytest.param('Step.run("s2", function() return print end)', "function", id="Step.run-returns-function"),
-    pytest.param('Step.run("s3", function() return coroutine.running() end)', "is a Lua",
-                 id="Step.run-returns-coroutine"),
-    pytest.param('Step.run("s4", function() return "\\xff" end)', "SandboxError: a value could not be passed between "
-                 "Lua and the kernel: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
-                 id="Step.run-returns-invalid-utf8"),
-    pytest.param(f'Step.run("s5", function() return {DEEP_DAG} end)', "too large",
-                 id="Step.run-returns-shared-subtables"),
+    pytest.param(
+        'Step.run("s3", function() return coroutine.running() end)', "is a Lua", id="Step.run-returns-coroutine"
+    ),
+    pytest.param(
+        'Step.run("s4", function() return "\\xff" end)',
+        "SandboxError: a value could not be passed between "
+        "Lua and the kernel: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
+        id="Step.run-returns-invalid-utf8",
+    ),
+    pytest.param(
+        f'Step.run("s5", function() return {DEEP_DAG} end)', "too large", id="Step.run-returns-shared-subtables"
+    ),
     pytest.param("procedure({name = {}}, function() end)", "must be a string", id="procedure-table-name"),
-    pytest.param(f"procedure({{params = {DEEP_DAG}}}, function() end)", "too large",
-                 id="procedure-shared-subtables-config"),
+    pytest.param(
+        f"procedure({{params = {DEEP_DAG}}}, function() end)", "too large", id="procedure-shared-subtables-config"
+    ),
     pytest.param('Sleep("soon")', "non-negative number", id="Sleep-string"),
     pytest.param("Sleep(-1)", "non-negative number", id="Sleep-negative"),
     pytest.param('Retry.with_backoff("x")', "must be a function", id="Retry-string"),
     pytest.param("Human.approve(42)", "expected a table", id="Human.approve-number"),
-    pytest.param("error(setmetatable({}, {__tostring = function() return 'custom' end}))", "custom",
-                 id="error-object-with-__tostring"),
+    pytest.param(
+        "error(setmetatable({}, {__tostring = function() return 'custom' end}))",
+        "custom",
+        id="error-object-with-__tostring",
+    ),
 ]
 
 
@@ -335,20 +421,19 @@ def test_odd_but_harmless_calls_return_nothing_python(cells: Cells, call: str) -
         pytest.param('File.write("{out}/pwned.txt", "x")', "absolute path", id="write-absolute"),
         pytest.param('File.read("{rel}/secret.txt")', "leaves the notebook", id="read-dotdot"),
         pytest.param('File.write("{rel}/pwned.txt", "x")', "leaves the notebook", id="write-dotdot"),
-        pytest.param('File.write("a/../../{name}/pwned.txt", "x")', "leaves the notebook",
-                     id="write-a-dotdot-dotdot"),
+        pytest.param('File.write("a/../../{name}/pwned.txt", "x")', "leaves the notebook", id="write-a-dotdot-dotdot"),
         pytest.param('File.read("link/secret.txt")', "leaves the notebook", id="read-through-dir-symlink"),
         pytest.param('File.write("link/pwned.txt", "x")', "leaves the notebook", id="write-through-dir-symlink"),
         pytest.param('File.read("secret-link")', "leaves the notebook", id="read-file-symlink"),
-        pytest.param('File.write("secret-link", "overwritten")', "leaves the notebook",
-                     id="write-file-symlink"),
+        pytest.param('File.write("secret-link", "overwritten")', "leaves the notebook", id="write-file-symlink"),
         pytest.param('File.write("dangling", "x")', "leaves the notebook", id="write-dangling-symlink"),
         pytest.param('File.size("link/secret.txt")', "leaves the notebook", id="size-through-symlink"),
         pytest.param('File.exists("{rel}/secret.txt")', "leaves the notebook", id="exists-outside"),
         pytest.param('File.write("ok.txt\\0/../../x", "x")', "invalid path", id="nul-byte"),
         pytest.param('File.read("")', "invalid path", id="empty-path"),
-        pytest.param('File.write(".", "x")', "File.write: cannot write '.': Is a directory",
-                     id="write-the-folder-itself"),
+        pytest.param(
+            'File.write(".", "x")', "File.write: cannot write '.': Is a directory", id="write-the-folder-itself"
+        ),
         pytest.param('File.read("sub/../../{name}/secret.txt")', "leaves the notebook", id="read-sub-dotdot"),
     ],
 )
@@ -368,8 +453,11 @@ def test_file_confinement(cells: Cells, tmp_path: Path, outside: Path, call: str
 
 def test_file_paths_that_look_odd_stay_inside(cells: Cells, tmp_path: Path, outside: Path) -> None:
     """``~``, backslashes and dot segments that stay inside are just names."""
-    assert run(cells, 'File.write("~/x.txt", "a") File.write("a\\\\..\\\\..\\\\y.txt", "b") '
-                      'File.write("d/./e/../f.txt", "c") return File.read("d/f.txt")') == ["c"]
+    assert run(
+        cells,
+        'File.write("~/x.txt", "a") File.write("a\\\\..\\\\..\\\\y.txt", "b") '
+        'File.write("d/./e/../f.txt", "c") return File.read("d/f.txt")',
+    ) == ["c"]
     assert (tmp_path / "~" / "x.txt").read_text() == "a"
     assert (tmp_path / "a\\..\\..\\y.txt").read_text() == "b"
 
@@ -379,12 +467,15 @@ def test_clobbering_the_string_library_leaves_primitives_working(cells: Cells) -
     """Cell code may wreck `string` (it is the strings' method table), but the
     kernel's primitives and error reports keep working."""
     run(cells, "for k in pairs(string) do string[k] = function() error('clobbered') end end")
-    values = run(cells, """
+    values = run(
+        cells,
+        """
         print('a', 1, {})
         Log.info('x', {a = 1})
         local j = Json.encode({a = {1, 2}})
         File.write('f.txt', j)
-        return File.read('f.txt'), Json.decode(j).a[2], State.increment('n'), Step.run('s', function() return 5 end)""")
+        return File.read('f.txt'), Json.decode(j).a[2], State.increment('n'), Step.run('s', function() return 5 end)""",
+    )
     assert values == ['{"a":[1,2]}', 2, 1, 5]
     assert cells.host.stdout.startswith("a\t1\ttable: ")
     err = cells.error("error('boom')")
@@ -395,8 +486,10 @@ def test_clobbering_the_string_library_leaves_primitives_working(cells: Cells) -
 def test_strict_globals_do_not_crash_the_kernel(cells: Cells) -> None:
     """An _G whose __index raises (the "strict" idiom) used to abort the
     process: lupa reads the global `debug` unprotected before each call."""
-    run(cells, "local _ = setmetatable(_G, {__index = function(_, k) "
-               "error('undefined variable ' .. tostring(k), 2) end})")
+    run(
+        cells,
+        "local _ = setmetatable(_G, {__index = function(_, k) error('undefined variable ' .. tostring(k), 2) end})",
+    )
     still_works(cells)
     err = cells.error("return not_defined")
     assert "undefined variable not_defined" in err.evalue
@@ -417,8 +510,11 @@ def test_replaced_globals_do_not_reach_the_kernels_own_helpers(cells: Cells) -> 
     do not call a cell's replacement of tostring/pcall/collectgarbage."""
     timer = interrupt_after(cells, 10)  # a regression fails instead of hanging
     try:
-        run(cells, "rawset(_G, 'tostring', nil) rawset(_G, 'pcall', nil) rawset(_G, 'collectgarbage', nil) "
-                   "local _ = setmetatable(_G, {__index = function() while true do end end})")
+        run(
+            cells,
+            "rawset(_G, 'tostring', nil) rawset(_G, 'pcall', nil) rawset(_G, 'collectgarbage', nil) "
+            "local _ = setmetatable(_G, {__index = function() while true do end end})",
+        )
         values = run(cells, "return rawget(_G, 'print')")
         assert values[0].startswith("function: ")
         assert cells("return 1+1") == [2]
@@ -457,7 +553,10 @@ def test_yielding_a_fake_effect_from_the_top_level_does_nothing(cells: Cells) ->
 def test_a_stashed_cell_coroutine_is_dead_in_the_next_cell(cells: Cells) -> None:
     run(cells, "CELL_THREAD = coroutine.running()")
     assert run(cells, "return coroutine.status(CELL_THREAD), coroutine.resume(CELL_THREAD)") == [
-        "dead", False, "cannot resume dead coroutine"]
+        "dead",
+        False,
+        "cannot resume dead coroutine",
+    ]
 
 
 def test_yield_from_a_metamethod_the_kernel_calls(cells: Cells) -> None:
@@ -473,15 +572,26 @@ def test_yield_from_a_metamethod_the_kernel_calls(cells: Cells) -> None:
     [
         # the kernel's own error tables are known by identity: these are plain
         # tables, shown as their constructors (read raw: no __tostring runs)
-        pytest.param("error({__tactus_error = true, message = setmetatable({}, {__tostring = function() "
-                     "error('x') end})})", "{__tactus_error = true, message = {}}",
-                     id="forged-error-with-raising-message"),
-        pytest.param("error({__tactus_error = true, message = print, traceback = {}, ename = {}})",
-                     "  message = function: 0x", id="forged-error-with-odd-fields"),
-        pytest.param("error(setmetatable({}, {__tostring = function() error('again') end}))", "without a message",
-                     id="error-object-whose-tostring-raises"),
-        pytest.param("error(setmetatable({}, {__tostring = function() return {} end}))", "without a message",
-                     id="error-object-whose-tostring-returns-a-table"),
+        pytest.param(
+            "error({__tactus_error = true, message = setmetatable({}, {__tostring = function() error('x') end})})",
+            "{__tactus_error = true, message = {}}",
+            id="forged-error-with-raising-message",
+        ),
+        pytest.param(
+            "error({__tactus_error = true, message = print, traceback = {}, ename = {}})",
+            "  message = function: 0x",
+            id="forged-error-with-odd-fields",
+        ),
+        pytest.param(
+            "error(setmetatable({}, {__tostring = function() error('again') end}))",
+            "without a message",
+            id="error-object-whose-tostring-raises",
+        ),
+        pytest.param(
+            "error(setmetatable({}, {__tostring = function() return {} end}))",
+            "without a message",
+            id="error-object-whose-tostring-returns-a-table",
+        ),
         pytest.param("error(coroutine.create(print))", "thread", id="error-object-coroutine"),
     ],
 )
@@ -526,36 +636,64 @@ def test_params_checkpoints_and_step_results_hold_no_python(cells: Cells) -> Non
 # ----------------------------------------------------------- resource attacks
 OUT_OF_MEMORY = "the cell ran out of memory (limit 64 MiB); the kernel is still running"
 RESOURCE_ATTACKS = [
-    pytest.param("return string.rep('x', 2^40)", "string.rep: the result would be 1 TiB, over the memory limit of "
-                 "64 MiB",
-                 id="string.rep-2^40"),
-    pytest.param("return string.rep('x', 2^28)", "string.rep: the result would be 256 MiB, over the memory limit "
-                 "of 64 MiB",
-                 id="string.rep-256MiB"),
-    pytest.param("return ('x'):rep(2^20):rep(2^10)", "string.rep: the result would be 1024 MiB, over the memory limit "
-                 "of 64 MiB", id="string.rep-of-rep"),
+    pytest.param(
+        "return string.rep('x', 2^40)",
+        "string.rep: the result would be 1 TiB, over the memory limit of 64 MiB",
+        id="string.rep-2^40",
+    ),
+    pytest.param(
+        "return string.rep('x', 2^28)",
+        "string.rep: the result would be 256 MiB, over the memory limit of 64 MiB",
+        id="string.rep-256MiB",
+    ),
+    pytest.param(
+        "return ('x'):rep(2^20):rep(2^10)",
+        "string.rep: the result would be 1024 MiB, over the memory limit of 64 MiB",
+        id="string.rep-of-rep",
+    ),
     pytest.param("local t = {} for i = 1, 1e9 do t[i] = i end", "out of memory", id="table-fill"),
     pytest.param("local s = 'x' while true do s = s .. s end", "out of memory", id="string-doubling"),
-    pytest.param("local t = {} for i = 1, 1e8 do t[i] = 'x' .. i end return table.concat(t)", "out of memory",
-                 id="table.concat-huge"),
-    pytest.param("local t = {} for i = 1, 1e8 do t[i] = coroutine.create(print) end", "out of memory",
-                 id="coroutine-bomb"),
+    pytest.param(
+        "local t = {} for i = 1, 1e8 do t[i] = 'x' .. i end return table.concat(t)",
+        "out of memory",
+        id="table.concat-huge",
+    ),
+    pytest.param(
+        "local t = {} for i = 1, 1e8 do t[i] = coroutine.create(print) end", "out of memory", id="coroutine-bomb"
+    ),
     pytest.param("function f() return f() + 1 end return f()", OUT_OF_MEMORY, id="deep-recursion"),
-    pytest.param("local function f() return ('x'):gsub('x', f) end return f()", "C stack overflow",
-                 id="recursion-through-gsub"),
-    pytest.param("local t = setmetatable({}, {}) getmetatable(t).__index = function(s, k) return s[k] end "
-                 "return t.x", "C stack overflow", id="recursion-through-__index"),
-    pytest.param("local function f() return coroutine.wrap(f)() end return f()", "C stack overflow",
-                 id="recursion-through-coroutines"),
-    pytest.param("local t = setmetatable({}, {__tostring = function(s) return tostring(s) end}) return tostring(t)",
-                 "C stack overflow", id="recursion-through-__tostring"),
-    pytest.param("return assert(load(string.rep('(', 1e6) .. '1' .. string.rep(')', 1e6)))", "overflow",
-                 id="load-deep-nesting"),
+    pytest.param(
+        "local function f() return ('x'):gsub('x', f) end return f()", "C stack overflow", id="recursion-through-gsub"
+    ),
+    pytest.param(
+        "local t = setmetatable({}, {}) getmetatable(t).__index = function(s, k) return s[k] end return t.x",
+        "C stack overflow",
+        id="recursion-through-__index",
+    ),
+    pytest.param(
+        "local function f() return coroutine.wrap(f)() end return f()",
+        "C stack overflow",
+        id="recursion-through-coroutines",
+    ),
+    pytest.param(
+        "local t = setmetatable({}, {__tostring = function(s) return tostring(s) end}) return tostring(t)",
+        "C stack overflow",
+        id="recursion-through-__tostring",
+    ),
+    pytest.param(
+        "return assert(load(string.rep('(', 1e6) .. '1' .. string.rep(')', 1e6)))", "overflow", id="load-deep-nesting"
+    ),
     pytest.param(f"return {DEEP_DAG}", "too large", id="show-shared-subtables"),
-    pytest.param("local t = {} for i = 1, 1100 do local r = {} for j = 1, 1000 do r[j] = j end t[i] = r end "
-                 "return t", "too large", id="show-huge-table"),
-    pytest.param("return #os.date(string.rep('%c', 1e6)), string.rep('x', 2^29)",
-                 "string.rep: the result would be 512 MiB, over the memory limit of 64 MiB", id="os.date-huge-format"),
+    pytest.param(
+        "local t = {} for i = 1, 1100 do local r = {} for j = 1, 1000 do r[j] = j end t[i] = r end return t",
+        "too large",
+        id="show-huge-table",
+    ),
+    pytest.param(
+        "return #os.date(string.rep('%c', 1e6)), string.rep('x', 2^29)",
+        "string.rep: the result would be 512 MiB, over the memory limit of 64 MiB",
+        id="os.date-huge-format",
+    ),
 ]
 
 
@@ -598,27 +736,39 @@ INTERRUPTIBLE = [
     pytest.param("while true do end", id="tight-loop"),
     pytest.param("pcall(function() while true do end end) while true do end", id="tight-loop-in-pcall"),
     pytest.param("while true do pcall(error, 'x') end", id="loop-of-pcall-error"),
-    pytest.param("xpcall(function() while true do end end, function(e) while true do end end)",
-                 id="xpcall-with-looping-handler"),
-    pytest.param("while true do pcall(coroutine.wrap(function() while true do end end)) end",
-                 id="loop-in-coroutine.wrap-in-pcall"),
+    pytest.param(
+        "xpcall(function() while true do end end, function(e) while true do end end)", id="xpcall-with-looping-handler"
+    ),
+    pytest.param(
+        "while true do pcall(coroutine.wrap(function() while true do end end)) end",
+        id="loop-in-coroutine.wrap-in-pcall",
+    ),
     pytest.param("while true do load(function() while true do end end) end", id="loop-in-load-reader"),
-    pytest.param("local co = coroutine.create(function() "
-                 "local x <close> = setmetatable({}, {__close = function() while true do end end}) "
-                 "coroutine.yield() end) coroutine.resume(co) while true do coroutine.close(co) end",
-                 id="loop-in-__close-during-coroutine.close"),
-    pytest.param("local x <close> = setmetatable({}, {__close = function() while true do end end}) "
-                 "while true do end", id="loop-in-__close-of-the-cell"),
+    pytest.param(
+        "local co = coroutine.create(function() "
+        "local x <close> = setmetatable({}, {__close = function() while true do end end}) "
+        "coroutine.yield() end) coroutine.resume(co) while true do coroutine.close(co) end",
+        id="loop-in-__close-during-coroutine.close",
+    ),
+    pytest.param(
+        "local x <close> = setmetatable({}, {__close = function() while true do end end}) while true do end",
+        id="loop-in-__close-of-the-cell",
+    ),
     pytest.param("pcall(string.gsub, 'aaa', 'a', function() while true do end end)", id="loop-in-gsub-callback"),
     pytest.param("pcall(table.sort, {3, 2, 1}, function() while true do end end)", id="loop-in-sort-comparator"),
-    pytest.param("error(setmetatable({}, {__tostring = function() while true do end end}))",
-                 id="loop-in-__tostring-of-the-error"),
-    pytest.param("Log.info('x', {[setmetatable({}, {__tostring = function() while true do end end})] = 1})",
-                 id="loop-in-__tostring-run-by-Python"),
+    pytest.param(
+        "error(setmetatable({}, {__tostring = function() while true do end end}))", id="loop-in-__tostring-of-the-error"
+    ),
+    pytest.param(
+        "Log.info('x', {[setmetatable({}, {__tostring = function() while true do end end})] = 1})",
+        id="loop-in-__tostring-run-by-Python",
+    ),
     pytest.param("pcall(Step.run, 's', function() while true do end end)", id="loop-in-Step.run"),
     pytest.param("procedure(function() pcall(function() while true do end end) end)", id="loop-in-procedure"),
-    pytest.param("error(setmetatable({}, {__tostring = load('while true do end', '=[tactus sandbox]')}))",
-                 id="loop-in-chunk-named-like-the-kernel-run-by-Python"),
+    pytest.param(
+        "error(setmetatable({}, {__tostring = load('while true do end', '=[tactus sandbox]')}))",
+        id="loop-in-chunk-named-like-the-kernel-run-by-Python",
+    ),
 ]
 
 
@@ -638,9 +788,11 @@ def test_a_coroutine_stopped_by_an_interrupt_is_never_closed(cells: Cells) -> No
     looping __close later could never be interrupted."""
     timer = interrupt_after(cells, 0.3)
     try:
-        cells.error("CO = coroutine.create(function() "
-                    "local x <close> = setmetatable({}, {__close = function() while true do end end}) "
-                    "while true do end end) coroutine.resume(CO)")
+        cells.error(
+            "CO = coroutine.create(function() "
+            "local x <close> = setmetatable({}, {__close = function() while true do end end}) "
+            "while true do end end) coroutine.resume(CO)"
+        )
     finally:
         timer.cancel()
     assert run(cells, "return coroutine.close(CO)") == [False, "KeyboardInterrupt: interrupted by the user"]
@@ -697,8 +849,12 @@ def test_walker_finds_no_python_object(cells: Cells) -> None:
     """Everything reachable from the cells' globals, their metatables, the
     string metatable and the values primitives return is Lua data."""
     cells("State.set('nested', {a = {b = {c = {}}}})", key="setup")
-    cells("procedure({name = 'walker', params = {p = {type = 'object', default = {q = {1, 2}}}}}, function()\n"
-          + WALKER + "\nend)", key="walker")
+    cells(
+        "procedure({name = 'walker', params = {p = {type = 'object', default = {q = {1, 2}}}}}, function()\n"
+        + WALKER
+        + "\nend)",
+        key="walker",
+    )
     walk = cells("return WALK", key="check")[0]
     assert walk["found"] == ""
     assert walk["count"] > 100  # it did walk the globals

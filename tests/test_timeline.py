@@ -17,7 +17,9 @@ BUSY = """
 function busy(s) local t = os.clock() while os.clock() - t < s do end end
 """
 
-WORK = BUSY + """
+WORK = (
+    BUSY
+    + """
 procedure({name = "helper"}, function()
   Step.run("inner", function() return "ok" end)
   return {fine = true}
@@ -31,6 +33,7 @@ procedure({name = "work"}, function()
   return {rows = rows.rows, ok = ok, fine = child.fine}
 end)
 """
+)
 
 
 def words(html_text: str) -> str:
@@ -98,12 +101,15 @@ def test_a_rerun_marks_rows_replayed(cells):
 
 
 def test_failures_are_events_too(cells):
-    err = cells.error("""
+    err = cells.error(
+        """
     procedure({name = "shaky"}, function()
       pcall(Step.run, "caught", function() error("first try") end)
       Step.run("fine", function() return 1 end)
       Step.run("fatal", function() Sleep(0.01); error("gave up") end)
-    end)""", key="c1")
+    end)""",
+        key="c1",
+    )
     assert "gave up" in err.evalue
     evs = events(cells, "shaky")
     states = {(e["name"], e["state"]) for e in evs}
@@ -159,14 +165,17 @@ def test_the_live_view_is_throttled(cells, monkeypatch):
     monkeypatch.setattr(timeline.CellTimeline, "_show", show)
     cells.host.timeline_widgets = True
     started = time.monotonic()
-    cells("""
+    cells(
+        """
     procedure({name = "busy"}, function()
       Sleep(0.35)
       for i = 1, 10000 do Step.run("item_" .. i, function() return i end) end
       Sleep(0.25)
       for i = 1, 3000 do Step.run("more_" .. i, function() return i end) end
       return {}
-    end)""", key="c1")
+    end)""",
+        key="c1",
+    )
     elapsed = time.monotonic() - started
     [view] = views
     assert view.widget is not None and cells.host.displayed == [{"text/plain": "timeline"}]
@@ -217,23 +226,30 @@ def test_quick_runs_show_no_view(cells):
 
 
 def test_progress_from_stages_and_from_the_last_run(cells):
-    cells("""
+    cells(
+        """
     stages({"one", "two", "three", "four"})
     procedure({name = "staged"}, function()
       Stage.set("one")
       Stage.set("two")
       for i = 1, 4 do Step.run("s" .. i, function() return i end) end
       return {}
-    end)""", key="c1")
+    end)""",
+        key="c1",
+    )
     captured: list[Any] = []
 
     async def run() -> None:
-        await cells.runtime.execute("""
+        await cells.runtime.execute(
+            """
         procedure({name = "probe"}, function()
           Stage.set("three")
           Step.run("x", function() return 1 end)
           return {}
-        end)""", "[cell]", "c2")
+        end)""",
+            "[cell]",
+            "c2",
+        )
 
     real = timeline.Timeline.run_ended
 
@@ -246,10 +262,16 @@ def test_progress_from_stages_and_from_the_last_run(cells):
     timeline.Timeline.run_ended = run_ended  # type: ignore[method-assign]
     try:
         asyncio.run(run())
-        cells('procedure({name = "again"}, function() for i = 1, 4 do Step.run("s" .. i, function() return i end) '
-              'end return {} end)', key="c3")
-        cells('procedure({name = "again"}, function() for i = 1, 4 do Step.run("s" .. i, function() return i end) '
-              'end return {} end)', key="c3")
+        cells(
+            'procedure({name = "again"}, function() for i = 1, 4 do Step.run("s" .. i, function() return i end) '
+            "end return {} end)",
+            key="c3",
+        )
+        cells(
+            'procedure({name = "again"}, function() for i = 1, 4 do Step.run("s" .. i, function() return i end) '
+            "end return {} end)",
+            key="c3",
+        )
     finally:
         timeline.Timeline.run_ended = real  # type: ignore[method-assign]
     assert captured[0] == (0.75, "stage 3/4: three")
@@ -257,7 +279,9 @@ def test_progress_from_stages_and_from_the_last_run(cells):
 
 
 # ---------------------------------------------------------------- kernel
-SLOW = BUSY + """
+SLOW = (
+    BUSY
+    + """
 procedure({name = "slow"}, function()
   Step.run("prepare", function() busy(0.4); return "ready" end)
   local ok = Human.approve({message = "Go on?"})
@@ -265,12 +289,16 @@ procedure({name = "slow"}, function()
   return {ok = ok}
 end)
 """
+)
 
 
 def timeline_widgets(kernel: Any) -> list[str]:
     """The summary lines of live timelines (HTML widgets)."""
-    return [cid for cid, st in kernel.widgets.items()
-            if st.get("_model_name") == "HTMLModel" and "tactus-timeline-summary" in str(st.get("value", ""))]
+    return [
+        cid
+        for cid, st in kernel.widgets.items()
+        if st.get("_model_name") == "HTMLModel" and "tactus-timeline-summary" in str(st.get("value", ""))
+    ]
 
 
 def seconds_shown(text: str) -> float:
@@ -287,8 +315,9 @@ def test_kernel_shows_a_live_timeline_updated_in_place(kernel):
     from the rows widget once shown), static HTML once the cell ends."""
     kernel.open_tactus(None)
     run = kernel.submit(SLOW, cell_id="slow")
-    kernel.wait_until(lambda: kernel.widgets_where(_model_name="ButtonModel", description="Approve", disabled=False),
-                      timeout=30)
+    kernel.wait_until(
+        lambda: kernel.widgets_where(_model_name="ButtonModel", description="Approve", disabled=False), timeout=30
+    )
     kernel.wait_until(lambda: bool(timeline_widgets(kernel)), timeout=10)
     [tl] = timeline_widgets(kernel)
     kernel.wait_until(lambda: "waiting for a human" in str(kernel.widgets[tl]["value"]), timeout=10)
@@ -303,8 +332,9 @@ def test_kernel_shows_a_live_timeline_updated_in_place(kernel):
     # the toggle opens the rows; they tick too
     [toggle] = kernel.widgets_where(_model_name="ToggleButtonModel", description="Show steps")
     kernel.set_value(toggle, True)
-    kernel.wait_until(lambda: any("tactus-timeline-rows" in str(st.get("value", "")) for st in kernel.widgets.values()),
-                      timeout=10)
+    kernel.wait_until(
+        lambda: any("tactus-timeline-rows" in str(st.get("value", "")) for st in kernel.widgets.values()), timeout=10
+    )
     [rows] = [cid for cid, st in kernel.widgets.items() if "tactus-timeline-rows" in str(st.get("value", ""))]
     value = words(kernel.widgets[rows]["value"])
     assert "step · prepare done" in value and "ready" in value and "human · Go on? waiting for a human" in value
@@ -317,8 +347,11 @@ def test_kernel_shows_a_live_timeline_updated_in_place(kernel):
     assert len(shown) == 1
     # the cell ended: the view is static HTML that opens to the rows, its widgets closed
     display_id = shown[0]["content"]["transient"]["display_id"]
-    [final] = [m["content"] for m in run.of_type("update_display_data")
-               if m["content"]["transient"]["display_id"] == display_id]
+    [final] = [
+        m["content"]
+        for m in run.of_type("update_display_data")
+        if m["content"]["transient"]["display_id"] == display_id
+    ]
     assert "application/vnd.jupyter.widget-view+json" not in final["data"]
     static = final["data"]["text/html"]
     assert static.startswith("<details class='tactus-timeline'") and "<summary" in static

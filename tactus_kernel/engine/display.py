@@ -30,8 +30,10 @@ def displayable(value: Any, tostring: Callable[[Any], str], depth: int = 0) -> A
             return LuaOpaque("{...}")
         items = list(value.items())  # UnicodeDecodeError for text that is not UTF-8: see Runtime.show
         keys = [k for k, _ in items]
-        if items and all(isinstance(k, int) and not isinstance(k, bool) for k in keys) and sorted(keys) == list(
-            range(1, len(keys) + 1)
+        if (
+            items
+            and all(isinstance(k, int) and not isinstance(k, bool) for k in keys)
+            and sorted(keys) == list(range(1, len(keys) + 1))
         ):
             return [displayable(v, tostring, depth + 1) for _, v in sorted(items, key=lambda kv: kv[0])]
         # sorted: Lua's own order changes from run to run

@@ -38,7 +38,7 @@ def parse_fields(decl: Any, where: str) -> dict[str, FieldSpec]:
         if isinstance(spec, str):
             spec = {"type": spec}
         if not isinstance(spec, dict):
-            raise ParamError(f"{where}.{name} must be a table such as {{type = \"string\"}}")
+            raise ParamError(f'{where}.{name} must be a table such as {{type = "string"}}')
         try:
             fields[name] = FieldSpec.model_validate(spec)
         except ValidationError as exc:

@@ -143,8 +143,9 @@ def field_path(loc: Iterable[str | int]) -> str:
     """Where a bad field is, as ``metadata.tactus.procedures.x.checkpoints.0.kind``.
     A key that is not printable (a newline, say) is quoted as JSON, so the
     message stays one line."""
-    parts = [p if isinstance(p, str) and p.isprintable() else json.dumps(p) if isinstance(p, str) else str(p)
-             for p in loc]
+    parts = [
+        p if isinstance(p, str) and p.isprintable() else json.dumps(p) if isinstance(p, str) else str(p) for p in loc
+    ]
     return ".".join(["metadata.tactus", *parts])
 
 

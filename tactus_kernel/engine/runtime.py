@@ -155,8 +155,11 @@ def _bridge(method: Callable[..., Any]) -> Callable[..., Any]:
         except lua54.LuaMemoryError:
             return False, "not enough memory"
         except UnicodeDecodeError:
-            return False, tagged("NotRecordableError", f"{method.__name__.removeprefix('_b_')}: a string in the value "
-                                 "is not valid UTF-8 text (decode binary data before recording it)")
+            return False, tagged(
+                "NotRecordableError",
+                f"{method.__name__.removeprefix('_b_')}: a string in the value "
+                "is not valid UTF-8 text (decode binary data before recording it)",
+            )
         except Exception as exc:
             log.error("Tactus: internal error in %s", method.__name__, exc_info=exc)
             return False, internal_message(method.__name__.removeprefix("_b_"), exc)
@@ -208,8 +211,18 @@ class Runtime:
         bridge = {
             name: getattr(self, "_b_" + name)
             for name in (
-                "write", "log", "declare", "begin_run", "end_run", "step_replay",
-                "record", "record_flat", "checkpoint", "json_encode", "json_decode", "file",
+                "write",
+                "log",
+                "declare",
+                "begin_run",
+                "end_run",
+                "step_replay",
+                "record",
+                "record_flat",
+                "checkpoint",
+                "json_encode",
+                "json_decode",
+                "file",
             )
         }
         bridge["interrupted"] = self._poll_interrupt
@@ -332,9 +345,12 @@ class Runtime:
             return False
         needs = ", ".join(f"{n} ({spec.params[n].type})" for n in missing)
         example = " ".join(f"{n}=..." for n in missing)
-        self.host.write("stdout", f"procedure '{key}' is declared, not run: it needs the param"
-                                  f"{'s' if len(missing) > 1 else ''} {needs}. Run it with "
-                                  f"`%tactus run {key} {example}` or Procedure.run(\"{key}\", {{...}}).\n")
+        self.host.write(
+            "stdout",
+            f"procedure '{key}' is declared, not run: it needs the param"
+            f"{'s' if len(missing) > 1 else ''} {needs}. Run it with "
+            f'`%tactus run {key} {example}` or Procedure.run("{key}", {{...}}).\n',
+        )
         return True
 
     async def run_procedure(self, name: str, params: dict[str, Any] | None = None, label: str = "[run]") -> Any:
@@ -697,8 +713,10 @@ class Runtime:
             py = to_json(value, "the result")
         except NotRecordable as exc:
             raise BridgeError(
-                tagged("NotRecordableError", f"Step '{name}': {exc}; a recorded value must be JSON "
-                       "(tables, strings, numbers, booleans, nil)")
+                tagged(
+                    "NotRecordableError",
+                    f"Step '{name}': {exc}; a recorded value must be JSON (tables, strings, numbers, booleans, nil)",
+                )
             ) from None
         run.log.append(kind, name, py)
         self.host.records_changed()

@@ -69,8 +69,10 @@ def load_prelude(lua: lua54.LuaRuntime, bridge: dict[str, Callable[..., Any]], h
     # the raw load, taken before the sandbox replaces it; always two results.
     # Captured as an upvalue: the global `load` becomes the cell's version,
     # which renames chunks that call themselves "[tactus ...]".
-    load = lua.eval("(function(load) return function(src, name, mode) local f, e = load(src, name, mode); "
-                    "return f, e end end)(load)")
+    load = lua.eval(
+        "(function(load) return function(src, name, mode) local f, e = load(src, name, mode); "
+        "return f, e end end)(load)"
+    )
     sandbox_chunk, err = load(lua_source("tactus_kernel.engine", "lua/sandbox.lua"), "=[tactus sandbox]", "t")
     if sandbox_chunk is None:
         raise RuntimeError(f"tactus sandbox prelude does not compile: {err}")

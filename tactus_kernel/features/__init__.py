@@ -16,8 +16,14 @@ if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import Runtime
 
 # Modules with a ``register(runtime)`` function, registered in this order.
-EFFECT_MODULES = ["sleep", "human.effects", "agents.effects", "composition.effects", "evaluations.effects",
-                  "compat.effects"]
+EFFECT_MODULES = [
+    "sleep",
+    "human.effects",
+    "agents.effects",
+    "composition.effects",
+    "evaluations.effects",
+    "compat.effects",
+]
 
 
 def register_effects(runtime: Runtime) -> None:

@@ -47,18 +47,31 @@ PREVIEW = 60  # characters of a value preview
 TICK = 1.0  # seconds between two redraws while nothing changes but the clock (a card waiting)
 
 ICONS = {"running": "›", "waiting": "?", "completed": "✓", "failed": "✗", "replayed": "↺", "cancelled": "⊘"}
-LABELS = {"running": "running", "waiting": "waiting for a human", "completed": "done", "failed": "failed",
-          "replayed": "replayed from record", "cancelled": "cancelled"}
+LABELS = {
+    "running": "running",
+    "waiting": "waiting for a human",
+    "completed": "done",
+    "failed": "failed",
+    "replayed": "replayed from record",
+    "cancelled": "cancelled",
+}
 # JupyterLab's theme variables (light, dark and high-contrast themes read
 # well), with fallbacks for pages without them (GitHub, nbviewer).
 MUTED = "var(--jp-ui-font-color2, #57606a)"
-COLORS = {"running": "var(--jp-brand-color1, #1976d2)", "waiting": "var(--jp-warn-color1, #b7791f)",
-          "completed": "var(--jp-success-color1, #2f855a)", "failed": "var(--jp-error-color1, #c53030)",
-          "replayed": MUTED, "cancelled": MUTED}
-BOX = ("font-family:var(--jp-ui-font-family, system-ui, -apple-system, sans-serif);"
-       "font-size:var(--jp-ui-font-size1, 13px);color:var(--jp-ui-font-color1, #1f2328);"
-       "border:1px solid var(--jp-border-color2, #d0d7de);border-radius:4px;"
-       "background:var(--jp-layout-color1, #ffffff);padding:4px 8px;margin:4px 0")
+COLORS = {
+    "running": "var(--jp-brand-color1, #1976d2)",
+    "waiting": "var(--jp-warn-color1, #b7791f)",
+    "completed": "var(--jp-success-color1, #2f855a)",
+    "failed": "var(--jp-error-color1, #c53030)",
+    "replayed": MUTED,
+    "cancelled": MUTED,
+}
+BOX = (
+    "font-family:var(--jp-ui-font-family, system-ui, -apple-system, sans-serif);"
+    "font-size:var(--jp-ui-font-size1, 13px);color:var(--jp-ui-font-color1, #1f2328);"
+    "border:1px solid var(--jp-border-color2, #d0d7de);border-radius:4px;"
+    "background:var(--jp-layout-color1, #ffffff);padding:4px 8px;margin:4px 0"
+)
 # A child call's record status -> its event state.
 CALL_STATES = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "interrupted": "cancelled"}
 
@@ -116,11 +129,27 @@ def error_text(error: Any) -> str:
 class Trail:
     """The events of one run of one procedure (hooked to its RunLog)."""
 
-    __slots__ = ("calls", "depth", "events", "expected", "group", "group_count", "group_end", "group_last",
-                 "key", "label", "log", "pending", "run_id", "t0", "view")
+    __slots__ = (
+        "calls",
+        "depth",
+        "events",
+        "expected",
+        "group",
+        "group_count",
+        "group_end",
+        "group_last",
+        "key",
+        "label",
+        "log",
+        "pending",
+        "run_id",
+        "t0",
+        "view",
+    )
 
-    def __init__(self, run: RunState, events: list[dict[str, Any]], view: CellTimeline | None,
-                 depth: int = 0, expected: int = 0) -> None:
+    def __init__(
+        self, run: RunState, events: list[dict[str, Any]], view: CellTimeline | None, depth: int = 0, expected: int = 0
+    ) -> None:
         self.key = run.key
         # what the view calls it: a procedure's name, or for a procedure with
         # no name and a cell's own code, the cell ("cell 3: local ok = ...")
@@ -187,8 +216,9 @@ class Trail:
             self.pending.append([kind, name, time.perf_counter(), None])
             return
         now = time.perf_counter()
-        self.pending.append([kind, name, now, self._event(kind, name, "waiting" if kind == "human" else "running",
-                                                           now)])
+        self.pending.append(
+            [kind, name, now, self._event(kind, name, "waiting" if kind == "human" else "running", now)]
+        )
         if self.view is not None:
             self.view.touch()
 
@@ -268,7 +298,7 @@ class Trail:
         for i in range(len(pending) - 1, -1, -1):
             p = pending[i]
             if p[0] == kind and p[1] == name:
-                for other in pending[i + 1:]:
+                for other in pending[i + 1 :]:
                     self._close(other, "failed", now)
                 del pending[i:]
                 return p
@@ -453,16 +483,24 @@ class CellTimeline:
 
         self._html = self.summary_html()
         self.widget = ipywidgets.HTML(self._html, layout=ipywidgets.Layout(flex="1 1 auto"))
-        self.toggle = ipywidgets.ToggleButton(value=False, description="Show steps", icon="list",
-                                              tooltip="Show or hide the timeline's rows",
-                                              layout=ipywidgets.Layout(width="auto", flex="0 0 auto"))
+        self.toggle = ipywidgets.ToggleButton(
+            value=False,
+            description="Show steps",
+            icon="list",
+            tooltip="Show or hide the timeline's rows",
+            layout=ipywidgets.Layout(width="auto", flex="0 0 auto"),
+        )
         self.rows_widget = ipywidgets.HTML("", layout=ipywidgets.Layout(display="none"))
         self.toggle.observe(self._toggled, "value")
-        self.box = ipywidgets.VBox([ipywidgets.HBox([self.widget, self.toggle],
-                                                    layout=ipywidgets.Layout(align_items="center")),
-                                    self.rows_widget],
-                                   layout=ipywidgets.Layout(border="1px solid var(--jp-border-color2, #d0d7de)",
-                                                            padding="0 4px 0 8px", margin="4px 0"))
+        self.box = ipywidgets.VBox(
+            [
+                ipywidgets.HBox([self.widget, self.toggle], layout=ipywidgets.Layout(align_items="center")),
+                self.rows_widget,
+            ],
+            layout=ipywidgets.Layout(
+                border="1px solid var(--jp-border-color2, #d0d7de)", padding="0 4px 0 8px", margin="4px 0"
+            ),
+        )
         bundle = self.box._repr_mimebundle_()
         bundle["text/plain"] = self.plain_text()
         if getattr(self.host, "update_display", None) is not None:  # a host that can replace it (NotebookHost)
@@ -498,8 +536,11 @@ class CellTimeline:
         update = getattr(self.host, "update_display", None)
         if update is None or self.display_id is None:
             return
-        update({"text/html": self.html(), "text/plain": self.plain_text()}, self.display_id,
-               metadata={"tactus": {"timeline": True}})
+        update(
+            {"text/html": self.html(), "text/plain": self.plain_text()},
+            self.display_id,
+            metadata={"tactus": {"timeline": True}},
+        )
         for w in (self.box, *self.box.children, self.widget, self.toggle, self.rows_widget):
             for part in (getattr(w, "layout", None), getattr(w, "style", None), w):
                 if part is not None:
@@ -543,14 +584,20 @@ class CellTimeline:
         return state, float(head.get("duration") or 0.0)
 
     def _steps(self) -> int:
-        return sum(int(ev.get("count", 1)) for _, ev in self.rows
-                   if ev["kind"] == "step" and ev["state"] in ("completed", "replayed"))
+        return sum(
+            int(ev.get("count", 1))
+            for _, ev in self.rows
+            if ev["kind"] == "step" and ev["state"] in ("completed", "replayed")
+        )
 
     def _waited(self) -> float:
         """Seconds spent waiting for people: not part of a rate of steps."""
         now = time.perf_counter()
-        return sum(float(ev["duration"]) if ev.get("duration") is not None else now - trail.t0 - ev["t"]
-                   for trail, ev in self.rows if ev["kind"] == "human" and trail.depth == 0)
+        return sum(
+            float(ev["duration"]) if ev.get("duration") is not None else now - trail.t0 - ev["t"]
+            for trail, ev in self.rows
+            if ev["kind"] == "human" and trail.depth == 0
+        )
 
     def summary_html(self) -> str:
         """The one line: state, name, progress (or count and rate), time."""
@@ -558,9 +605,11 @@ class CellTimeline:
         main = self.trails[0] if self.trails else None
         state, seconds = self._state()
         color = COLORS.get(state, MUTED)
-        parts = [f"<span style='color:{color};font-weight:600'>{ICONS.get(state, '·')}</span>",
-                 f"<span style='font-weight:600'>{html.escape(main.label if main else '?')}</span>",
-                 f"<span style='color:{color}'>{html.escape(LABELS.get(state, state))}</span>"]
+        parts = [
+            f"<span style='color:{color};font-weight:600'>{ICONS.get(state, '·')}</span>",
+            f"<span style='font-weight:600'>{html.escape(main.label if main else '?')}</span>",
+            f"<span style='color:{color}'>{html.escape(LABELS.get(state, state))}</span>",
+        ]
         prog = self.progress()
         if prog is not None:
             fraction, label = prog
@@ -570,7 +619,8 @@ class CellTimeline:
                 "background:var(--jp-layout-color3, #d0d7de);overflow:hidden'>"
                 f"<span style='display:block;width:{pct:.0f}%;height:6px;"
                 f"background:{COLORS['failed' if state == 'failed' else 'completed']}'></span></span>"
-                f"<span style='color:{MUTED}'>{html.escape(label)}</span>")
+                f"<span style='color:{MUTED}'>{html.escape(label)}</span>"
+            )
         else:
             steps = self._steps()
             if main is None:
@@ -586,8 +636,10 @@ class CellTimeline:
                 text += f" · {rate:.0f}/s" if rate >= 10 else f" · {rate:.1f}/s"
             parts.append(f"<span style='color:{MUTED}'>{text}</span>")
         parts.append(f"<span style='color:{MUTED};font-variant-numeric:tabular-nums'>{_duration(seconds)}</span>")
-        return ("<div class='tactus-timeline-summary' style='display:inline-flex;flex-wrap:wrap;"
-                "align-items:center;gap:8px'>" + "".join(parts) + "</div>")
+        return (
+            "<div class='tactus-timeline-summary' style='display:inline-flex;flex-wrap:wrap;"
+            "align-items:center;gap:8px'>" + "".join(parts) + "</div>"
+        )
 
     def rows_html(self) -> str:
         """The rows, newest MAX_ROWS of them."""
@@ -596,27 +648,35 @@ class CellTimeline:
         hidden = max(0, len(rows) - MAX_ROWS)
         parts = []
         if hidden:
-            parts.append(f"<div style='color:{MUTED};margin:2px 0'>… {hidden} earlier rows "
-                         "(<code>%tactus log</code> lists them all)</div>")
+            parts.append(
+                f"<div style='color:{MUTED};margin:2px 0'>… {hidden} earlier rows "
+                "(<code>%tactus log</code> lists them all)</div>"
+            )
         parts.append("<table style='border-collapse:collapse;margin-top:2px;line-height:1.5'>")
         parts.extend(_row(trail, ev) for trail, ev in rows[hidden:])
         parts.append("</table>")
         # a few rows tall at most, the rest scrolls; column-reverse keeps it
         # scrolled to the newest row (the one inner div keeps their order)
-        return ("<div class='tactus-timeline-rows' style='max-height:16em;overflow-y:auto;margin-bottom:4px;"
-                "display:flex;flex-direction:column-reverse'><div>" + "".join(parts) + "</div></div>")
+        return (
+            "<div class='tactus-timeline-rows' style='max-height:16em;overflow-y:auto;margin-bottom:4px;"
+            "display:flex;flex-direction:column-reverse'><div>" + "".join(parts) + "</div></div>"
+        )
 
     def html(self) -> str:
         """The whole view as static HTML: the summary line opening to the rows."""
-        return (f"<details class='tactus-timeline' style='{BOX}'>"
-                f"<summary style='cursor:pointer'>{self.summary_html()}</summary>{self.rows_html()}</details>")
+        return (
+            f"<details class='tactus-timeline' style='{BOX}'>"
+            f"<summary style='cursor:pointer'>{self.summary_html()}</summary>{self.rows_html()}</details>"
+        )
 
     def plain_text(self) -> str:
         main = self.trails[0] if self.trails else None
         state, seconds = self._state()
         key = main.key.split("/", 1)[0] if main else "?"
-        return (f"[Tactus timeline] {main.label if main else '?'}: {LABELS.get(state, state)}, "
-                f"{_duration(seconds)} (`%tactus log {key}` lists its events)")
+        return (
+            f"[Tactus timeline] {main.label if main else '?'}: {LABELS.get(state, state)}, "
+            f"{_duration(seconds)} (`%tactus log {key}` lists its events)"
+        )
 
 
 def _row(trail: Trail, ev: dict[str, Any]) -> str:
@@ -631,12 +691,14 @@ def _row(trail: Trail, ev: dict[str, Any]) -> str:
     detail = ev.get("error") or ev.get("preview") or ""
     indent = 4 + trail.depth * 14
     color = COLORS.get(state, MUTED)
-    return (f"<tr><td style='color:{color};padding:1px 4px;text-align:center'>{ICONS.get(state, '·')}</td>"
-            f"<td style='padding:1px 8px 1px {indent}px'>{html.escape(label)}</td>"
-            f"<td style='color:{color};padding:1px 8px'>{html.escape(LABELS.get(state, state))}</td>"
-            "<td style='text-align:right;padding:1px 8px;font-variant-numeric:tabular-nums'>"
-            f"{_duration(dur)}</td>"
-            f"<td style='color:{MUTED};padding:1px 4px'>{html.escape(str(detail))}</td></tr>")
+    return (
+        f"<tr><td style='color:{color};padding:1px 4px;text-align:center'>{ICONS.get(state, '·')}</td>"
+        f"<td style='padding:1px 8px 1px {indent}px'>{html.escape(label)}</td>"
+        f"<td style='color:{color};padding:1px 8px'>{html.escape(LABELS.get(state, state))}</td>"
+        "<td style='text-align:right;padding:1px 8px;font-variant-numeric:tabular-nums'>"
+        f"{_duration(dur)}</td>"
+        f"<td style='color:{MUTED};padding:1px 4px'>{html.escape(str(detail))}</td></tr>"
+    )
 
 
 def _duration(seconds: float | None) -> str:
@@ -665,8 +727,7 @@ class Timeline:
         if view is None:
             host = self.runtime.host
             live = bool(getattr(host, "timeline_widgets", type(host).__name__ == "NotebookHost"))
-            view = self.views[id(cell)] = CellTimeline(self.runtime, cell, live and not self.runtime.batch,
-                                                       self.stages)
+            view = self.views[id(cell)] = CellTimeline(self.runtime, cell, live and not self.runtime.batch, self.stages)
         return view
 
     def trail_for(self, run: RunState, depth: int = 0) -> Trail:
@@ -755,21 +816,30 @@ def log_command(runtime: Runtime, args: list[str]) -> None:
         key = names[0]
     else:
         timeline = next((o for o in runtime.run_observers if isinstance(o, Timeline)), None)
-        key = timeline.last_key if timeline and timeline.last_key in records else (with_events[-1] if with_events
-                                                                                  else "")
+        key = (
+            timeline.last_key if timeline and timeline.last_key in records else (with_events[-1] if with_events else "")
+        )
     rec = runtime.records.lookup(key) if key else None
     if rec is None or not rec.get("events"):
         known = ", ".join(with_events) or "(none yet)"
-        raise CellError.simple("UsageError", f"no events recorded for {key or 'any procedure'!r}; "
-                               f"procedures with events: {known}")
+        raise CellError.simple(
+            "UsageError", f"no events recorded for {key or 'any procedure'!r}; procedures with events: {known}"
+        )
     events = collect_events(rec, key)
     if as_json:
         runtime.host.write("stdout", json.dumps(events, indent=2, ensure_ascii=False) + "\n")
         return
-    rows = [{"procedure": e["procedure"], "kind": e["kind"],
-             "name": f"{e['name']} … {e['last']} ({e['count']})" if "count" in e else e["name"],
-             "state": e["state"], "started": str(e.get("started_at", ""))[11:23],
-             "duration": _duration(e.get("duration")), "detail": e.get("error") or e.get("preview", "")}
-            for e in events]
+    rows = [
+        {
+            "procedure": e["procedure"],
+            "kind": e["kind"],
+            "name": f"{e['name']} … {e['last']} ({e['count']})" if "count" in e else e["name"],
+            "state": e["state"],
+            "started": str(e.get("started_at", ""))[11:23],
+            "duration": _duration(e.get("duration")),
+            "detail": e.get("error") or e.get("preview", ""),
+        }
+        for e in events
+    ]
     shown = bundle([rows])
     runtime.host.display({"text/plain": text_table(rows), "text/html": shown.get("text/html", "")})

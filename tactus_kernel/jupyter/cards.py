@@ -333,8 +333,7 @@ def waiting_text(req: HumanRequest, since: str) -> str:
     name = _json(req.name)
     lines += [
         waits + ". Answer it on the card in JupyterLab or Notebook 7. Without widgets:",
-        f"  - in a terminal frontend (jupyter console): run %tactus answer {name} {hint},"
-        " then run this cell again",
+        f"  - in a terminal frontend (jupyter console): run %tactus answer {name} {hint}, then run this cell again",
         f"  - CI: tactus-kernel replay NOTEBOOK --answer {_json(req.name + '=' + value)}",
     ]
     return "\n".join(lines)

@@ -14,8 +14,28 @@ if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import Runtime
 
 KEYWORDS = [
-    "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if", "in",
-    "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
+    "and",
+    "break",
+    "do",
+    "else",
+    "elseif",
+    "end",
+    "false",
+    "for",
+    "function",
+    "goto",
+    "if",
+    "in",
+    "local",
+    "nil",
+    "not",
+    "or",
+    "repeat",
+    "return",
+    "then",
+    "true",
+    "until",
+    "while",
 ]
 
 DOCS: dict[str, str] = {
@@ -58,9 +78,9 @@ DOCS: dict[str, str] = {
     "Tool.last_call": "Tool.last_call(name) -> {name, args, result} of the last call, or nil.",
     "Tool.last_result": "Tool.last_result(name) -> result of the last call, or nil.",
     "Tool.reset": "Tool.reset(): forget this run's tool calls (Tool.called is false until the next call).",
-    "toolset": "toolset(name, {type = \"lua\", tools = {...}}): a named group of tools an agent lists in toolsets.",
+    "toolset": 'toolset(name, {type = "lua", tools = {...}}): a named group of tools an agent lists in toolsets.',
     "Toolset.get": "Toolset.get(name) -> {name, type, tools}: a declared toolset.",
-    "default_provider": "default_provider(\"openai\"): the provider of every agent that names none.",
+    "default_provider": 'default_provider("openai"): the provider of every agent that names none.',
     "prompt": "prompt(name, text): a named prompt template, read back as prompts.NAME.",
     "return_prompt": "return_prompt(text): after a procedure's body, its last agent summarises with this prompt.",
     "error_prompt": "error_prompt(text): when a procedure fails, its last agent explains the error with this prompt.",

@@ -264,8 +264,9 @@ class NotebookHost:
         self._buffered = 0
         self._last_flush = time.monotonic()
 
-    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None,
-                display_id: str | None = None) -> None:
+    def display(
+        self, data: dict[str, Any], metadata: dict[str, Any] | None = None, display_id: str | None = None
+    ) -> None:
         self.flush()
         transient = {"display_id": display_id} if display_id else {}
         self._send("display_data", {"data": data, "metadata": metadata or {}, "transient": transient})
@@ -274,8 +275,9 @@ class NotebookHost:
         """Replace what an earlier ``display(..., display_id=...)`` showed
         (an answered card, a finished timeline: static from then on)."""
         self.flush()
-        self._send("update_display_data",
-                   {"data": data, "metadata": metadata or {}, "transient": {"display_id": display_id}})
+        self._send(
+            "update_display_data", {"data": data, "metadata": metadata or {}, "transient": {"display_id": display_id}}
+        )
 
     def records_changed(self) -> None:
         self.channel.changed()
@@ -323,8 +325,9 @@ class NotebookHost:
         """The answer of a card shown by ``ask_human`` is in the record."""
         card = self._cards.pop(id(req), None)
         if card is not None:
-            card.settle("timed_out" if entry.get("timed_out") else "answered", entry.get("value"),
-                        entry.get("at"), index)
+            card.settle(
+                "timed_out" if entry.get("timed_out") else "answered", entry.get("value"), entry.get("at"), index
+            )
 
     def show_answered(self, req: Any, entry: dict[str, Any], index: int | None = None) -> None:
         """A replayed answer, shown static (live runs and batch replays alike)."""

@@ -217,8 +217,10 @@ def lone_surrogate(nb: Any) -> str | None:
     path = unencodable(nb)
     if path is None:
         return None
-    return (f"{describe_place(path, nb)} holds text that is not valid Unicode (a lone surrogate such as "
-            "\\ud800), which cannot be written to a notebook file; fix or remove it")
+    return (
+        f"{describe_place(path, nb)} holds text that is not valid Unicode (a lone surrogate such as "
+        "\\ud800), which cannot be written to a notebook file; fix or remove it"
+    )
 
 
 def unwritable_metadata(meta: dict[str, Any] | None) -> str | None:
@@ -229,8 +231,10 @@ def unwritable_metadata(meta: dict[str, Any] | None) -> str | None:
     wrapped = {"metadata": {"tactus": meta}}
     deep = too_deep(wrapped, MAX_INPUT_DEPTH)
     if deep is not None:
-        return (f"the kernel's records are nested more than {MAX_INPUT_DEPTH} levels deep at {json_path(deep)} "
-                "(a recursion too deep?); they cannot be written to the notebook, so nothing was written")
+        return (
+            f"the kernel's records are nested more than {MAX_INPUT_DEPTH} levels deep at {json_path(deep)} "
+            "(a recursion too deep?); they cannot be written to the notebook, so nothing was written"
+        )
     return lone_surrogate(wrapped)
 
 
@@ -273,15 +277,11 @@ def prepare(nb: NotebookNode, options: ReplayOptions) -> list[str]:
     if options.parameters:
         declared = parameters_cell_source(nb)
         if declared is None:
-            warnings.append(
-                "no cell is tagged `parameters`: the given parameters are set in a new cell at the top"
-            )
+            warnings.append("no cell is tagged `parameters`: the given parameters are set in a new cell at the top")
         else:
             unknown = [k for k in options.parameters if not re.search(rf"(?<![\w.]){re.escape(k)}\b", declared)]
             if unknown:
-                warnings.append(
-                    f"not in the cell tagged `parameters` (set anyway): {', '.join(unknown)}"
-                )
+                warnings.append(f"not in the cell tagged `parameters` (set anyway): {', '.join(unknown)}")
         inject_parameters(nb, options.parameters)
     return warnings
 
@@ -771,7 +771,7 @@ def describe_failure(
             f"or answer it here with {answer_flag} {shlex.quote(_answer_key(failure.evalue) + '=VALUE')}"
         )
         return "\n".join(lines)
-    head = f"{where}, procedure \"{proc}\"" if proc else where
+    head = f'{where}, procedure "{proc}"' if proc else where
     if failure.kind == "divergence":
         lines.append(f"{head}: replay diverged from the recorded checkpoints")
         lines += _divergence_table(failure, result.recorded)

@@ -67,28 +67,52 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     out.add_argument("-o", "--output", metavar="OUT", help="write the executed notebook there ('-' for stdout)")
     out.add_argument("--inplace", action="store_true", help="write the executed notebook over NOTEBOOK")
     p.add_argument(
-        "-p", "--parameter", dest="parameters", action="append", default=[], metavar="KEY=VALUE",
+        "-p",
+        "--parameter",
+        dest="parameters",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="set a Lua global in a cell injected after the cell tagged `parameters` (VALUE read as JSON "
         "when it parses, else as a string); repeatable",
     )
     p.add_argument(
-        "-f", "--parameters-file", dest="parameter_files", action="append", default=[], metavar="PARAMS.yaml",
+        "-f",
+        "--parameters-file",
+        dest="parameter_files",
+        action="append",
+        default=[],
+        metavar="PARAMS.yaml",
         help="a YAML mapping of parameters, as -p (which wins); repeatable",
     )
     p.add_argument(
-        "-P", "--procedure-param", dest="procedure_params", action="append", default=[], metavar="PROC.KEY=VALUE",
+        "-P",
+        "--procedure-param",
+        dest="procedure_params",
+        action="append",
+        default=[],
+        metavar="PROC.KEY=VALUE",
         help="a param of the procedure PROC when its cell runs it; repeatable",
     )
     p.add_argument(
-        "--answer", dest="answers", action="append", default=[], metavar="NAME_OR_MESSAGE=VALUE",
+        "--answer",
+        dest="answers",
+        action="append",
+        default=[],
+        metavar="NAME_OR_MESSAGE=VALUE",
         help="answer a human request that has no recorded answer (key: its hitl name or its message); repeatable",
     )
     p.add_argument(
-        "--answers", dest="answer_files", action="append", default=[], metavar="FILE.json",
+        "--answers",
+        dest="answer_files",
+        action="append",
+        default=[],
+        metavar="FILE.json",
         help="a JSON object of answers, as --answer (which wins)",
     )
     p.add_argument(
-        "--allow-divergence", action="store_true",
+        "--allow-divergence",
+        action="store_true",
         help="when the code asks for other calls than recorded, drop the record from there on and record anew",
     )
     p.add_argument(

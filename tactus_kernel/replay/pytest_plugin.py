@@ -24,33 +24,75 @@ if TYPE_CHECKING:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tactus", "Tactus notebook replay (tactus-kernel replay)")
     group.addoption(
-        "--tactus-replay", action="store_true", default=False,
+        "--tactus-replay",
+        action="store_true",
+        default=False,
         help="collect each .ipynb under the given paths as a test that replays it on the Tactus kernel",
     )
     group.addoption(
-        "--tactus-answer", action="append", default=[], metavar="NAME_OR_MESSAGE=VALUE",
+        "--tactus-answer",
+        action="append",
+        default=[],
+        metavar="NAME_OR_MESSAGE=VALUE",
         help="answer a human request that has no recorded answer; repeatable",
     )
-    group.addoption("--tactus-answers", action="append", default=[], metavar="FILE.json",
-                    help="a JSON object of answers")
-    group.addoption("--tactus-param", action="append", default=[], metavar="KEY=VALUE",
-                    help="a notebook parameter (Lua global), as `tactus-kernel replay -p`; repeatable")
-    group.addoption("--tactus-procedure-param", action="append", default=[], metavar="PROC.KEY=VALUE",
-                    help="a procedure param, as `tactus-kernel replay -P`; repeatable")
-    group.addoption("--tactus-allow-divergence", action="store_true", default=False,
-                    help="record new calls from the first difference instead of failing")
-    group.addoption("--tactus-timeout", type=float, default=None, metavar="S",
-                    help="fail a notebook whose cell runs longer than S seconds")
-    group.addoption("--tactus-startup-timeout", type=float, default=60.0, metavar="S",
-                    help="give each kernel S seconds to start (60)")
-    group.addoption("--tactus-output-dir", default=None, metavar="DIR",
-                    help="write each replayed notebook into DIR (for CI artifacts)")
-    group.addoption("--tactus-specs", action="store_true", default=False,
-                    help="collect each scenario of the notebooks' specifications([[...]]) as a test "
-                         "(see tactus_kernel/replay/specs_pytest.py)")
-    group.addoption("--tactus-evals", action="store_true", default=False,
-                    help="collect each evaluations({...}) / evaluation({...}) declaration of the notebooks as a "
-                         "test that fails on its thresholds (see docs/evaluations.md)")
+    group.addoption(
+        "--tactus-answers", action="append", default=[], metavar="FILE.json", help="a JSON object of answers"
+    )
+    group.addoption(
+        "--tactus-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a notebook parameter (Lua global), as `tactus-kernel replay -p`; repeatable",
+    )
+    group.addoption(
+        "--tactus-procedure-param",
+        action="append",
+        default=[],
+        metavar="PROC.KEY=VALUE",
+        help="a procedure param, as `tactus-kernel replay -P`; repeatable",
+    )
+    group.addoption(
+        "--tactus-allow-divergence",
+        action="store_true",
+        default=False,
+        help="record new calls from the first difference instead of failing",
+    )
+    group.addoption(
+        "--tactus-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="fail a notebook whose cell runs longer than S seconds",
+    )
+    group.addoption(
+        "--tactus-startup-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="give each kernel S seconds to start (60)",
+    )
+    group.addoption(
+        "--tactus-output-dir",
+        default=None,
+        metavar="DIR",
+        help="write each replayed notebook into DIR (for CI artifacts)",
+    )
+    group.addoption(
+        "--tactus-specs",
+        action="store_true",
+        default=False,
+        help="collect each scenario of the notebooks' specifications([[...]]) as a test "
+        "(see tactus_kernel/replay/specs_pytest.py)",
+    )
+    group.addoption(
+        "--tactus-evals",
+        action="store_true",
+        default=False,
+        help="collect each evaluations({...}) / evaluation({...}) declaration of the notebooks as a "
+        "test that fails on its thresholds (see docs/evaluations.md)",
+    )
 
 
 _OPTIONS_KEY = pytest.StashKey[Any]()
@@ -66,11 +108,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
     try:
         options = ReplayOptions(
-            answers=parse_answers(config.getoption("tactus_answer"), config.getoption("tactus_answers"),
-                                  option="--tactus-answer"),
+            answers=parse_answers(
+                config.getoption("tactus_answer"), config.getoption("tactus_answers"), option="--tactus-answer"
+            ),
             parameters=parse_parameters(config.getoption("tactus_param"), option="--tactus-param"),
-            procedure_params=parse_procedure_params(config.getoption("tactus_procedure_param"),
-                                                    option="--tactus-procedure-param"),
+            procedure_params=parse_procedure_params(
+                config.getoption("tactus_procedure_param"), option="--tactus-procedure-param"
+            ),
             allow_divergence=config.getoption("tactus_allow_divergence"),
             timeout=config.getoption("tactus_timeout") or None,
             startup_timeout=config.getoption("tactus_startup_timeout"),
@@ -97,9 +141,11 @@ def tactus_kernel(tmp_path: Path) -> Any:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     config = parent.config
-    if file_path.suffix == ".ipynb" and (config.getoption("tactus_replay", False)
-                                         or config.getoption("tactus_specs", False)
-                                         or config.getoption("tactus_evals", False)):
+    if file_path.suffix == ".ipynb" and (
+        config.getoption("tactus_replay", False)
+        or config.getoption("tactus_specs", False)
+        or config.getoption("tactus_evals", False)
+    ):
         if ".ipynb_checkpoints" in file_path.parts:
             return None
         return NotebookFile.from_parent(parent, path=file_path)

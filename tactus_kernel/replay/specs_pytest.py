@@ -61,16 +61,22 @@ def spec_items(collector: pytest.File) -> Iterator[pytest.Item]:
     specs = bdd.registry(runtime).specs
     for spec in specs.values():
         for pickle in spec.pickles:
-            yield SpecScenario.from_parent(collector, name=f"spec[{spec.procedure}: {pickle.get('name', '')}]",
-                                           runtime=runtime, procedure=spec.procedure, pickle=pickle,
-                                           problems=problems)
+            yield SpecScenario.from_parent(
+                collector,
+                name=f"spec[{spec.procedure}: {pickle.get('name', '')}]",
+                runtime=runtime,
+                procedure=spec.procedure,
+                pickle=pickle,
+                problems=problems,
+            )
 
 
 class SpecScenario(pytest.Item):
     """One scenario of a notebook's specifications."""
 
-    def __init__(self, *, runtime: Runtime, procedure: str, pickle: dict[str, Any], problems: list[str],
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *, runtime: Runtime, procedure: str, pickle: dict[str, Any], problems: list[str], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.runtime = runtime
         self.procedure = procedure

@@ -15,8 +15,17 @@ OFFLINE_ENV = "TACTUS_OFFLINE"
 DEFAULT_MODEL_ENV = "TACTUS_MODEL"
 TEST_MODEL = "test"
 # Settings a declaration (the model table) or a turn may give.
-SETTINGS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty",
-            "stop_sequences", "timeout", "parallel_tool_calls")
+SETTINGS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop_sequences",
+    "timeout",
+    "parallel_tool_calls",
+)
 
 # provider prefix -> the environment variable its pydantic-ai provider reads.
 PROVIDER_KEYS = {
@@ -40,25 +49,61 @@ PROVIDER_KEYS = {
 ALSO_ACCEPTED = {"GOOGLE_API_KEY": ("GEMINI_API_KEY",), "OPENAI_API_KEY": ("OPENAI_BASE_URL",)}
 # The reference Tactus's ``provider = "..."`` -> pydantic-ai's model-name prefix.
 PROVIDERS = {
-    "openai": "openai", "openai-chat": "openai-chat", "openai-responses": "openai-responses",
-    "azure": "azure", "anthropic": "anthropic", "bedrock": "bedrock", "google": "google-gla",
-    "gemini": "google-gla", "google-gla": "google-gla", "google-vertex": "google-vertex", "vertex": "google-vertex",
-    "vertexai": "google-vertex", "groq": "groq", "mistral": "mistral", "cohere": "cohere", "deepseek": "deepseek",
-    "openrouter": "openrouter", "xai": "xai", "grok": "grok", "cerebras": "cerebras", "huggingface": "huggingface",
-    "ollama": "ollama", "fireworks": "fireworks", "together": "together", "heroku": "heroku", "github": "github",
-    "moonshotai": "moonshotai", "litellm": "litellm", "nebius": "nebius", "ovhcloud": "ovhcloud",
+    "openai": "openai",
+    "openai-chat": "openai-chat",
+    "openai-responses": "openai-responses",
+    "azure": "azure",
+    "anthropic": "anthropic",
+    "bedrock": "bedrock",
+    "google": "google-gla",
+    "gemini": "google-gla",
+    "google-gla": "google-gla",
+    "google-vertex": "google-vertex",
+    "vertex": "google-vertex",
+    "vertexai": "google-vertex",
+    "groq": "groq",
+    "mistral": "mistral",
+    "cohere": "cohere",
+    "deepseek": "deepseek",
+    "openrouter": "openrouter",
+    "xai": "xai",
+    "grok": "grok",
+    "cerebras": "cerebras",
+    "huggingface": "huggingface",
+    "ollama": "ollama",
+    "fireworks": "fireworks",
+    "together": "together",
+    "heroku": "heroku",
+    "github": "github",
+    "moonshotai": "moonshotai",
+    "litellm": "litellm",
+    "nebius": "nebius",
+    "ovhcloud": "ovhcloud",
 }
 # The model an agent that names a provider but no model gets (the reference
 # requires a provider, not a model).
 PROVIDER_DEFAULT_MODELS = {
-    "openai": "gpt-4o-mini", "openai-chat": "gpt-4o-mini", "openai-responses": "gpt-4o-mini",
-    "anthropic": "claude-sonnet-4-5", "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
-    "google-gla": "gemini-2.0-flash", "google-vertex": "gemini-2.0-flash", "groq": "llama-3.3-70b-versatile",
-    "mistral": "mistral-small-latest", "cohere": "command-r-plus", "deepseek": "deepseek-chat",
+    "openai": "gpt-4o-mini",
+    "openai-chat": "gpt-4o-mini",
+    "openai-responses": "gpt-4o-mini",
+    "anthropic": "claude-sonnet-4-5",
+    "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "google-gla": "gemini-2.0-flash",
+    "google-vertex": "gemini-2.0-flash",
+    "groq": "llama-3.3-70b-versatile",
+    "mistral": "mistral-small-latest",
+    "cohere": "command-r-plus",
+    "deepseek": "deepseek-chat",
 }
 # A bare model name (no "provider:") is inferred by pydantic-ai from its prefix.
-BARE_PREFIXES = {"gpt-": "openai", "o1": "openai", "o3": "openai", "o4": "openai", "claude": "anthropic",
-                 "gemini": "google-gla"}
+BARE_PREFIXES = {
+    "gpt-": "openai",
+    "o1": "openai",
+    "o3": "openai",
+    "o4": "openai",
+    "claude": "anthropic",
+    "gemini": "google-gla",
+}
 
 
 class ConfigError(ValueError):
@@ -87,7 +132,7 @@ def parse_model(decl: Any, where: str) -> tuple[str | None, dict[str, Any]]:
         if unknown:
             raise ConfigError(f"{where}: unknown model setting '{unknown[0]}' (known: {', '.join(SETTINGS)})")
         return name, settings_from(decl, where)
-    raise ConfigError(f"{where}: model must be a model name such as \"openai:gpt-4o-mini\" or a table")
+    raise ConfigError(f'{where}: model must be a model name such as "openai:gpt-4o-mini" or a table')
 
 
 def settings_from(opts: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -134,8 +179,10 @@ def model_settings_from(decl: Any, where: str) -> dict[str, Any]:
         if key in SETTINGS:
             continue
         if not isinstance(key, str) or not (PROVIDER_SETTING.match(key) or key in PASSED_SETTINGS):
-            raise ConfigError(f"{where}: unknown model setting {key!r} (known: {', '.join(SETTINGS)}, "
-                              "and provider settings such as openai_reasoning_effort)")
+            raise ConfigError(
+                f"{where}: unknown model setting {key!r} (known: {', '.join(SETTINGS)}, "
+                "and provider settings such as openai_reasoning_effort)"
+            )
         out[key] = value
     return out
 

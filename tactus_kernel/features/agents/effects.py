@@ -152,8 +152,9 @@ class AgentHub:
     @_guarded
     async def history(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
         agent = request["agent"]
-        value = self.service.history_op(run, str(request["op"]), request["value"],
-                                        None if agent is None else str(agent))
+        value = self.service.history_op(
+            run, str(request["op"]), request["value"], None if agent is None else str(agent)
+        )
         return () if value is None else (value,)
 
     @_guarded

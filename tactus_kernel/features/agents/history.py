@@ -59,8 +59,10 @@ def _dumpers() -> dict[type, Callable[..., list[dict[str, Any]]]]:
     config decides how bytes inside a tool's return or a response's
     provider details are written; the test of ``dump`` has both."""
     config = pydantic.ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
-    return {cls: pydantic.TypeAdapter(list[cls], config=config).dump_python  # type: ignore[valid-type]
-            for cls in (ModelRequest, ModelResponse)}
+    return {
+        cls: pydantic.TypeAdapter(list[cls], config=config).dump_python  # type: ignore[valid-type]
+        for cls in (ModelRequest, ModelResponse)
+    }
 
 
 def dump(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:
@@ -226,25 +228,36 @@ def estimate_tokens(message: ModelMessage) -> int:
 def _repair(messages: list[ModelMessage]) -> list[ModelMessage]:
     """Drop tool calls without results (and results without calls)."""
     call_ids = {p.tool_call_id for m in messages for p in m.parts if isinstance(p, ToolCallPart)}
-    return_ids = {p.tool_call_id for m in messages for p in m.parts
-                  if isinstance(p, (ToolReturnPart, RetryPromptPart)) and p.tool_name}
+    return_ids = {
+        p.tool_call_id
+        for m in messages
+        for p in m.parts
+        if isinstance(p, (ToolReturnPart, RetryPromptPart)) and p.tool_name
+    }
     out: list[ModelMessage] = []
     for i, m in enumerate(messages):
         last = i == len(messages) - 1
         if isinstance(m, ModelResponse):
             # the last response may keep open calls: the next request answers them
-            parts = [p for p in m.parts
-                     if not isinstance(p, ToolCallPart) or p.tool_call_id in return_ids or last]
+            parts = [p for p in m.parts if not isinstance(p, ToolCallPart) or p.tool_call_id in return_ids or last]
             if parts:
-                out.append(m if len(parts) == len(m.parts) else ModelResponse(
-                    parts=parts, model_name=m.model_name, timestamp=m.timestamp, usage=m.usage))
+                out.append(
+                    m
+                    if len(parts) == len(m.parts)
+                    else ModelResponse(parts=parts, model_name=m.model_name, timestamp=m.timestamp, usage=m.usage)
+                )
         else:
-            req_parts = [p for p in m.parts
-                         if not (isinstance(p, (ToolReturnPart, RetryPromptPart)) and p.tool_name
-                                 and p.tool_call_id not in call_ids)]
+            req_parts = [
+                p
+                for p in m.parts
+                if not (
+                    isinstance(p, (ToolReturnPart, RetryPromptPart)) and p.tool_name and p.tool_call_id not in call_ids
+                )
+            ]
             if req_parts:
-                out.append(m if len(req_parts) == len(m.parts) else ModelRequest(
-                    parts=req_parts, instructions=m.instructions))
+                out.append(
+                    m if len(req_parts) == len(m.parts) else ModelRequest(parts=req_parts, instructions=m.instructions)
+                )
     return out
 
 
@@ -320,7 +333,8 @@ def check_config(config: Any, where: str) -> dict[str, Any]:
         raise HistoryError(f"{where}: message_history.mode must be isolated or shared, got {mode!r}")
     unknown = sorted(set(config) - {"mode", "max_tokens", "filter"})
     if unknown:
-        raise HistoryError(f"{where}: unknown message_history key '{unknown[0]}' "
-                           "(known: mode, source, max_tokens, filter)")
+        raise HistoryError(
+            f"{where}: unknown message_history key '{unknown[0]}' (known: mode, source, max_tokens, filter)"
+        )
     apply_filter(config.get("filter"), [])  # validates the descriptor
     return config

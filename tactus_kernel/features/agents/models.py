@@ -92,7 +92,7 @@ def _delay(value: Any, where: str) -> float:
 
 def _call(r: Any, where: str) -> dict[str, Any]:
     if not isinstance(r, dict) or not isinstance(r.get("tool"), str):
-        raise ConfigError(f"{where}: a tool call needs tool = \"name\"")
+        raise ConfigError(f'{where}: a tool call needs tool = "name"')
     args = r.get("args", {})
     if args == []:
         args = {}
@@ -113,7 +113,8 @@ class MockScript:
         i = self.cursor.position
         if i >= len(self.responses):
             raise ModelHTTPError(
-                400, "mock",
+                400,
+                "mock",
                 {"error": f"agent '{self.agent}' used up its {len(self.responses)} scripted mock responses"},
             )
         self.cursor.position += 1

@@ -17,8 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from tactus_kernel.engine.fields import FieldSpec, ParamError, parse_fields
 
-JSON_TYPES = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean",
-              "array": "array", "object": "object"}
+JSON_TYPES = {
+    "string": "string",
+    "number": "number",
+    "integer": "integer",
+    "boolean": "boolean",
+    "array": "array",
+    "object": "object",
+}
 PY_TYPES: dict[str, Any] = {"string": str, "number": float, "integer": int, "boolean": bool, "any": Any}
 
 
@@ -88,7 +94,7 @@ def output_model(decl: Any, name: str = "Output") -> type[BaseModel]:
     fields is asked to retry rather than silently trusted.
     """
     if not isinstance(decl, dict) or not decl:
-        raise ParamError("output_type must be a table of fields, e.g. {city = {type = \"string\", required = true}}")
+        raise ParamError('output_type must be a table of fields, e.g. {city = {type = "string", required = true}}')
     fields = parse_fields(decl, "output_type")
     raw = _raw_fields(decl)
     definitions: dict[str, Any] = {}

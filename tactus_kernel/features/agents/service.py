@@ -78,15 +78,42 @@ from tactus_kernel.features.agents.tools import DONE, DONE_TOOL, ToolSpec
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import RunState, Runtime
 
-AGENT_KEYS = ("model", "system_prompt", "instructions", "initial_message", "continue_message", "tools",
-              "output_type", "max_turns", "message_history", "mock", "retries", "quiet", "description",
-              # the reference Tactus's keys (v0.3 to v0.7)
-              "provider", "model_type", "model_settings", "toolsets", "request_limit", "disable_streaming",
-              "session", *SETTINGS)
+AGENT_KEYS = (
+    "model",
+    "system_prompt",
+    "instructions",
+    "initial_message",
+    "continue_message",
+    "tools",
+    "output_type",
+    "max_turns",
+    "message_history",
+    "mock",
+    "retries",
+    "quiet",
+    "description",
+    # the reference Tactus's keys (v0.3 to v0.7)
+    "provider",
+    "model_type",
+    "model_settings",
+    "toolsets",
+    "request_limit",
+    "disable_streaming",
+    "session",
+    *SETTINGS,
+)
 SHARED = "\x00shared"  # history key of a run's shared history (not a valid agent name)
 # Errors from inside a Lua tool that keep their own name (the rest become AgentError).
-PASS_THROUGH = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "HumanTimeout", "LuaMemoryError",
-                "NotRecordableError", "AgentError", "CheckpointError"}
+PASS_THROUGH = {
+    "KeyboardInterrupt",
+    "DivergenceError",
+    "NoRecordedAnswer",
+    "HumanTimeout",
+    "LuaMemoryError",
+    "NotRecordableError",
+    "AgentError",
+    "CheckpointError",
+}
 KEPT_SNAPSHOTS = 64
 NOT_RECORDABLE = "not recordable: "  # what a turn's messages say when they could not be recorded
 TURN_OPTIONS = frozenset({"inject", "tools", "toolsets", "temperature", "max_tokens", "top_p", "seed"})
@@ -151,7 +178,7 @@ class RunScope:
         done = self.hashed
         # a prefix compares element by element, identity first (in C); equal
         # messages project, so hash, the same
-        if self.hash_state is None or messages[:len(done)] != done:
+        if self.hash_state is None or messages[: len(done)] != done:
             done, self.hash_state = [], hashlib.sha256(b"[")
         h = self.hash_state
         for i in range(len(done), len(messages)):
@@ -224,10 +251,14 @@ class Request:
         """The readable request, plus digests of its bulky parts, for the record."""
         if self._summary is None:
             self._summary = {
-                "model": self.model, "settings": self.settings, "system_prompt": self.instructions,
-                "message": self.message, "tools": [t.name for t in self.tools], "history": len(self.history),
-                "digests": {"history": self.history_digest, "tools": self.tools_digest,
-                            "output": self.output_digest}}
+                "model": self.model,
+                "settings": self.settings,
+                "system_prompt": self.instructions,
+                "message": self.message,
+                "tools": [t.name for t in self.tools],
+                "history": len(self.history),
+                "digests": {"history": self.history_digest, "tools": self.tools_digest, "output": self.output_digest},
+            }
         return self._summary
 
     def digest(self) -> str:
@@ -258,9 +289,11 @@ def _per_tools(cache: PerTools[T], tools: list[ToolSpec], build: Callable[[], T]
 
 
 # What a changed digest means, for divergence messages.
-DIGEST_MEANING = {"history": "the message history sent differs",
-                  "tools": "a tool's description or params differ",
-                  "output": "the output_type differs"}
+DIGEST_MEANING = {
+    "history": "the message history sent differs",
+    "tools": "a tool's description or params differ",
+    "output": "the output_type differs",
+}
 
 
 def _same_agent(old: AgentSpec, new: AgentSpec) -> bool:
@@ -296,7 +329,7 @@ def _names(value: Any, where: str) -> list[str]:
     if value is None or value == {} or value == []:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} must be a list of tool names such as {{\"search\", \"done\"}}")
+        raise ConfigError(f'{where} must be a list of tool names such as {{"search", "done"}}')
     return list(value)
 
 
@@ -316,8 +349,9 @@ class AgentService:
     """Agents of one runtime. Tools and the notebook default model are kept
     by the caller (:class:`tactus_kernel.features.agents.effects.AgentHub`)."""
 
-    def __init__(self, runtime: Runtime, tools: dict[str, ToolSpec],
-                 toolsets: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, tools: dict[str, ToolSpec], toolsets: dict[str, list[str]] | None = None
+    ) -> None:
         self.runtime = runtime
         self.tools = tools
         self.toolsets = {} if toolsets is None else toolsets
@@ -344,8 +378,11 @@ class AgentService:
             raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(AGENT_KEYS)})")
         model, settings = parse_model(config.get("model"), where)
         # the reference's model_settings, and settings given on the agent itself
-        settings = {**model_settings_from(config.get("model_settings"), f"{where}: model_settings"),
-                    **settings_from(config, where), **settings}
+        settings = {
+            **model_settings_from(config.get("model_settings"), f"{where}: model_settings"),
+            **settings_from(config, where),
+            **settings,
+        }
         provider = config.get("provider")
         if provider is not None:
             provider = provider_prefix(provider, where)
@@ -365,11 +402,11 @@ class AgentService:
             model=model,
             provider=provider,
             settings=settings,
-            system_prompt=_str_or_none(config.get("system_prompt", config.get("instructions")),
-                                       f"{where}: system_prompt"),
+            system_prompt=_str_or_none(
+                config.get("system_prompt", config.get("instructions")), f"{where}: system_prompt"
+            ),
             initial_message=_str_or_none(config.get("initial_message"), f"{where}: initial_message"),
-            continue_message=_str_or_none(config.get("continue_message"), f"{where}: continue_message")
-            or "Continue.",
+            continue_message=_str_or_none(config.get("continue_message"), f"{where}: continue_message") or "Continue.",
             # the reference gives every agent its done tool unless it lists its tools
             tools=_tool_names(config, where, [DONE]),
             output_schema=out_model.model_json_schema() if out_model else None,
@@ -437,8 +474,10 @@ class AgentService:
             opts = _plain_dict(raw_opts)
             if not TURN_OPTIONS.issuperset(opts):
                 unknown = sorted(set(opts) - TURN_OPTIONS)
-                raise agent_error(name, f"turn: unknown option '{unknown[0]}' "
-                                        "(known: inject, tools, temperature, max_tokens, top_p, seed)")
+                raise agent_error(
+                    name,
+                    f"turn: unknown option '{unknown[0]}' (known: inject, tools, temperature, max_tokens, top_p, seed)",
+                )
         scope = self.scope(run)
         taken = scope.turns.get(name, 0)
         if spec.max_turns is not None and taken >= spec.max_turns:
@@ -460,9 +499,13 @@ class AgentService:
         """What this agent's turns in this run share, worked out at the first
         and kept while the declarations it comes from stay the same objects."""
         plan = scope.plans.get(spec.name)
-        if (plan is not None and plan.spec is spec and plan.default_model is self.default_model
-                and plan.generation == self.generation
-                and all(self.tools.get(t.name) is t for t in plan.tools if t is not DONE_TOOL)):
+        if (
+            plan is not None
+            and plan.spec is spec
+            and plan.default_model is self.default_model
+            and plan.generation == self.generation
+            and all(self.tools.get(t.name) is t for t in plan.tools if t is not DONE_TOOL)
+        ):
             return plan
         tools = self._tools(spec, spec.tools)
         model = spec.model or self.default_model[0]
@@ -470,17 +513,25 @@ class AgentService:
         if provider is not None:
             model = model_name(model, provider)
             if model is None:
-                raise agent_error(spec.name, f"provider '{provider}' has no default model here: name one "
-                                             "(model = \"...\") or set default_model(...)")
+                raise agent_error(
+                    spec.name,
+                    f"provider '{provider}' has no default model here: name one "
+                    '(model = "...") or set default_model(...)',
+                )
         static = [t for t in (spec.system_prompt, spec.initial_message, spec.continue_message) if t]
         plan = scope.plans[spec.name] = TurnPlan(
-            spec=spec, default_model=self.default_model, hconf=self.history_config(spec, run),
+            spec=spec,
+            default_model=self.default_model,
+            hconf=self.history_config(spec, run),
             history=scope.histories.setdefault(self.history_key(spec, run), []),
             cursor=scope.scripts.setdefault(spec.name, ScriptCursor()),
-            tools=tools, tools_digest=self._tools_digest(tools),
+            tools=tools,
+            tools_digest=self._tools_digest(tools),
             model=model or self._env_default(),
-            settings={**self.default_model[1], **spec.settings}, generation=self.generation,
-            uses_params=uses(static, "params", "context"), uses_state=uses(static, "state", "context"),
+            settings={**self.default_model[1], **spec.settings},
+            generation=self.generation,
+            uses_params=uses(static, "params", "context"),
+            uses_state=uses(static, "state", "context"),
         )
         return plan
 
@@ -531,10 +582,17 @@ class AgentService:
             sent = hist.view(history, plan.hconf)
         except hist.HistoryError as exc:
             raise agent_error(spec.name, str(exc)) from None
-        return Request(model=plan.model, settings=settings,
-                       instructions=render(spec.system_prompt, params, state), message=message,
-                       tools=tools, history=sent, scope=scope, tools_digest=tools_digest,
-                       output_digest=spec.output_digest)
+        return Request(
+            model=plan.model,
+            settings=settings,
+            instructions=render(spec.system_prompt, params, state),
+            message=message,
+            tools=tools,
+            history=sent,
+            scope=scope,
+            tools_digest=tools_digest,
+            output_digest=spec.output_digest,
+        )
 
     def _tools_digest(self, tools: list[ToolSpec]) -> str:
         """The digest of the tools' declarations, computed once per set of declarations."""
@@ -555,8 +613,9 @@ class AgentService:
         return os.environ.get(DEFAULT_MODEL_ENV) or TEST_MODEL
 
     # -------------------------------------------------------------- replay
-    def _replay(self, run: RunState, spec: AgentSpec, req: Request, history: list[ModelMessage],
-                cursor: ScriptCursor) -> tuple[Any, ...] | None:
+    def _replay(
+        self, run: RunState, spec: AgentSpec, req: Request, history: list[ModelMessage], cursor: ScriptCursor
+    ) -> tuple[Any, ...] | None:
         log = run.log
         here = log.entries[log.position] if log.position < len(log.entries) else None
         if here is not None and here.get("kind") != "agent" and here.get("in_turn") == spec.name:
@@ -579,8 +638,10 @@ class AgentService:
             replaces, usage = entry.get("replaces") or 0, entry.get("usage") or {}
             for field_name, found, kind in (("replaces", replaces, int), ("usage", usage, dict)):
                 if not isinstance(found, kind):
-                    raise TypeError(f"{field_name}: expected {'a number' if kind is int else 'an object'}, "
-                                    f"found {json.dumps(found)[:60]}")
+                    raise TypeError(
+                        f"{field_name}: expected {'a number' if kind is int else 'an object'}, "
+                        f"found {json.dumps(found)[:60]}"
+                    )
         except (ValueError, TypeError) as exc:
             reason = str(exc)
             if isinstance(exc, ValidationError):  # the first problem, not pydantic's multi-line report
@@ -598,13 +659,23 @@ class AgentService:
         turn_id = self._snapshot(history, messages)
         cost = entry.get("cost")
         calls = to_lua(self.runtime.lua, entry.get("tool_calls") or [])
-        return self._result(calls, spec.name, turn_id, value, usage, cost if isinstance(cost, (int, float)) else None,
-                            str(entry.get("model", "")), replayed=True)
+        return self._result(
+            calls,
+            spec.name,
+            turn_id,
+            value,
+            usage,
+            cost if isinstance(cost, (int, float)) else None,
+            str(entry.get("model", "")),
+            replayed=True,
+        )
 
     def _divergence(self, run: RunState, spec: AgentSpec, entry: dict[str, Any], req: Request) -> str:
         position = run.log.position  # already advanced past the entry
-        lines = [f"replay diverged in procedure {run.key!r} at checkpoint #{position}: agent '{spec.name}' "
-                 "was sent a different request than the recorded turn"]
+        lines = [
+            f"replay diverged in procedure {run.key!r} at checkpoint #{position}: agent '{spec.name}' "
+            "was sent a different request than the recorded turn"
+        ]
         recorded = entry.get("request") or {}
         now = req.summary()
         changed = [k for k in now if k != "digests" and k in recorded and recorded[k] != now[k]]
@@ -628,8 +699,11 @@ class AgentService:
             return offline_model(mock)
         var = missing_key(name)
         if var is not None:
-            raise agent_error(spec.name, f"model '{name}' needs the environment variable {var} "
-                                         f"(set {var}, or run offline with TACTUS_OFFLINE=1 or model = \"test\")")
+            raise agent_error(
+                spec.name,
+                f"model '{name}' needs the environment variable {var} "
+                f'(set {var}, or run offline with TACTUS_OFFLINE=1 or model = "test")',
+            )
         model = self.models.get(name)
         if model is None:
             try:
@@ -638,8 +712,15 @@ class AgentService:
                 raise agent_error(spec.name, f"cannot use model '{name}': {exc}") from None
         return model, name
 
-    async def _live(self, run: RunState, spec: AgentSpec, req: Request, history: list[ModelMessage],
-                    cursor: ScriptCursor, lua_ctx: Any) -> tuple[Any, ...]:
+    async def _live(
+        self,
+        run: RunState,
+        spec: AgentSpec,
+        req: Request,
+        history: list[ModelMessage],
+        cursor: ScriptCursor,
+        lua_ctx: Any,
+    ) -> tuple[Any, ...]:
         model, label = self._model(spec, req.model, cursor)
         deps = TurnDeps(spec.name, lua_ctx)
         host = self.runtime.host
@@ -651,9 +732,14 @@ class AgentService:
         self.model_calls += 1
         try:
             result = await self._agent(spec, req.tools).run(
-                req.message, model=model, instructions=req.instructions, message_history=req.history,
-                deps=deps, model_settings=cast(ModelSettings, req.settings) if req.settings else None,
-                event_stream_handler=None if streamer is None else streamer.handle, usage_limits=limits,
+                req.message,
+                model=model,
+                instructions=req.instructions,
+                message_history=req.history,
+                deps=deps,
+                model_settings=cast(ModelSettings, req.settings) if req.settings else None,
+                event_stream_handler=None if streamer is None else streamer.handle,
+                usage_limits=limits,
             )
         except asyncio.CancelledError:
             raise
@@ -681,12 +767,19 @@ class AgentService:
             run_usage = run_usage()
         usage = self._usage(run_usage)
         cost = self._cost(new)
-        nested = log.entries[start:log.position]
+        nested = log.entries[start : log.position]
         if nested:
             log.clear_from(start)
         # messages, request_hash and request are filled in later (_fill_turn)
-        extra: dict[str, Any] = {"messages": dumped, "usage": usage, "cost": cost, "tool_calls": deps.calls,
-                                 "request_hash": None, "request": None, "model": label}
+        extra: dict[str, Any] = {
+            "messages": dumped,
+            "usage": usage,
+            "cost": cost,
+            "tool_calls": deps.calls,
+            "request_hash": None,
+            "request": None,
+            "model": label,
+        }
         if replaces:
             extra["replaces"] = replaces
         if nested:
@@ -730,7 +823,7 @@ class AgentService:
         tagged, so the turn run again replays them instead of diverging."""
         log = run.log
         if log.position > start:
-            for entry in log.entries[start:log.position]:
+            for entry in log.entries[start : log.position]:
                 entry["in_turn"] = agent
             log.records.touch(log.key)
             self.runtime.host.records_changed()
@@ -742,16 +835,16 @@ class AgentService:
             if exc.status_code == 429:
                 return agent_error(spec.name, f"rate limited by model '{label}' (HTTP 429): {detail}")
             if exc.status_code in (401, 403):
-                return agent_error(spec.name, f"model '{label}' refused the API key (HTTP {exc.status_code}): "
-                                              f"{detail}")
+                return agent_error(spec.name, f"model '{label}' refused the API key (HTTP {exc.status_code}): {detail}")
             return agent_error(spec.name, f"model '{label}' failed (HTTP {exc.status_code}): {detail}")
         if isinstance(exc, ModelAPIError):
             return agent_error(spec.name, f"model '{label}' failed: {exc}")
         if isinstance(exc, UnexpectedModelBehavior):
             if spec.output_schema is not None and "output" in str(exc):
                 cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-                return agent_error(spec.name, f"the model's output did not match output_type after the allowed "
-                                              f"retries: {exc}{cause}")
+                return agent_error(
+                    spec.name, f"the model's output did not match output_type after the allowed retries: {exc}{cause}"
+                )
             return agent_error(spec.name, f"unexpected model behaviour: {exc}")
         if isinstance(exc, UsageLimitExceeded):
             return agent_error(spec.name, f"usage limit exceeded: {exc}")
@@ -770,8 +863,9 @@ class AgentService:
         a tool's call finds its way back to Lua through the run's deps, so
         one Agent serves every turn with the same tools.
         """
-        return _per_tools(spec.agents, tools,
-                          lambda: Agent(None, tools=[self._tool(t) for t in tools], **spec.agent_options))
+        return _per_tools(
+            spec.agents, tools, lambda: Agent(None, tools=[self._tool(t) for t in tools], **spec.agent_options)
+        )
 
     def _tool(self, spec: ToolSpec) -> Tool[TurnDeps]:
         async def call(ctx: RunContext[TurnDeps], **kwargs: Any) -> Any:
@@ -779,8 +873,9 @@ class AgentService:
 
         # sequential: tool calls run one at a time, in the model's order, so
         # Tool.* order, State and the record are the same on every run.
-        return Tool.from_schema(call, name=spec.name, description=spec.description, json_schema=spec.schema,
-                                takes_ctx=True, sequential=True)
+        return Tool.from_schema(
+            call, name=spec.name, description=spec.description, json_schema=spec.schema, takes_ctx=True, sequential=True
+        )
 
     async def _call_tool(self, deps: TurnDeps, spec: ToolSpec, kwargs: dict[str, Any]) -> Any:
         try:
@@ -806,7 +901,7 @@ class AgentService:
     @staticmethod
     def _extend(history: list[ModelMessage], new: list[ModelMessage], replaces: int) -> None:
         if replaces:
-            del history[len(history) - replaces:]
+            del history[len(history) - replaces :]
         history.extend(new)
 
     def _snapshot(self, history: list[ModelMessage], new: list[ModelMessage]) -> int:
@@ -820,9 +915,13 @@ class AgentService:
     def _usage(usage: Any) -> dict[str, int]:
         prompt = int(getattr(usage, "input_tokens", 0) or 0)
         completion = int(getattr(usage, "output_tokens", 0) or 0)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                "requests": int(getattr(usage, "requests", 0) or 0),
-                "tool_calls": int(getattr(usage, "tool_calls", 0) or 0)}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "requests": int(getattr(usage, "requests", 0) or 0),
+            "tool_calls": int(getattr(usage, "tool_calls", 0) or 0),
+        }
 
     @staticmethod
     def _cost(messages: list[ModelMessage]) -> float | None:
@@ -842,18 +941,37 @@ class AgentService:
                     return None
         return total
 
-    def _result(self, calls: Any, agent: str, turn_id: int, value: Any, usage: dict[str, Any], cost: float | None,
-                model: str, replayed: bool = False) -> tuple[Any, ...]:
+    def _result(
+        self,
+        calls: Any,
+        agent: str,
+        turn_id: int,
+        value: Any,
+        usage: dict[str, Any],
+        cost: float | None,
+        model: str,
+        replayed: bool = False,
+    ) -> tuple[Any, ...]:
         """The answer to ``Name.turn``'s effect, as flat values that
         ``wrap_result`` in ``lua/agents.lua`` builds the result from (cheaper
         than converting a nested table: this is on every turn's path)."""
         counts = [usage.get(k) for k in USAGE_KEYS]
-        return (calls, to_lua(self.runtime.lua, value), turn_id, agent, model, replayed, cost,
-                *(n if isinstance(n, (int, float)) and not isinstance(n, bool) else 0 for n in counts))
+        return (
+            calls,
+            to_lua(self.runtime.lua, value),
+            turn_id,
+            agent,
+            model,
+            replayed,
+            cost,
+            *(n if isinstance(n, (int, float)) and not isinstance(n, bool) else 0 for n in counts),
+        )
 
     def _show_usage(self, agent: str, model: str, usage: dict[str, Any], cost: float | None, recorded: bool) -> None:
-        parts = [f"{agent} ({model})" if model else agent,
-                 f"{usage.get('prompt_tokens', 0)} in / {usage.get('completion_tokens', 0)} out tokens"]
+        parts = [
+            f"{agent} ({model})" if model else agent,
+            f"{usage.get('prompt_tokens', 0)} in / {usage.get('completion_tokens', 0)} out tokens",
+        ]
         if usage.get("requests"):
             parts.append(f"{usage['requests']} request{'s' if usage['requests'] != 1 else ''}")
         if usage.get("tool_calls"):
@@ -869,8 +987,9 @@ class AgentService:
     def messages(self, turn_id: int, which: str) -> Any:
         snap = self.snapshots.get(turn_id)
         if snap is None:
-            raise BridgeError("AgentError: the messages of this turn are no longer kept "
-                              f"(only the last {KEPT_SNAPSHOTS} turns are)")
+            raise BridgeError(
+                f"AgentError: the messages of this turn are no longer kept (only the last {KEPT_SNAPSHOTS} turns are)"
+            )
         messages = snap[0] if which.endswith("all") else snap[1]
         if which.startswith("raw_"):  # pydantic-ai's own JSON form (result.raw_messages())
             return to_lua(self.runtime.lua, hist.dump(messages))
@@ -891,9 +1010,11 @@ class AgentService:
             raise BridgeError(f"AgentError: {where}: no agent is declared yet")
         else:
             names = ", ".join(sorted(self.agents))
-            raise BridgeError(f"AgentError: {where}: several agents ({names}): name one, "
-                              f"e.g. {where}({'msg, ' if op in ('append', 'inject_system') else ''}"
-                              f"\"{sorted(self.agents)[0]}\")")
+            raise BridgeError(
+                f"AgentError: {where}: several agents ({names}): name one, "
+                f"e.g. {where}({'msg, ' if op in ('append', 'inject_system') else ''}"
+                f'"{sorted(self.agents)[0]}")'
+            )
         history = self.scope(run).histories.setdefault(key, [])
         if op == "append":
             try:

@@ -54,8 +54,9 @@ def uses(templates: list[str], *spaces: str) -> bool:
     return any("{" in t and any("{" + space + "." in t for space in spaces) for t in templates)
 
 
-def render(template: str | None, params: Mapping[str, Any], state: Mapping[str, Any],
-           env: Mapping[str, str] | None = None) -> str | None:
+def render(
+    template: str | None, params: Mapping[str, Any], state: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> str | None:
     """Fill a template's placeholders; ``context.x`` means state x, else param x."""
     if template is None or "{" not in template:
         return template
@@ -65,8 +66,10 @@ def render(template: str | None, params: Mapping[str, Any], state: Mapping[str, 
         space, path = match.group(1), match.group(2).split(".")
         if space == "env":
             if SECRET.search(match.group(2)):
-                raise ConfigError(f"{{env.{match.group(2)}}}: a template may not read a secret-looking variable "
-                                  "(prompts are sent to the model and recorded in the notebook)")
+                raise ConfigError(
+                    f"{{env.{match.group(2)}}}: a template may not read a secret-looking variable "
+                    "(prompts are sent to the model and recorded in the notebook)"
+                )
             return environ.get(match.group(2), "")
         if space == "params":
             return _text(_lookup(params, path))

@@ -35,7 +35,7 @@ class ToolSpec:
 def parse_tool(name: str, spec: Any) -> ToolSpec:
     """Validate a ``tool(...)`` declaration; raises ParamError with the tool's name."""
     if not NAME.match(name):
-        raise ParamError(f"tool: name must be an identifier such as \"search\", got {name!r}")
+        raise ParamError(f'tool: name must be an identifier such as "search", got {name!r}')
     if name == DONE:
         raise ParamError("tool 'done' is built in (it sets Stop); give your tool another name")
     if spec is None or spec == []:
@@ -49,19 +49,26 @@ def parse_tool(name: str, spec: Any) -> ToolSpec:
     if not isinstance(description, str):
         raise ParamError(f"tool '{name}': description must be a string")
     where = f"tool '{name}': params"
-    return ToolSpec(name, description, parse_fields(spec.get("params"), where),
-                    object_json_schema(spec.get("params"), where))
+    return ToolSpec(
+        name, description, parse_fields(spec.get("params"), where), object_json_schema(spec.get("params"), where)
+    )
 
 
 DONE_TOOL = ToolSpec(
     name=DONE,
     description="Call this when the task is finished. reason: a short summary of the outcome; "
-                "success: false if the task could not be completed.",
-    fields={"reason": FieldSpec(type="string", required=True, description="Why you are done: the outcome."),
-            "success": FieldSpec(type="boolean", default=True, description="Whether the task succeeded.")},
-    schema={"type": "object",
-            "properties": {"reason": {"type": "string", "description": "Why you are done: the outcome."},
-                           "success": {"type": "boolean", "description": "Whether the task succeeded.",
-                                       "default": True}},
-            "required": ["reason"], "additionalProperties": False},
+    "success: false if the task could not be completed.",
+    fields={
+        "reason": FieldSpec(type="string", required=True, description="Why you are done: the outcome."),
+        "success": FieldSpec(type="boolean", default=True, description="Whether the task succeeded."),
+    },
+    schema={
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "description": "Why you are done: the outcome."},
+            "success": {"type": "boolean", "description": "Whether the task succeeded.", "default": True},
+        },
+        "required": ["reason"],
+        "additionalProperties": False,
+    },
 )

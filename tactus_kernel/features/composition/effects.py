@@ -52,8 +52,16 @@ FINISHED = ("completed", "failed", "cancelled")
 # failure becomes "ProcedureError: procedure 'x' failed: ...".
 # A ProcedureError passes through too: a grandchild's failure is reported
 # once, not wrapped again at every level.
-PASS_THROUGH = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "LuaMemoryError",
-                "GuardError", "DependencyError", "ParamError", "ProcedureError"}
+PASS_THROUGH = {
+    "KeyboardInterrupt",
+    "DivergenceError",
+    "NoRecordedAnswer",
+    "LuaMemoryError",
+    "GuardError",
+    "DependencyError",
+    "ParamError",
+    "ProcedureError",
+}
 POSITION = re.compile(r"^(?:\[[^\]]*\]:\d+: )+")
 
 _HUBS: weakref.WeakKeyDictionary[Runtime, CompositionHub] = weakref.WeakKeyDictionary()
@@ -167,8 +175,15 @@ class CompositionHub:
             entry.pop("error", None)
             rt.records.touch(parent.key)
         else:
-            entry = log.append("procedure", name, None, status="running", mode=mode,
-                               child=child_key.rsplit("/", 1)[1], params=validated)
+            entry = log.append(
+                "procedure",
+                name,
+                None,
+                status="running",
+                mode=mode,
+                child=child_key.rsplit("/", 1)[1],
+                params=validated,
+            )
         child.entry = entry
         ok, *rest = rt._b_begin_run(name, given, parent.id, child_key)
         if not ok:
@@ -198,8 +213,9 @@ class CompositionHub:
             child = self.by_run.get(child.parent.id)
         return depth
 
-    def _params_diverged(self, parent: RunState, name: str, entry: dict[str, Any],
-                         validated: dict[str, Any]) -> dict[str, Any] | None:
+    def _params_diverged(
+        self, parent: RunState, name: str, entry: dict[str, Any], validated: dict[str, Any]
+    ) -> dict[str, Any] | None:
         log = parent.log
         position = log.position - 1
         if log.allow_divergence:
@@ -376,8 +392,9 @@ class CompositionHub:
         tasks = [c.task for c in children if c.task is not None and not c.done]
         if not tasks:
             return
-        await asyncio.wait(tasks, timeout=timeout,
-                           return_when=asyncio.FIRST_COMPLETED if first else asyncio.ALL_COMPLETED)
+        await asyncio.wait(
+            tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED if first else asyncio.ALL_COMPLETED
+        )
 
     async def cancel_effect(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
         """``Procedure.cancel``: stop a running child (its waiting card closes); recorded."""
@@ -478,8 +495,9 @@ class CompositionHub:
             await asyncio.wait([c.task for c in live if c.task is not None])
         for child in self.children.values():
             if child.cell is cell and child.status == "failed" and not child.waited and child.mode == "spawn":
-                self.runtime.host.write("stderr", f"Tactus: spawned procedure {child.key!r} failed and was not "
-                                                  f"waited for: {child.evalue}\n")
+                self.runtime.host.write(
+                    "stderr", f"Tactus: spawned procedure {child.key!r} failed and was not waited for: {child.evalue}\n"
+                )
 
     def cell_closed(self, cell: CellRun) -> None:
         """The cell is over (or was interrupted): cancel what still runs, and
@@ -541,11 +559,13 @@ def register(runtime: Runtime) -> None:
     for kind in ("human", "sleep"):
         if kind in effects:
             effects[kind] = hub.failing_wrapper(effects[kind])
-    effects.update({
-        "procedure.run": hub.run_effect,
-        "procedure.spawn": hub.spawn_effect,
-        "procedure.wait": hub.wait_effect,
-        "procedure.cancel": hub.cancel_effect,
-        "procedure.inject": hub.inject_effect,
-        "bdd.specifications": hub.specifications_effect,
-    })
+    effects.update(
+        {
+            "procedure.run": hub.run_effect,
+            "procedure.spawn": hub.spawn_effect,
+            "procedure.wait": hub.wait_effect,
+            "procedure.cancel": hub.cancel_effect,
+            "procedure.inject": hub.inject_effect,
+            "bdd.specifications": hub.specifications_effect,
+        }
+    )

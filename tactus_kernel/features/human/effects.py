@@ -25,8 +25,14 @@ if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import RunState, Runtime
 
 REQUESTS = ("approve", "input", "review", "escalate")
-HITL_TYPES = {"approval": "approve", "approve": "approve", "input": "input", "review": "review",
-              "escalation": "escalate", "escalate": "escalate"}
+HITL_TYPES = {
+    "approval": "approve",
+    "approve": "approve",
+    "input": "input",
+    "review": "review",
+    "escalation": "escalate",
+    "escalate": "escalate",
+}
 LEVELS = {"notify": ("info", "warning", "error"), "alert": ("info", "warning", "error", "critical")}
 
 
@@ -88,10 +94,13 @@ def coerce_answer(req: HumanRequest, raw: Any) -> Any:
                 parsed = raw
             raw = parsed if isinstance(parsed, dict) else {"decision": raw}
         if not isinstance(raw, dict) or "decision" not in raw:
-            raise HumanError("ParamError: a review answer needs a decision, e.g. Approve or {\"decision\": ...}")
-        return {"decision": str(raw["decision"]), "feedback": raw.get("feedback", ""),
-                "edited_artifact": raw.get("edited_artifact", req.artifact if isinstance(req.artifact, str) else None),
-                "responded_at": raw.get("responded_at") or now_iso()}
+            raise HumanError('ParamError: a review answer needs a decision, e.g. Approve or {"decision": ...}')
+        return {
+            "decision": str(raw["decision"]),
+            "feedback": raw.get("feedback", ""),
+            "edited_artifact": raw.get("edited_artifact", req.artifact if isinstance(req.artifact, str) else None),
+            "responded_at": raw.get("responded_at") or now_iso(),
+        }
     return True  # escalate: resolved
 
 
@@ -110,8 +119,10 @@ def build_request(runtime: Runtime, run: RunState, lua_req: Any) -> HumanRequest
             name = str(hitl)
             declared_kind = HITL_TYPES.get(str(declared.get("type", kind)))
             if declared_kind and declared_kind != kind:
-                raise HumanError(f"ProcedureError: hitl point '{hitl}' is declared as {declared.get('type')}, "
-                                 f"but Human.{kind} was called")
+                raise HumanError(
+                    f"ProcedureError: hitl point '{hitl}' is declared as {declared.get('type')}, "
+                    f"but Human.{kind} was called"
+                )
         else:
             opts.setdefault("message", str(hitl))
     merged = {**declared, **opts}
@@ -120,15 +131,14 @@ def build_request(runtime: Runtime, run: RunState, lua_req: Any) -> HumanRequest
         raise HumanError(f"ParamError: Human.{kind} needs a message (or the name of a declared hitl point)")
     context = merged.get("context")  # plain data; functions show as "<function>"
     timeout = merged.get("timeout")
-    if timeout is not None and (
-        type(timeout) not in (int, float) or not math.isfinite(timeout) or timeout < 0
-    ):
+    if timeout is not None and (type(timeout) not in (int, float) or not math.isfinite(timeout) or timeout < 0):
         shown = json.dumps(timeout, ensure_ascii=False, default=str)
-        raise HumanError(f"ParamError: Human.{kind}: timeout must be a finite non-negative number of seconds, "
-                         f"got {shown[:60]}")
+        raise HumanError(
+            f"ParamError: Human.{kind}: timeout must be a finite non-negative number of seconds, got {shown[:60]}"
+        )
     on_timeout = str(merged.get("on_timeout", "default"))
     if on_timeout not in ("default", "error", "retry"):
-        raise HumanError(f"ParamError: on_timeout must be \"default\", \"error\" or \"retry\", got {on_timeout!r}")
+        raise HumanError(f'ParamError: on_timeout must be "default", "error" or "retry", got {on_timeout!r}')
     options = merged.get("options")
     if options is not None and not isinstance(options, list):
         raise HumanError("ParamError: options must be a list")
@@ -200,7 +210,7 @@ async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[A
 
     if runtime.batch:
         raise BridgeError(
-            f"NoRecordedAnswer: procedure \"{run.key}\": {req.describe()} has no recorded answer "
+            f'NoRecordedAnswer: procedure "{run.key}": {req.describe()} has no recorded answer '
             f"(record it by running the notebook interactively and saving it, or pass "
             f"--answer {json.dumps(req.name + '=VALUE', ensure_ascii=False)})"
         )
@@ -222,8 +232,9 @@ async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[A
         return _record(runtime, run, req, value, timed_out=False, source="human")
 
 
-def _record(runtime: Runtime, run: RunState, req: HumanRequest, value: Any, timed_out: bool,
-            source: str) -> tuple[Any, ...]:
+def _record(
+    runtime: Runtime, run: RunState, req: HumanRequest, value: Any, timed_out: bool, source: str
+) -> tuple[Any, ...]:
     extra: dict[str, Any] = {"request": req.request, "message": req.message}
     if timed_out:
         extra["timed_out"] = True
@@ -254,20 +265,25 @@ async def notice_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[
     level = str(opts.get("level", "info"))
     if level not in LEVELS[which]:
         raise BridgeError(f"ParamError: level must be one of {', '.join(LEVELS[which])}, got {level!r}")
-    notice = {"kind": which, "level": level, "message": str(opts["message"]), "context": opts.get("context"),
-              "source": opts.get("source"), "procedure": run.key,
-              "at": dt.datetime.now(dt.UTC).strftime("%H:%M:%S")}
+    notice = {
+        "kind": which,
+        "level": level,
+        "message": str(opts["message"]),
+        "context": opts.get("context"),
+        "source": opts.get("source"),
+        "procedure": run.key,
+        "at": dt.datetime.now(dt.UTC).strftime("%H:%M:%S"),
+    }
     show = getattr(runtime.host, "notice", None)
     if show is not None:
         show(notice)
     else:
-        runtime.host.write("stderr" if level in ("error", "critical") else "stdout",
-                           f"[{which} {level}] {notice['message']}\n")
+        runtime.host.write(
+            "stderr" if level in ("error", "critical") else "stdout", f"[{which} {level}] {notice['message']}\n"
+        )
     return ()
 
 
 def register(runtime: Runtime) -> None:
     runtime.effects["human"] = human_effect
     runtime.effects["notice"] = notice_effect
-
-

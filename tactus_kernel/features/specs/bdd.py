@@ -100,9 +100,12 @@ class SpecRegistry:
                 continue
             target = cell.declared[0] if cell.declared else next(reversed(self.runtime.procedures), None)
             if target is None:
-                self.runtime.host.write("stderr", "Tactus: specifications() found no procedure to belong to; "
-                                                  "declare the procedure first or name it: "
-                                                  "specifications(\"name\", [[...]])\n")
+                self.runtime.host.write(
+                    "stderr",
+                    "Tactus: specifications() found no procedure to belong to; "
+                    "declare the procedure first or name it: "
+                    'specifications("name", [[...]])\n',
+                )
                 continue
             self.specs[target] = Spec(target, text, feature, pickles)
         self.pending = keep
@@ -141,8 +144,10 @@ class ScenarioResult:
         return all(s.status == "passed" for s in self.steps)
 
     def counts(self) -> tuple[int, int]:
-        return (sum(s.status == "passed" for s in self.steps),
-                sum(s.status in ("failed", "undefined") for s in self.steps))
+        return (
+            sum(s.status == "passed" for s in self.steps),
+            sum(s.status in ("failed", "undefined") for s in self.steps),
+        )
 
     def first_failure(self) -> StepResult | None:
         return next((s for s in self.steps if s.status in ("failed", "undefined")), None)
@@ -196,8 +201,10 @@ SETUP = [
     (re.compile(rf"^the human (?:reviews|decides) {_QUOTED} with {_QUOTED}$"), "answer"),
     (re.compile(rf"^the human resolves {_QUOTED}$"), "resolve"),
 ]
-RUN = re.compile(r"^(?:the procedure (?:runs?|is run|has run|starts)|"
-                 r"the (\w+) agent takes (?:a )?turns?)$")
+RUN = re.compile(
+    r"^(?:the procedure (?:runs?|is run|has run|starts)|"
+    r"the (\w+) agent takes (?:a )?turns?)$"
+)
 
 
 def parse_value(text: str) -> Any:
@@ -234,8 +241,9 @@ def check(text: str, outcome: Outcome) -> bool:
     if check_reference(text, outcome):
         return True
     ctx = outcome.ctx
-    m = re.match(r"^the (\w+) tool should (not )?be called(?: (at least|at most|exactly) (\d+ times?|once|twice))?$",
-                 text)
+    m = re.match(
+        r"^the (\w+) tool should (not )?be called(?: (at least|at most|exactly) (\d+ times?|once|twice))?$", text
+    )
     if m:
         name, negated, how, n = m.group(1), bool(m.group(2)), m.group(3), m.group(4)
         n = {"once": "1", "twice": "2"}.get(n, n.split()[0]) if n else n
@@ -271,16 +279,18 @@ def check(text: str, outcome: Outcome) -> bool:
         key, want = parse_value(m.group(1)), parse_value(m.group(2))
         actual = _plain(ctx["state"][key]) if ctx is not None else None
         if not same(actual, want):
-            raise StepFailed(f"the state {key!r} is {json.dumps(actual, default=str)}, expected "
-                             f"{json.dumps(want, default=str)}")
+            raise StepFailed(
+                f"the state {key!r} is {json.dumps(actual, default=str)}, expected {json.dumps(want, default=str)}"
+            )
         return True
     m = re.match(r"^the output (\S+) should be (.+)$", text)
     if m:
         key, want = parse_value(m.group(1)), parse_value(m.group(2))
         actual = outcome.output.get(key) if isinstance(outcome.output, dict) else None
         if not same(actual, want):
-            raise StepFailed(f"the output {key!r} is {json.dumps(actual, default=str)}, expected "
-                             f"{json.dumps(want, default=str)}")
+            raise StepFailed(
+                f"the output {key!r} is {json.dumps(actual, default=str)}, expected {json.dumps(want, default=str)}"
+            )
         return True
     if re.match(r"^the procedure should (?:complete successfully|succeed|complete)$", text):
         if not outcome.ok:
@@ -362,14 +372,19 @@ def check_reference(text: str, outcome: Outcome) -> bool:
     m = re.match(r"^the (\w+) tool should be called with (\w+)=(.+)$", text)
     if m:
         name, param, want = m.group(1), m.group(2), parse_value(m.group(3))
-        calls = [c for c in (_plain(ctx["tool_calls"]) or [] if ctx is not None else [])
-                 if isinstance(c, dict) and c.get("name") == name]
+        calls = [
+            c
+            for c in (_plain(ctx["tool_calls"]) or [] if ctx is not None else [])
+            if isinstance(c, dict) and c.get("name") == name
+        ]
         if not calls:
             raise StepFailed(f"the {name} tool was not called")
         seen = [(c.get("args") or {}).get(param) if isinstance(c.get("args"), dict) else None for c in calls]
         if not any(same(v, want) for v in seen):
-            raise StepFailed(f"the {name} tool was called with {param} = "
-                             f"{', '.join(_shown(v) for v in seen)}, expected {_shown(want)}")
+            raise StepFailed(
+                f"the {name} tool was called with {param} = "
+                f"{', '.join(_shown(v) for v in seen)}, expected {_shown(want)}"
+            )
         return True
     m = re.match(r"^(?:the stage is|we are in stage) (.+)$", text)
     if m:
@@ -395,8 +410,13 @@ def check_reference(text: str, outcome: Outcome) -> bool:
     m = re.match(r"^the total iterations should be (less than|greater than|more than|at most|at least) (\d+)$", text)
     if m:
         n, how, want = _iterations(ctx), m.group(1), int(m.group(2))
-        good = {"less than": n < want, "greater than": n > want, "more than": n > want,
-                "at most": n <= want, "at least": n >= want}[how]
+        good = {
+            "less than": n < want,
+            "greater than": n > want,
+            "more than": n > want,
+            "at most": n <= want,
+            "at least": n >= want,
+        }[how]
         if not good:
             raise StepFailed(f"the total iterations are {n}, expected {how} {want}")
         return True
@@ -490,8 +510,9 @@ def _unescape(text: str) -> str:
 
 
 # ---------------------------------------------------------------- running
-async def run_isolated(runtime: Runtime, procedure: str, params: dict[str, Any],
-                       answers: dict[str, Any], offline: bool = True) -> Outcome:
+async def run_isolated(
+    runtime: Runtime, procedure: str, params: dict[str, Any], answers: dict[str, Any], offline: bool = True
+) -> Outcome:
     """Run `procedure` on fresh records, in batch mode, offline (``offline=False``:
     agents choose their model as in a cell; evaluations run so); the
     notebook's records, answers, host and cell are restored afterwards."""
@@ -523,8 +544,10 @@ async def run_isolated(runtime: Runtime, procedure: str, params: dict[str, Any],
         except CellError as exc:
             ok, output, error = False, None, f"{exc.ename}: {exc.evalue}"
             if exc.ename == "NoRecordedAnswer":
-                error = (f"NoRecordedAnswer: {exc.evalue.split(' has no recorded answer')[0]} was not answered "
-                         "by the scenario (add e.g. Given the human approves \"<message>\")")
+                error = (
+                    f"NoRecordedAnswer: {exc.evalue.split(' has no recorded answer')[0]} was not answered "
+                    'by the scenario (add e.g. Given the human approves "<message>")'
+                )
         if hub is not None:
             await hub.shutdown(cell)
         return Outcome(ok, output, error, ctx, "".join(host.parts), records)
@@ -582,8 +605,9 @@ async def run_scenario(runtime: Runtime, procedure: str, pickle: dict[str, Any])
                 if any(p.match(text) for p, _ in SETUP):
                     raise StepFailed("a set-up step must come before the steps that check the run")
                 if not check(text, outcome):
-                    results.append(StepResult(keyword, text, "undefined",
-                                              "no built-in step matches and no step(...) defines it"))
+                    results.append(
+                        StepResult(keyword, text, "undefined", "no built-in step matches and no step(...) defines it")
+                    )
                     failed = True
                     continue
             results.append(StepResult(keyword, text, "passed"))
@@ -592,8 +616,9 @@ async def run_scenario(runtime: Runtime, procedure: str, pickle: dict[str, Any])
             failed = True
     if outcome is None:
         outcome = await run_isolated(runtime, procedure, coerce_params(runtime, procedure, params), answers)
-    return ScenarioResult(procedure, str(pickle.get("name", "")), results, time.perf_counter() - t0,
-                          outcome.stdout, outcome.error)
+    return ScenarioResult(
+        procedure, str(pickle.get("name", "")), results, time.perf_counter() - t0, outcome.stdout, outcome.error
+    )
 
 
 # ---------------------------------------------------------------- reports
@@ -621,15 +646,31 @@ class Report:
             if self.runs == 1:
                 r = rs[0]
                 passed, failed = r.counts()
-                rows.append({"procedure": proc, "scenario": name, "steps passed": passed, "steps failed": failed,
-                             "duration": f"{r.duration * 1000:.0f} ms", "result": "pass" if r.passed else "FAIL"})
+                rows.append(
+                    {
+                        "procedure": proc,
+                        "scenario": name,
+                        "steps passed": passed,
+                        "steps failed": failed,
+                        "duration": f"{r.duration * 1000:.0f} ms",
+                        "result": "pass" if r.passed else "FAIL",
+                    }
+                )
             else:
                 ok = sum(r.passed for r in rs)
                 mean = sum(r.duration for r in rs) / len(rs)
                 verdict = "pass" if ok == len(rs) else ("FLAKY" if ok else "FAIL")
-                rows.append({"procedure": proc, "scenario": name, "runs": len(rs), "passed": ok,
-                             "success rate": f"{100 * ok / len(rs):.0f}%", "mean duration": f"{mean * 1000:.0f} ms",
-                             "result": verdict})
+                rows.append(
+                    {
+                        "procedure": proc,
+                        "scenario": name,
+                        "runs": len(rs),
+                        "passed": ok,
+                        "success rate": f"{100 * ok / len(rs):.0f}%",
+                        "mean duration": f"{mean * 1000:.0f} ms",
+                        "result": verdict,
+                    }
+                )
         return rows
 
     def summary(self) -> str:
@@ -664,24 +705,28 @@ def select(runtime: Runtime, procedure: str | None, scenario: str | None) -> lis
     if procedure is not None:
         if procedure not in specs:
             known = ", ".join(sorted(specs)) or "none"
-            raise CellError.simple("UsageError", f"procedure {procedure!r} has no specifications "
-                                   f"(procedures with specifications: {known})")
+            raise CellError.simple(
+                "UsageError", f"procedure {procedure!r} has no specifications (procedures with specifications: {known})"
+            )
         chosen = [specs[procedure]]
     else:
         chosen = list(specs.values())
         if not chosen:
-            raise CellError.simple("UsageError", "no specifications declared yet: add specifications([[...]]) "
-                                   "in the procedure's cell")
-    pairs = [(spec.procedure, p) for spec in chosen for p in spec.pickles
-             if scenario is None or p.get("name") == scenario]
+            raise CellError.simple(
+                "UsageError", "no specifications declared yet: add specifications([[...]]) in the procedure's cell"
+            )
+    pairs = [
+        (spec.procedure, p) for spec in chosen for p in spec.pickles if scenario is None or p.get("name") == scenario
+    ]
     if not pairs:
         names = sorted({str(p.get("name")) for spec in chosen for p in spec.pickles})
         raise CellError.simple("UsageError", f"no scenario named {scenario!r} (scenarios: {', '.join(names)})")
     return pairs
 
 
-async def run_specs(runtime: Runtime, procedure: str | None = None, scenario: str | None = None,
-                    runs: int = 1) -> Report:
+async def run_specs(
+    runtime: Runtime, procedure: str | None = None, scenario: str | None = None, runs: int = 1
+) -> Report:
     report = Report(runs)
     runtime._interrupted = False  # as a cell run does; an interrupt meanwhile cancels this task
     runtime.K.reset_interrupt()
@@ -729,13 +774,17 @@ async def test_command(runtime: Runtime, args: list[str]) -> None:
     report = await run_specs(runtime, procedure, scenario, runs)
     rows = report.rows()
     shown = bundle([rows])
-    runtime.host.display({"text/plain": text_table(rows), "text/html": shown.get("text/html", "")},
-                         {"tactus": {"bdd": True}})
+    runtime.host.display(
+        {"text/plain": text_table(rows), "text/html": shown.get("text/html", "")}, {"tactus": {"bdd": True}}
+    )
     runtime.host.write("stdout", report.summary() + "\n")
     failures = report.failures()
     if failures:
         runtime.host.write("stderr", failures + "\n")
     if report.failed:
         what = "flaky" if report.flaky and len(report.flaky) == len(report.failed) else "failed"
-        raise CellError.simple("SpecificationError", f"{len(report.failed)} of {len(report.results)} "
-                               f"scenario(s) {what}: " + ", ".join(name for _, name in report.failed))
+        raise CellError.simple(
+            "SpecificationError",
+            f"{len(report.failed)} of {len(report.results)} "
+            f"scenario(s) {what}: " + ", ".join(name for _, name in report.failed),
+        )
