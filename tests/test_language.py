@@ -202,7 +202,7 @@ def test_step_values_record_and_replay_exactly(cells, lua, recorded):
     [
         ("{x = 0/0}", "the result.x is nan"),
         ('{x = "\\255"}', "not valid UTF-8"),
-        ("{[1] = 1, x = 2}", "mixing string keys"),
+        ("{[1] = 1, x = 2}", "mixing string keys with a number key (1)"),
         ("{[2] = 1}", "sparse array"),
     ],
 )
@@ -315,6 +315,15 @@ def test_json(cells):
     assert cells('Json.decode(\'{"k": [1, {"z": null}]}\').k[1]') == [1]
     err = cells.error('Json.decode("{oops")')
     assert "Json.decode: invalid JSON" in err.evalue
+
+
+def test_file_write_takes_text_or_a_number_and_refuses_nil(cells, tmp_path: Path):
+    cells('File.write("n.txt", 42)')
+    assert (tmp_path / "n.txt").read_text() == "42"
+    for data in ("nil", "{}", "true"):
+        err = cells.error(f'File.write("x.txt", {data})')
+        assert "File.write: argument #2 must be a string" in err.evalue, data
+    assert not (tmp_path / "x.txt").exists()
 
 
 def test_files_are_confined_to_the_notebook_folder(cells, tmp_path: Path):

@@ -12,98 +12,11 @@ import { expect, Locator, Page, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { cell, command, executionDone, kernelReady, notebook, open, output, readNotebook, restartKernel, runCell, save } from './helpers';
+
 const ARTIFACTS = path.join(__dirname, 'artifacts', 'cards');
 const DOCS_IMAGES = path.join(__dirname, '..', '..', 'docs', 'images');
 const MIME = 'application/vnd.tactus.card+json';
-
-// ------------------------------------------------- helpers (from tactus.spec.ts)
-function notebook(sources: string[], metadata: object = {}): string {
-  const kernelspec = { name: 'tactus', display_name: 'Tactus (Lua)', language: 'lua' };
-  return JSON.stringify(
-    {
-      cells: sources.map((source, i) => ({
-        cell_type: 'code',
-        id: `cell-${i + 1}`,
-        execution_count: null,
-        metadata: {},
-        outputs: [],
-        source
-      })),
-      metadata: { kernelspec, language_info: { name: 'lua' }, ...metadata },
-      nbformat: 4,
-      nbformat_minor: 5
-    },
-    null,
-    1
-  );
-}
-
-function readNotebook(file: string): any {
-  return JSON.parse(fs.readFileSync(file, 'utf8'));
-}
-
-async function kernelReady(page: Page): Promise<void> {
-  await page.waitForFunction(
-    () => {
-      const panel = (window as any).jupyterapp?.shell?.currentWidget;
-      const kernel = panel?.sessionContext?.session?.kernel;
-      return kernel && kernel.status === 'idle' && kernel.connectionStatus === 'connected';
-    },
-    undefined,
-    { timeout: 120_000 }
-  );
-  await expect(badge(page)).toHaveAttribute('title', /Tactus kernel connected/, { timeout: 60_000 });
-}
-
-async function open(page: Page, name: string): Promise<void> {
-  await page.goto(`${process.env.TACTUS_E2E_URL}lab/tree/${name}?reset`);
-  await expect(cell(page, 0)).toBeVisible({ timeout: 120_000 });
-}
-
-function badge(page: Page): Locator {
-  return page.locator('.jp-NotebookPanel-toolbar .jp-TactusBadge-button');
-}
-
-function cell(page: Page, index: number): Locator {
-  return page.locator('.jp-NotebookPanel .jp-Notebook .jp-Cell').nth(index);
-}
-
-function output(page: Page, index: number): Locator {
-  return cell(page, index).locator('.jp-OutputArea');
-}
-
-async function command(page: Page, id: string, args: object = {}, wait = true): Promise<void> {
-  await page.evaluate(
-    async ([id, args, wait]) => {
-      const done = (window as any).jupyterapp.commands.execute(id, args);
-      if (wait) {
-        await done;
-      }
-    },
-    [id, args, wait] as const
-  );
-}
-
-async function runCell(page: Page, index: number): Promise<void> {
-  await cell(page, index).locator('.cm-content').click();
-  await page.keyboard.press('Shift+Enter');
-}
-
-async function executionDone(page: Page, index: number): Promise<void> {
-  await expect(cell(page, index).locator('.jp-InputArea-prompt')).toHaveText(/\[\d+\]/, { timeout: 60_000 });
-}
-
-async function save(page: Page): Promise<void> {
-  await command(page, 'docmanager:save');
-  await expect(page.locator('.jp-NotebookPanel')).not.toHaveClass(/jp-mod-dirty/);
-}
-
-async function restartKernel(page: Page): Promise<void> {
-  await command(page, 'kernelmenu:restart', {}, false);
-  await page.locator('.jp-Dialog .jp-mod-accept').click();
-  await expect(page.locator('.jp-Dialog')).toHaveCount(0);
-  await kernelReady(page);
-}
 
 // ------------------------------------------------------------ card helpers
 /** The cell's result (its execute_result). */

@@ -16,6 +16,8 @@ import { expect, Locator, Page, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
 
+import { badge, cell, command, connected, executionDone, kernelReady, notebook, open, readNotebook, runCell, save } from './helpers';
+
 const ARTIFACTS = path.join(__dirname, 'artifacts');
 // JupyterLab's own themes; every colour of the extension must read in each.
 const SLUGS: { [theme: string]: string } = {
@@ -31,100 +33,6 @@ const SHIP = `procedure({name = "ship"}, function()
   print("approved:", ok)
   return {ok = ok}
 end)`;
-
-interface ICell {
-  source: string;
-  id?: string;
-  outputs?: object[];
-}
-
-function notebook(cells: (string | ICell)[], metadata: object = {}): string {
-  const kernelspec = { name: 'tactus', display_name: 'Tactus (Lua)', language: 'lua' };
-  return JSON.stringify(
-    {
-      cells: cells.map((c, i) => {
-        const cell = typeof c === 'string' ? { source: c } : c;
-        return {
-          cell_type: 'code',
-          id: cell.id ?? `cell-${i + 1}`,
-          execution_count: null,
-          metadata: {},
-          outputs: cell.outputs ?? [],
-          source: cell.source
-        };
-      }),
-      metadata: { kernelspec, language_info: { name: 'lua' }, ...metadata },
-      nbformat: 4,
-      nbformat_minor: 5
-    },
-    null,
-    1
-  );
-}
-
-function readNotebook(file: string): any {
-  return JSON.parse(fs.readFileSync(file, 'utf8'));
-}
-
-function badge(page: Page): Locator {
-  return page.locator('.jp-NotebookPanel-toolbar .jp-TactusBadge-button');
-}
-
-function cell(page: Page, index: number): Locator {
-  return page.locator('.jp-NotebookPanel .jp-Notebook .jp-Cell').nth(index);
-}
-
-/** The Tactus comm is open (the kernel may be busy: a cell waiting for a person). */
-async function connected(page: Page): Promise<void> {
-  await expect(badge(page)).toHaveAttribute('title', /Tactus kernel connected/, { timeout: 120_000 });
-}
-
-/** Wait until the current notebook's kernel is idle and the comm is open. */
-async function kernelReady(page: Page): Promise<void> {
-  await page.waitForFunction(
-    () => {
-      const panel = (window as any).jupyterapp?.shell?.currentWidget;
-      const kernel = panel?.sessionContext?.session?.kernel;
-      return kernel && kernel.status === 'idle' && kernel.connectionStatus === 'connected';
-    },
-    undefined,
-    { timeout: 120_000 }
-  );
-  await connected(page);
-}
-
-async function open(page: Page, name: string): Promise<void> {
-  await page.goto(`${process.env.TACTUS_E2E_URL}lab/tree/${name}?reset`);
-  await expect(cell(page, 0)).toBeVisible({ timeout: 120_000 });
-}
-
-/** Run a JupyterLab command; with `wait` false, do not wait for it (it may open a dialog). */
-async function command(page: Page, id: string, args: object = {}, wait = true): Promise<void> {
-  await page.evaluate(
-    async ([id, args, wait]) => {
-      const done = (window as any).jupyterapp.commands.execute(id, args);
-      if (wait) {
-        await done;
-      }
-    },
-    [id, args, wait] as const
-  );
-}
-
-/** Run one cell the way a person does: click into it, Shift+Enter. */
-async function runCell(page: Page, index: number): Promise<void> {
-  await cell(page, index).locator('.cm-content').click();
-  await page.keyboard.press('Shift+Enter');
-}
-
-async function executionDone(page: Page, index: number): Promise<void> {
-  await expect(cell(page, index).locator('.jp-InputArea-prompt')).toHaveText(/\[\d+\]/, { timeout: 60_000 });
-}
-
-async function save(page: Page): Promise<void> {
-  await command(page, 'docmanager:save');
-  await expect(page.locator('.jp-NotebookPanel')).not.toHaveClass(/jp-mod-dirty/);
-}
 
 /**
  * WCAG contrast ratio of an element's text against the first opaque

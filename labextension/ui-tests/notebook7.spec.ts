@@ -5,9 +5,11 @@
  * drawn by the extension's renderer. This file starts its own Notebook 7
  * server (startJupyter in global-setup.ts), next to the JupyterLab one.
  */
-import { expect, Locator, Page, test } from '@playwright/test';
+import { expect, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
+
+import { badge, cell } from './helpers';
 
 import { IJupyter, startJupyter } from './global-setup';
 
@@ -52,14 +54,6 @@ test.beforeAll(async () => {
 test.afterAll(async () => {
   await server?.stop();
 });
-
-function cell(page: Page, index: number): Locator {
-  return page.locator('.jp-NotebookPanel .jp-Notebook .jp-Cell').nth(index);
-}
-
-function badge(page: Page): Locator {
-  return page.locator('.jp-NotebookPanel-toolbar .jp-TactusBadge-button');
-}
 
 test('in Notebook 7 the card is answered and the checkpoint saved in metadata.tactus', async ({ page }) => {
   const name = 'notebook7.ipynb';

@@ -4,9 +4,11 @@
  * notebook's metadata.tactus, a save writes them to disk, and after a kernel
  * restart a re-run replays them (no re-execution, no second click).
  */
-import { expect, Locator, Page, test } from '@playwright/test';
+import { expect, Page, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
+
+import { badge, cell, command, executionDone, kernelReady, notebook, open, restartKernel, runCell, save } from './helpers';
 
 const DEMO = `procedure({name = "demo"}, function()
   local v = Step.run("pick", function() print("computing"); return 42 end)
@@ -22,89 +24,13 @@ end)`;
 const ARTIFACTS = path.join(__dirname, 'artifacts');
 const NAME = 'tactus-e2e.ipynb';
 
-function notebook(sources: string[], metadata: object = {}, kernel = 'tactus'): string {
-  const kernelspec =
-    kernel === 'tactus'
-      ? { name: 'tactus', display_name: 'Tactus (Lua)', language: 'lua' }
-      : { name: kernel, display_name: kernel, language: 'python' };
-  return JSON.stringify(
-    {
-      cells: sources.map((source, i) => ({
-        cell_type: 'code',
-        id: `cell-${i + 1}`,
-        execution_count: null,
-        metadata: {},
-        outputs: [],
-        source
-      })),
-      metadata: { kernelspec, language_info: { name: kernelspec.language }, ...metadata },
-      nbformat: 4,
-      nbformat_minor: 5
-    },
-    null,
-    1
-  );
-}
-
 function readTactus(file: string): any {
   return JSON.parse(fs.readFileSync(file, 'utf8')).metadata.tactus;
 }
 
-/** Wait until the current notebook's kernel is idle (and, for Tactus, the comm is open). */
-async function kernelReady(page: Page, tactus = true): Promise<void> {
-  await page.waitForFunction(
-    () => {
-      const panel = (window as any).jupyterapp?.shell?.currentWidget;
-      const kernel = panel?.sessionContext?.session?.kernel;
-      return kernel && kernel.status === 'idle' && kernel.connectionStatus === 'connected';
-    },
-    undefined,
-    { timeout: 120_000 }
-  );
-  if (tactus) {
-    await expect(badge(page)).toHaveAttribute('title', /Tactus kernel connected/, { timeout: 60_000 });
-  }
-}
-
-async function open(page: Page, name: string): Promise<void> {
-  await page.goto(`${process.env.TACTUS_E2E_URL}lab/tree/${name}?reset`);
-  await expect(cell(page, 0)).toBeVisible({ timeout: 120_000 });
-}
-
-function badge(page: Page): Locator {
-  return page.locator('.jp-NotebookPanel-toolbar .jp-TactusBadge-button');
-}
-
-function cell(page: Page, index: number): Locator {
-  return page.locator('.jp-NotebookPanel .jp-Notebook .jp-Cell').nth(index);
-}
-
-/** Run a JupyterLab command; with `wait` false, do not wait for it (it may open a dialog). */
-async function command(page: Page, id: string, wait = true): Promise<void> {
-  await page.evaluate(
-    async ([id, wait]) => {
-      const done = (window as any).jupyterapp.commands.execute(id);
-      if (wait) {
-        await done;
-      }
-    },
-    [id, wait] as const
-  );
-}
-
-/** Run one cell the way a person does: click into it, Shift+Enter. */
-async function runCell(page: Page, index: number): Promise<void> {
-  await cell(page, index).locator('.cm-content').click();
-  await page.keyboard.press('Shift+Enter');
-}
-
-async function executionDone(page: Page, index: number): Promise<void> {
-  await expect(cell(page, index).locator('.jp-InputArea-prompt')).toHaveText(/\[\d+\]/, { timeout: 60_000 });
-}
-
-async function save(page: Page, file: string, check: (tactus: any) => boolean): Promise<any> {
-  await command(page, 'docmanager:save');
-  await expect(page.locator('.jp-NotebookPanel')).not.toHaveClass(/jp-mod-dirty/);
+/** Save, then wait until the file on disk holds a metadata.tactus that passes `check`; returns it. */
+async function saveAndRead(page: Page, file: string, check: (tactus: any) => boolean): Promise<any> {
+  await save(page);
   let tactus: any;
   await expect
     .poll(
@@ -116,15 +42,6 @@ async function save(page: Page, file: string, check: (tactus: any) => boolean): 
     )
     .toBe(true);
   return tactus;
-}
-
-async function restartKernel(page: Page): Promise<void> {
-  await command(page, 'kernelmenu:restart', false);
-  const accept = page.locator('.jp-Dialog .jp-mod-accept');
-  await accept.click();
-  await expect(page.locator('.jp-Dialog')).toHaveCount(0);
-  // The comm is reopened with the stored metadata once the new kernel connects.
-  await kernelReady(page);
 }
 
 test('checkpoints round trip through metadata.tactus, survive a restart and replay', async ({ page }) => {
@@ -170,7 +87,7 @@ test('checkpoints round trip through metadata.tactus, survive a restart and repl
   await expect(badge(page).locator('.jp-TactusBadge-unsaved')).toBeVisible();
 
   // 3. Saving writes the records into the file.
-  const saved = await save(page, file, t => Boolean(t.procedures?.demo && t.procedures?.ship));
+  const saved = await saveAndRead(page, file, t => Boolean(t.procedures?.demo && t.procedures?.ship));
   expect(saved.version).toBe(1);
   const [step] = saved.procedures.demo.checkpoints;
   expect(step).toMatchObject({ kind: 'step', name: 'pick', value: 42 });
@@ -207,7 +124,7 @@ test('checkpoints round trip through metadata.tactus, survive a restart and repl
   await expect(dialog.locator('[data-procedure="demo"]')).toHaveCount(0);
   await page.locator('.jp-Dialog .jp-mod-accept').click();
   await expect(badge(page).locator('.jp-TactusBadge-count')).toHaveText('1');
-  const cleared = await save(page, file, t => !t.procedures?.demo);
+  const cleared = await saveAndRead(page, file, t => !t.procedures?.demo);
   expect(Object.keys(cleared.procedures)).toEqual(['ship']);
 
   // ... and the next run records afresh.
@@ -250,11 +167,11 @@ test('an unusable metadata.tactus block is never written over, until a reset rep
   await dialog.getByRole('button', { name: /Confirm clear all/ }).click();
   await expect(dialog.locator('.jp-TactusCheckpoints-problem')).toHaveCount(0);
   await page.locator('.jp-Dialog .jp-mod-accept').click();
-  await save(page, file, t => t.version === 1 && Object.keys(t.procedures).length === 0);
+  await saveAndRead(page, file, t => t.version === 1 && Object.keys(t.procedures).length === 0);
 
   await runCell(page, 0);
   await executionDone(page, 0);
-  await save(page, file, t => t.procedures.demo?.checkpoints?.[0]?.value === 42);
+  await saveAndRead(page, file, t => t.procedures.demo?.checkpoints?.[0]?.value === 42);
 });
 
 test('a notebook on another kernel keeps its metadata.tactus untouched', async ({ page }) => {
@@ -292,5 +209,5 @@ test('a page reloaded while the kernel runs on gets the unsaved records back', a
   await expect(cell(page, 0)).toBeVisible({ timeout: 120_000 });
   await kernelReady(page);
   await expect(badge(page).locator('.jp-TactusBadge-count')).toHaveText('1');
-  await save(page, file, t => t.procedures?.demo?.checkpoints?.[0]?.value === 42);
+  await saveAndRead(page, file, t => t.procedures?.demo?.checkpoints?.[0]?.value === 42);
 });

@@ -6,9 +6,11 @@
  * Lua constructor with no kernel frames; Shift-Tab inside a call shows the
  * primitive's doc. Screenshots go to ui-tests/artifacts/timeline-*.png.
  */
-import { expect, Locator, Page, test } from '@playwright/test';
+import { expect, Locator, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
+
+import { cell, command, executionDone, kernelReady, notebook, runCell } from './helpers';
 
 // An unnamed procedure (keyed by the cell id): cards and the timeline name it by its cell.
 const IMPORT = `-- Nightly import: 200 rows, one approval
@@ -26,63 +28,6 @@ end)`;
 
 const ARTIFACTS = path.join(__dirname, 'artifacts');
 const NAME = 'tactus-timeline.ipynb';
-
-function notebook(sources: string[]): string {
-  const kernelspec = { name: 'tactus', display_name: 'Tactus (Lua)', language: 'lua' };
-  return JSON.stringify(
-    {
-      cells: sources.map((source, i) => ({
-        cell_type: 'code',
-        id: `cell-${i + 1}`,
-        execution_count: null,
-        metadata: {},
-        outputs: [],
-        source
-      })),
-      metadata: { kernelspec, language_info: { name: 'lua' } },
-      nbformat: 4,
-      nbformat_minor: 5
-    },
-    null,
-    1
-  );
-}
-
-/** Wait until the current notebook's kernel is idle and the Tactus comm is open. */
-async function kernelReady(page: Page): Promise<void> {
-  await page.waitForFunction(
-    () => {
-      const panel = (window as any).jupyterapp?.shell?.currentWidget;
-      const kernel = panel?.sessionContext?.session?.kernel;
-      return kernel && kernel.status === 'idle' && kernel.connectionStatus === 'connected';
-    },
-    undefined,
-    { timeout: 120_000 }
-  );
-  await expect(page.locator('.jp-NotebookPanel-toolbar .jp-TactusBadge-button')).toHaveAttribute(
-    'title',
-    /Tactus kernel connected/,
-    { timeout: 60_000 }
-  );
-}
-
-function cell(page: Page, index: number): Locator {
-  return page.locator('.jp-NotebookPanel .jp-Notebook .jp-Cell').nth(index);
-}
-
-async function command(page: Page, id: string, args: object = {}): Promise<void> {
-  await page.evaluate(([id, args]) => (window as any).jupyterapp.commands.execute(id, args), [id, args] as const);
-}
-
-/** Run one cell the way a person does: click into it, Shift+Enter. */
-async function runCell(page: Page, index: number): Promise<void> {
-  await cell(page, index).locator('.cm-content').click();
-  await page.keyboard.press('Shift+Enter');
-}
-
-async function executionDone(page: Page, index: number): Promise<void> {
-  await expect(cell(page, index).locator('.jp-InputArea-prompt')).toHaveText(/\[\d+\]/, { timeout: 60_000 });
-}
 
 /** The last duration a summary line shows ("950 ms", "3.0 s"), in seconds. */
 function secondsShown(text: string): number {

@@ -33,7 +33,9 @@ def _describe(value: Any) -> str:
     kind = lua_type(value)
     if kind is not None:
         return f"a Lua {kind}"
-    return f"a {type(value).__name__}"
+    # the Lua names of the values a Lua table holds as Python ones
+    lua_name = {bool: "boolean", int: "number", float: "number", str: "string", bytes: "string"}
+    return f"a {lua_name.get(type(value), type(value).__name__)}"
 
 
 # values that are JSON as they are
@@ -120,7 +122,7 @@ def _careful_json(value: Any, path: str, depth: int) -> JSON:
     if key_types != {str}:
         for k, _ in items:
             if not isinstance(k, (str, bytes)):
-                raise NotRecordable(path, f"a table mixing string keys with a {_describe(k)} key ({k!r})")
+                raise NotRecordable(path, f"a table mixing string keys with {_describe(k)} key ({k!r})")
         items = [(k.decode("utf-8", "replace") if isinstance(k, bytes) else k, v) for k, v in items]
     # Lua's table order is arbitrary; sorted keys keep records (and their
     # diffs in a pull request) stable from one run to the next.

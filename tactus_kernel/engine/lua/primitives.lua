@@ -109,7 +109,9 @@ for _, op in ipairs({"read", "exists", "size"}) do
 end
 function File.write(path, data)
   check_type("File.write", 1, path, "string")
-  if type(data) ~= "string" then data = tostring(data) end
+  -- a number is written as Lua prints it; nil or a table is a mistake, not the text "nil" or "table: 0x..."
+  if type(data) == "number" then data = tostring(data) end
+  check_type("File.write", 2, data, "string")
   return bcall(B.file, "write", path, data)
 end
 
