@@ -278,25 +278,12 @@ MEASURES: dict[str, tuple[str, Callable[[bool], dict[str, Any]]]] = {
 
 
 def extra_measures() -> dict[str, tuple[str, Callable[[bool], dict[str, Any]]]]:
-    """Measures that live next to the feature they measure (replay, agents)."""
+    """Measures that live in a file of their own (replay)."""
     extra: dict[str, tuple[str, Callable[[bool], dict[str, Any]]]] = {}
     try:
         import bench_replay  # type: ignore[import-not-found]
 
         extra["replay"] = ("6. Batch replay of a 50-cell notebook vs nbclient python3", bench_replay.measure)
-    except ImportError:
-        pass
-    try:
-        import bench_agents  # type: ignore[import-not-found]
-
-        extra["agents"] = (
-            "7. Agent turn overhead vs pydantic-ai + TestModel",
-            lambda q: (
-                bench_agents.measure(20, rounds=1, short_rounds=5, processes=2, short_processes=2)
-                if q
-                else bench_agents.measure(100)
-            ),
-        )
     except ImportError:
         pass
     return extra
@@ -341,9 +328,6 @@ def main() -> None:
         lines.append("|---|---|")
         lines.extend(f"| {k} | {fmt(v)} |" for k, v in res.items())
         lines.append("")
-    notes = HERE / "NOTES.md"
-    if notes.exists():
-        lines.append(notes.read_text())
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
 

@@ -14,7 +14,8 @@ import nbformat
 import pytest
 
 from tactus_kernel.engine.errors import CellError
-from tactus_kernel.features.evaluations.suite import SuiteResult, eval_command, run_suite
+from tactus_kernel.features.evaluations.command import eval_command
+from tactus_kernel.features.evaluations.running import SuiteResult, run_suite
 
 pytest.importorskip("pydantic_evals")
 
@@ -512,12 +513,13 @@ def test_declarations_can_name_their_procedure_and_the_later_spelling_is_accepte
 
 
 def test_without_pydantic_evals_the_declaration_says_what_to_install(cells, monkeypatch):
-    import tactus_kernel.features.evaluations
+    import tactus_kernel.features.evaluations as package
 
     monkeypatch.setitem(sys.modules, "pydantic_evals", None)
     monkeypatch.setitem(sys.modules, "pydantic_evals.evaluators", None)
+    # imported by an earlier test: gone from both places `import` looks
     monkeypatch.delitem(sys.modules, "tactus_kernel.features.evaluations.evaluators", raising=False)
-    monkeypatch.delattr(tactus_kernel.features.evaluations, "evaluators", raising=False)
+    monkeypatch.delattr(package, "evaluators", raising=False)
     err = cells.error(
         GREET + 'evaluations({dataset = {{inputs = {}}}, evaluators = {{type = "contains", value = "x"}}})'
     )

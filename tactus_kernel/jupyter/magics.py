@@ -132,7 +132,7 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
         await kernel._interruptible(test_command(runtime, args))
         return []
     if cmd == "eval":
-        from tactus_kernel.features.evaluations.suite import eval_command
+        from tactus_kernel.features.evaluations.command import eval_command
 
         await kernel._interruptible(eval_command(runtime, args))
         return []

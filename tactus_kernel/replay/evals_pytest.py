@@ -63,7 +63,7 @@ class EvalItem(pytest.Item):
         self.problems = problems
 
     def runtest(self) -> None:
-        from tactus_kernel.features.evaluations.suite import consistency_rows, run_consistency, run_suite
+        from tactus_kernel.features.evaluations.running import consistency_rows, run_consistency, run_suite
 
         if self.kind == "evaluations":
             result = asyncio.run(run_suite(self.runtime, self.procedure))

@@ -4,12 +4,16 @@ The package is imported only when a cell first declares an agent or a
 tool (see :mod:`tactus_kernel.features.agents.effects`), because pydantic-ai takes
 more than a second to import and most cells never need it. Modules:
 
-- :mod:`.schema`: declared fields -> JSON schema (tools) and pydantic models
+- :mod:`.output`: declared fields -> JSON schema (tools) and pydantic models
   (``output_type``), no pydantic-ai needed;
-- :mod:`.templates`: ``{params.x}`` / ``{state.x}`` / ``{env.X}`` prompts;
+- :mod:`.tools`, :mod:`.config`, :mod:`.templates`: tool declarations, model
+  names and settings, ``{params.x}`` / ``{state.x}`` / ``{env.X}`` prompts;
 - :mod:`.models`: which model a turn talks to (offline test model, scripted
   mock, or a real provider with its API key checked up front);
-- :mod:`.history`: per-run message histories, their filters, and the stable
-  projection of a history that goes into a turn's request hash;
-- :mod:`.service`: declarations, turns, recording and replay.
+- :mod:`.history`: message histories, their filters, their recorded form,
+  and the stable projection of a history that goes into a request hash;
+- :mod:`.service`: the front the effects call; behind it :mod:`.spec`
+  (declarations), :mod:`.turns` (one turn, replayed or live),
+  :mod:`.recording` (the record, the request hash, divergences),
+  :mod:`.lua_tools`, :mod:`.streaming`, :mod:`.errors`, :mod:`.scopes`.
 """

@@ -164,7 +164,7 @@ local RESULT_MT = {
   end,
 }
 
--- The effect answers with flat values (service.py: AgentService._result).
+-- The effect answers with flat values (turns.py: Turn._answer).
 local function wrap_result(data, turn_id, agent_name, model, replayed, total_cost,
                            prompt, completion, total, requests, tool_calls)
   local usage = {prompt_tokens = prompt, completion_tokens = completion, total_tokens = total,

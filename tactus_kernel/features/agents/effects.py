@@ -98,9 +98,7 @@ class AgentHub:
 
         name = str(request["name"])
         spec = to_plain(request["spec"]) if request["spec"] is not None else {}
-        tool = parse_tool(name, spec)
-        if self.tools.get(name) != tool:  # the same declaration keeps its object: Agents built for it serve on
-            self.tools[name] = tool
+        self.tools[name] = parse_tool(name, spec)
         return ()
 
     @_guarded
@@ -108,11 +106,7 @@ class AgentHub:
         names = to_plain(request["tools"]) or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ParamError(f"toolset '{request['name']}': tools must be a list of tool names")
-        name = str(request["name"])
-        if self.toolsets.get(name) != names:
-            self.toolsets[name] = names
-            if self._service is not None:
-                self._service.generation += 1  # plans that expanded the old toolset are stale
+        self.toolsets[str(request["name"])] = names
         return ()
 
     @_guarded

@@ -15,12 +15,10 @@ a history rebuilt from the record on replay hashes like the live one.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-import pydantic
 from pydantic_ai.messages import (
     ModelMessage,
     ModelMessagesTypeAdapter,
@@ -29,7 +27,6 @@ from pydantic_ai.messages import (
     RetryPromptPart,
     SystemPromptPart,
     TextPart,
-    ThinkingPart,
     ToolCallPart,
     ToolReturnPart,
     UserPromptPart,
@@ -51,43 +48,13 @@ class HistoryError(ConfigError):
 _CONTENT_REQUIRED = frozenset({"tool-return", "builtin-tool-return", "instruction-delta"})
 
 
-@functools.cache
-def _dumpers() -> dict[type, Callable[..., list[dict[str, Any]]]]:
-    """A serializer per message class, with the config of
-    ``ModelMessagesTypeAdapter`` (built at the first dump, about 20 ms once,
-    not at import: a kernel that runs no agent never pays for them). The
-    config decides how bytes inside a tool's return or a response's
-    provider details are written; the test of ``dump`` has both."""
-    config = pydantic.ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
-    return {
-        cls: pydantic.TypeAdapter(list[cls], config=config).dump_python  # type: ignore[valid-type]
-        for cls in (ModelRequest, ModelResponse)
-    }
-
-
 def dump(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:
-    """JSON-mode dump, the form recorded in checkpoints.
+    """JSON-mode dump by pydantic-ai's ``ModelMessagesTypeAdapter``: the form recorded in checkpoints.
 
-    The same dicts as ``ModelMessagesTypeAdapter`` gives (a test holds them
-    to it), made by a serializer per message class: the requests, then the
-    responses, put back in order. pydantic-core picks a class of the
-    ``ModelMessage`` union for each message at some cost; this takes
-    about a sixth less on a turn's two messages (10.1 against 12.1 us
-    hot), and every live turn is dumped.
+    ``exclude_none``: the record lives in the notebook file, and None is the
+    default of nearly every such field; the few required ones are put back.
     """
-    # exclude_none: the record lives in the notebook file, and None is the
-    # default of nearly every such field; the few required ones are put back
-    messages = list(messages)
-    requests = [m for m in messages if type(m) is ModelRequest]
-    responses = [m for m in messages if type(m) is ModelResponse]
-    dumped: list[dict[str, Any]]
-    if len(requests) + len(responses) != len(messages):  # a subclass: the union adapter knows it
-        dumped = ModelMessagesTypeAdapter.dump_python(messages, mode="json", exclude_none=True)
-    else:
-        dumpers = _dumpers()
-        of_requests = iter(dumpers[ModelRequest](requests, mode="json", exclude_none=True))
-        of_responses = iter(dumpers[ModelResponse](responses, mode="json", exclude_none=True))
-        dumped = [next(of_requests) if type(m) is ModelRequest else next(of_responses) for m in messages]
+    dumped: list[dict[str, Any]] = ModelMessagesTypeAdapter.dump_python(list(messages), mode="json", exclude_none=True)
     for message in dumped:
         for part in message.get("parts", ()):
             if "content" not in part and part.get("part_kind") in _CONTENT_REQUIRED:
@@ -97,49 +64,6 @@ def dump(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:
 
 def load(data: Any) -> list[ModelMessage]:
     return list(ModelMessagesTypeAdapter.validate_python(data or []))
-
-
-# Parts that load back from their dump as the same class with the same
-# content, tool name and args. Not so: RetryPromptPart (loaded as the parts
-# that replaced it), typed tool parts (``tool_kind``), multimodal content.
-_STABLE_PARTS = (TextPart, ThinkingPart, SystemPromptPart, UserPromptPart, ToolCallPart, ToolReturnPart)
-
-
-def _plain(value: Any) -> bool:
-    """JSON data that ``ToolReturnContent`` validation hands back unchanged
-    (a dict with a ``kind`` key might be taken for multimodal content)."""
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return True
-    if isinstance(value, list):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return "kind" not in value and all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
-
-
-def same_when_loaded(messages: Sequence[ModelMessage]) -> bool:
-    """Whether ``load(dump(messages))`` would project (and so hash) the same
-    as the messages themselves.
-
-    A live turn's history must hash like the history replay rebuilds from
-    the record. Loading the dump guarantees that, at the cost of a pydantic
-    validation per turn; for the usual parts (text, prompts, plain tool
-    calls and returns) this check is enough, and far cheaper.
-    """
-    for m in messages:
-        if type(m) is not ModelRequest and type(m) is not ModelResponse:
-            return False
-        for p in m.parts:
-            if type(p) not in _STABLE_PARTS or getattr(p, "tool_kind", None) is not None:
-                return False
-            # (exact classes from here on: isinstance only narrows the type)
-            if isinstance(p, UserPromptPart) and not isinstance(p.content, str):
-                return False
-            if isinstance(p, ToolCallPart) and not (p.args is None or isinstance(p.args, str) or _plain(p.args)):
-                return False
-            if isinstance(p, ToolReturnPart) and not _plain(p.content):
-                return False
-    return True
 
 
 def role_of(message: ModelMessage) -> str:
