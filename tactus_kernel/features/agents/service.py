@@ -30,8 +30,6 @@ from pydantic import BaseModel, ValidationError
 from pydantic_ai import Agent, ModelSettings, RunContext, Tool
 from pydantic_ai.exceptions import (
     AgentRunError,
-    ModelAPIError,
-    ModelHTTPError,
     ModelRetry,
     UnexpectedModelBehavior,
     UsageLimitExceeded,
@@ -48,7 +46,7 @@ from pydantic_ai.messages import (
     TextPart,
     TextPartDelta,
 )
-from pydantic_ai.models import Model, infer_model
+from pydantic_ai.models import Model
 from pydantic_ai.usage import UsageLimits
 
 from tactus_kernel.engine.errors import CellError
@@ -57,10 +55,12 @@ from tactus_kernel.engine.records import describe_entry
 from tactus_kernel.engine.runtime import BridgeError
 from tactus_kernel.engine.values import NotRecordable, to_json, to_lua, to_plain
 from tactus_kernel.features.agents import history as hist
+from tactus_kernel.features.agents import provider_errors
 from tactus_kernel.features.agents.config import (
     DEFAULT_MODEL_ENV,
     SETTINGS,
     TEST_MODEL,
+    TRANSPORT,
     ConfigError,
     missing_key,
     model_name,
@@ -68,8 +68,10 @@ from tactus_kernel.features.agents.config import (
     offline,
     parse_model,
     provider_prefix,
+    response_settings,
     settings_from,
 )
+from tactus_kernel.features.agents.endpoints import build_model, check_base_url
 from tactus_kernel.features.agents.models import MockScript, ScriptCursor, offline_model, parse_mock
 from tactus_kernel.features.agents.output import output_model
 from tactus_kernel.features.agents.templates import render, uses
@@ -100,6 +102,8 @@ AGENT_KEYS = (
     "request_limit",
     "disable_streaming",
     "session",
+    "response",
+    "base_url",
     *SETTINGS,
 )
 SHARED = "\x00shared"  # history key of a run's shared history (not a valid agent name)
@@ -148,6 +152,7 @@ class AgentSpec:
     agent_options: dict[str, Any]  # for pydantic-ai's Agent(...)
     stream: bool = True  # disable_streaming = true: the text is shown once the turn ends
     request_limit: int | None = None  # UsageLimits(request_limit=...) of each turn
+    base_url: str | None = None  # where the live model's requests go (else the provider's default)
     output_digest: str = ""
     declared: Any = None  # the plain config this spec was made from
     agents: PerTools[Agent[TurnDeps, Any]] = field(default_factory=dict)  # the Agent offering a turn's tools
@@ -252,7 +257,7 @@ class Request:
         if self._summary is None:
             self._summary = {
                 "model": self.model,
-                "settings": self.settings,
+                "settings": {k: v for k, v in self.settings.items() if k not in TRANSPORT},
                 "system_prompt": self.instructions,
                 "message": self.message,
                 "tools": [t.name for t in self.tools],
@@ -380,6 +385,7 @@ class AgentService:
         # the reference's model_settings, and settings given on the agent itself
         settings = {
             **model_settings_from(config.get("model_settings"), f"{where}: model_settings"),
+            **response_settings(config.get("response"), where),
             **settings_from(config, where),
             **settings,
         }
@@ -416,6 +422,7 @@ class AgentService:
             quiet=bool(config.get("quiet", False)),
             stream=not config.get("disable_streaming", False),
             request_limit=_int_or_none(config.get("request_limit"), f"{where}: request_limit"),
+            base_url=check_base_url(config.get("base_url"), where),
             agent_options={
                 "output_type": out_model if out_model is not None else str,
                 "deps_type": TurnDeps,
@@ -697,17 +704,18 @@ class AgentService:
         if name == TEST_MODEL or offline():
             mock = MockScript(spec.name, spec.mock, cursor) if spec.mock is not None else None
             return offline_model(mock)
-        var = missing_key(name)
+        var = missing_key(name) if spec.base_url is None else None
         if var is not None:
             raise agent_error(
                 spec.name,
                 f"model '{name}' needs the environment variable {var} "
                 f'(set {var}, or run offline with TACTUS_OFFLINE=1 or model = "test")',
             )
-        model = self.models.get(name)
+        key = name if spec.base_url is None else f"{name} @ {spec.base_url}"
+        model = self.models.get(key)
         if model is None:
             try:
-                model = self.models[name] = infer_model(name)
+                model = self.models[key] = build_model(name, spec.base_url)
             except (UserError, ValueError, ImportError) as exc:
                 raise agent_error(spec.name, f"cannot use model '{name}': {exc}") from None
         return model, name
@@ -748,7 +756,7 @@ class AgentService:
             raise
         except Exception as exc:  # noqa: BLE001 - every model failure becomes one catchable Lua error
             self._mark_failed(run, spec.name, start)
-            raise self._explain(spec, label, exc) from None
+            raise self._explain(spec, label, exc, provider_errors.base_url_of(model)) from None
         finally:
             if streamer is not None:
                 streamer.close()
@@ -828,17 +836,10 @@ class AgentService:
             log.records.touch(log.key)
             self.runtime.host.records_changed()
 
-    def _explain(self, spec: AgentSpec, label: str, exc: Exception) -> BridgeError:
-        if isinstance(exc, ModelHTTPError):
-            body = exc.body
-            detail = body.get("error") if isinstance(body, dict) else body
-            if exc.status_code == 429:
-                return agent_error(spec.name, f"rate limited by model '{label}' (HTTP 429): {detail}")
-            if exc.status_code in (401, 403):
-                return agent_error(spec.name, f"model '{label}' refused the API key (HTTP {exc.status_code}): {detail}")
-            return agent_error(spec.name, f"model '{label}' failed (HTTP {exc.status_code}): {detail}")
-        if isinstance(exc, ModelAPIError):
-            return agent_error(spec.name, f"model '{label}' failed: {exc}")
+    def _explain(self, spec: AgentSpec, label: str, exc: Exception, base_url: str | None = None) -> BridgeError:
+        failure = provider_errors.describe(exc, label, base_url)  # HTTP, connection and timeout errors
+        if failure is not None:
+            return agent_error(spec.name, str(failure))
         if isinstance(exc, UnexpectedModelBehavior):
             if spec.output_schema is not None and "output" in str(exc):
                 cause = f" ({exc.__cause__})" if exc.__cause__ else ""
