@@ -346,3 +346,30 @@ def test_in_process_runtime_uses_the_same_path(cells, local_requests):
     )
     assert out == "Second time lucky"
     assert local_requests.count() == 2
+
+
+# ------------------------------------------------------------ status_prompt
+def test_status_prompt_is_accepted_and_ignored_with_one_notice(cells, monkeypatch):
+    """The reference asks for a status only when a caller requests one of an
+    async procedure, and its own runtime never does: no turn is taken for it."""
+    monkeypatch.setenv("TACTUS_OFFLINE", "1")
+    code = """
+    status_prompt("Report your progress")
+    agent("worker", {tools = {}})
+    procedure({name = "work%s", status_prompt = "How far along are you?"}, function()
+      return Worker.turn({inject = "Work"}).data
+    end)
+    """
+    [first] = cells(code % "1", key="c1")
+    [second] = cells(code % "2", key="c2")
+    assert first == second == "success (no tool calls)"
+    notices = [t for s, t in cells.host.out if s == "stderr" and "status_prompt" in t]
+    assert notices == [
+        "status_prompt is accepted and ignored here: nothing asks a running procedure for a status summary "
+        "(Procedure.status(handle) reads its record). See docs/agents.md#prompts.\n"
+    ]
+    for key in ("work1", "work2"):  # one turn each: the status prompt asked for none
+        turns = [e for e in cells.runtime.records.procedures[key]["checkpoints"] if e["kind"] == "agent"]
+        assert [t["request"]["message"] for t in turns] == ["Work"]
+    bad = cells.error("status_prompt(42)", key="c3")
+    assert bad.evalue.endswith("status_prompt: expected a string")
