@@ -255,6 +255,16 @@ def test_a_timeout_names_the_base_url(driver, fake, api):
     assert fake.count() == 1
 
 
+def test_request_timeout_bounds_the_whole_request(driver, fake):
+    fake.script(hang(10), hang(10), hang(10))
+    done = run(driver, agent_cell("chat", "return Writer.turn().data", ", request_timeout = 0.5"))
+    assert done.error["evalue"].endswith(
+        f"model 'openai-chat:gpt-4o-mini' did not answer in time at {fake.openai_url}: "
+        "no complete answer within request_timeout = 0.5 s"
+    ), done.error
+    assert fake.count() == 1  # the deadline ended the request and its retries
+
+
 @pytest.mark.parametrize("api", APIS)
 def test_a_refused_connection_names_the_base_url(driver, fake, api):
     port = free_port()
@@ -346,6 +356,51 @@ def test_in_process_runtime_uses_the_same_path(cells, local_requests):
     )
     assert out == "Second time lucky"
     assert local_requests.count() == 2
+
+
+def test_base_url_needs_no_key(cells, local_requests, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    local_requests.script(text("No key needed"))
+    [out] = cells(
+        f'agent("w", {{provider = "openai", tools = {{}}, base_url = "{local_requests.openai_url}"}})\n'
+        "return W.turn().data"
+    )
+    assert out == "No key needed" and local_requests.count(RESPONSES) == 1
+
+
+# ------------------------------------------------------- provider messages
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"message": "Incorrect API key", "type": "invalid_request_error", "code": "invalid_api_key"},
+            "Incorrect API key",
+        ),
+        ({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}, "slow down"),
+        ({"error": {"message": "nested", "code": 7}}, "nested"),
+        ({"error": "plain words"}, "plain words"),
+        ({"detail": [{"loc": ["body"], "msg": "field required"}]}, "field required"),
+        ('{"error": {"message": "from text"}}', "from text"),
+        ("  Bad Gateway  ", "Bad Gateway"),
+        ({"unexpected": 1}, None),
+        (None, None),
+    ],
+)
+def test_provider_message_finds_the_words_in_every_shape(body, message):
+    from tactus_kernel.features.agents.provider_errors import provider_message
+
+    assert provider_message(body) == message
+
+
+def test_a_body_without_a_message_is_shown_as_json():
+    from pydantic_ai.exceptions import ModelHTTPError
+
+    from tactus_kernel.features.agents.provider_errors import describe
+
+    failure = describe(ModelHTTPError(502, "m", {"unexpected": True}), "openai:gpt-4o")
+    assert str(failure) == "model 'openai:gpt-4o' failed (HTTP 502): {\"unexpected\": true}"
+    assert describe(ValueError("not a provider error"), "m") is None
 
 
 # ------------------------------------------------------------ status_prompt
