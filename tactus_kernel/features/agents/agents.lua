@@ -242,13 +242,19 @@ function prompt(name, text)
   prompts[name] = text
 end
 
--- return_prompt / error_prompt / status_prompt, with the reference's meaning:
--- when a procedure's body returns, its last agent takes one more turn with the
+-- return_prompt / error_prompt, with the reference's meaning: when a
+-- procedure's body returns, its last agent takes one more turn with the
 -- return prompt (no tools), and that summary is the procedure's result if the
 -- body returned nothing; when the body fails, the agent takes a turn with the
 -- error prompt and the error, to explain it (the error still ends the run).
 -- A procedure's own config (return_prompt = ..., error_prompt = ...) wins over
 -- these notebook-wide declarations.
+--
+-- status_prompt (the function, or the procedure config key) is accepted and
+-- ignored, with a notice the first time: the reference asks for a status
+-- "when a caller requests a status update" of an async procedure, but its own
+-- runtime never does, and here a caller's status turn would land in a running
+-- child's record at a moment replay cannot reproduce.
 local SUMMARY_PROMPTS = {}
 local function prompt_setter(kind)
   return function(text)
@@ -258,12 +264,25 @@ local function prompt_setter(kind)
 end
 return_prompt = prompt_setter("return")
 error_prompt = prompt_setter("error")
-status_prompt = prompt_setter("status")
+
+local status_noticed = false
+local function status_notice()
+  if status_noticed then return end
+  status_noticed = true
+  B.write("stderr", "status_prompt is accepted and ignored here: nothing asks a running procedure for a " ..
+    "status summary (Procedure.status(handle) reads its record). See docs/agents.md#prompts.\n")
+end
+
+function status_prompt(text)
+  if type(text) ~= "string" then raise("status_prompt: expected a string") end
+  status_notice()
+end
 
 -- Errors that must end the run at once: no agent is asked to explain them.
 local NO_EXPLAIN = {"KeyboardInterrupt", "DivergenceError", "NoRecordedAnswer", "LuaMemoryError", "HumanTimeout"}
 
 function K.finish_run(ctx, config, ok, result)
+  if config.status_prompt ~= nil then status_notice() end
   local agent_name = ctx.last_agent
   if agent_name == nil then return ok, result end
   if ok then

@@ -25,7 +25,12 @@ SETTINGS = (
     "stop_sequences",
     "timeout",
     "parallel_tool_calls",
+    "max_retries",
+    "request_timeout",
 )
+# Settings that say how a request is sent, not what it asks: left out of the
+# request hash, so adding retries to an agent does not make its record diverge.
+TRANSPORT = frozenset({"max_retries", "request_timeout"})
 
 # provider prefix -> the environment variable its pydantic-ai provider reads.
 PROVIDER_KEYS = {
@@ -144,14 +149,16 @@ def settings_from(opts: Mapping[str, Any], where: str) -> dict[str, Any]:
         value = opts.get(key)
         if value is None:
             continue
-        if key in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "timeout"):
+        if key in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "timeout", "request_timeout"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
             value = float(value)
-        elif key in ("max_tokens", "seed"):
+        elif key in ("max_tokens", "seed", "max_retries"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
                 raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
             value = int(value)
+        if key in ("timeout", "request_timeout", "max_retries") and value < 0:
+            raise ConfigError(f"{where}: {key} must not be negative, got {value!r}")
         out[key] = value
     return out
 
@@ -185,6 +192,27 @@ def model_settings_from(decl: Any, where: str) -> dict[str, Any]:
             )
         out[key] = value
     return out
+
+
+def response_settings(decl: Any, where: str) -> dict[str, Any]:
+    """The reference's ``response = {retries = 3, retry_delay = 1.0}``: how
+    often a failed model request is sent again, as the provider SDK's
+    ``max_retries``. ``retry_delay`` is checked but the SDK's own backoff
+    applies (it starts near half a second, doubles, and honours the
+    provider's Retry-After)."""
+    if decl is None or decl == [] or decl == {}:
+        return {}
+    if not isinstance(decl, dict):
+        raise ConfigError(f"{where}: response must be a table such as {{retries = 3, retry_delay = 1.0}}")
+    unknown = sorted(set(decl) - {"retries", "retry_delay"})
+    if unknown:
+        raise ConfigError(f"{where}: response: unknown key {unknown[0]!r} (known: retries, retry_delay)")
+    delay = decl.get("retry_delay")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0):
+        raise ConfigError(f"{where}: response.retry_delay must be a non-negative number of seconds, got {delay!r}")
+    if decl.get("retries") is None:
+        return {}
+    return settings_from({"max_retries": decl["retries"]}, f"{where}: response.retries")
 
 
 def provider_prefix(provider: Any, where: str) -> str:

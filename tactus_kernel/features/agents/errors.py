@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING
 
 from pydantic_ai.exceptions import (
     AgentRunError,
-    ModelAPIError,
-    ModelHTTPError,
     UnexpectedModelBehavior,
     UsageLimitExceeded,
     UserError,
 )
 
 from tactus_kernel.engine.runtime import BridgeError
+from tactus_kernel.features.agents import provider_errors
 
 if TYPE_CHECKING:
     from tactus_kernel.features.agents.spec import AgentSpec
@@ -42,22 +41,16 @@ def agent_error(agent: str, message: str) -> BridgeError:
     return BridgeError(f"AgentError: agent '{agent}': {message}")
 
 
-def explain(spec: AgentSpec, label: str, exc: Exception) -> BridgeError:
+def explain(spec: AgentSpec, label: str, exc: Exception, base_url: str | None = None) -> BridgeError:
     """The ``AgentError`` for a model call that raised ``exc``.
 
-    ``label`` is the model as the user named it; an HTTP failure keeps the
-    provider's own error body, since that is what says what went wrong.
+    ``label`` is the model as the user named it; an HTTP, connection or
+    timeout failure says the provider's own message (and the base URL it
+    tried), since that is what says what went wrong.
     """
-    if isinstance(exc, ModelHTTPError):
-        body = exc.body
-        detail = body.get("error") if isinstance(body, dict) else body
-        if exc.status_code == 429:
-            return agent_error(spec.name, f"rate limited by model '{label}' (HTTP 429): {detail}")
-        if exc.status_code in (401, 403):
-            return agent_error(spec.name, f"model '{label}' refused the API key (HTTP {exc.status_code}): {detail}")
-        return agent_error(spec.name, f"model '{label}' failed (HTTP {exc.status_code}): {detail}")
-    if isinstance(exc, ModelAPIError):
-        return agent_error(spec.name, f"model '{label}' failed: {exc}")
+    failure = provider_errors.describe(exc, label, base_url)
+    if failure is not None:
+        return agent_error(spec.name, str(failure))
     if isinstance(exc, UnexpectedModelBehavior):
         if spec.output_schema is not None and "output" in str(exc):
             cause = f" ({exc.__cause__})" if exc.__cause__ else ""

@@ -23,6 +23,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse
 
 from tactus_kernel.engine.records import describe_entry
 from tactus_kernel.features.agents import history as hist
+from tactus_kernel.features.agents.config import TRANSPORT
 from tactus_kernel.features.agents.tools import ToolSpec
 
 if TYPE_CHECKING:
@@ -77,7 +78,8 @@ class Request:
         """The readable request, plus digests of its bulky parts, for the record."""
         return {
             "model": self.model,
-            "settings": self.settings,
+            # transport settings (retries, timeouts) do not change what is asked
+            "settings": {k: v for k, v in self.settings.items() if k not in TRANSPORT},
             "system_prompt": self.instructions,
             "message": self.message,
             "tools": [t.name for t in self.tools],

@@ -21,8 +21,10 @@ from tactus_kernel.features.agents.config import (
     model_settings_from,
     parse_model,
     provider_prefix,
+    response_settings,
     settings_from,
 )
+from tactus_kernel.features.agents.endpoints import check_base_url
 from tactus_kernel.features.agents.lua_tools import TurnDeps
 from tactus_kernel.features.agents.models import parse_mock
 from tactus_kernel.features.agents.output import output_model
@@ -51,6 +53,8 @@ AGENT_KEYS = (
     "request_limit",
     "disable_streaming",
     "session",
+    "response",
+    "base_url",
     *SETTINGS,
 )
 
@@ -75,6 +79,7 @@ class AgentSpec:
     agent_options: dict[str, Any]  # for pydantic-ai's Agent(...)
     stream: bool = True  # disable_streaming = true: the text is shown once the turn ends
     request_limit: int | None = None  # UsageLimits(request_limit=...) of each turn
+    base_url: str | None = None  # where the live model's requests go (else the provider's default)
     output_digest: str = ""  # what the request hash covers of the output type
 
 
@@ -89,6 +94,7 @@ def parse_agent(name: str, raw: Any) -> AgentSpec:
     # the reference's model_settings, and settings given on the agent itself
     settings = {
         **model_settings_from(config.get("model_settings"), f"{where}: model_settings"),
+        **response_settings(config.get("response"), where),
         **settings_from(config, where),
         **settings,
     }
@@ -124,6 +130,7 @@ def parse_agent(name: str, raw: Any) -> AgentSpec:
         quiet=bool(config.get("quiet", False)),
         stream=not config.get("disable_streaming", False),
         request_limit=_int_or_none(config.get("request_limit"), f"{where}: request_limit"),
+        base_url=check_base_url(config.get("base_url"), where),
         agent_options={
             "output_type": out_model if out_model is not None else str,
             "deps_type": TurnDeps,

@@ -21,13 +21,13 @@ from pydantic import BaseModel
 from pydantic_ai import ModelSettings
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse
-from pydantic_ai.models import Model, infer_model
+from pydantic_ai.models import Model
 from pydantic_ai.usage import UsageLimits
 
 from tactus_kernel.engine.runtime import BridgeError
 from tactus_kernel.engine.values import to_lua, to_plain
 from tactus_kernel.features.agents import history as hist
-from tactus_kernel.features.agents import recording
+from tactus_kernel.features.agents import provider_errors, recording
 from tactus_kernel.features.agents.config import (
     DEFAULT_MODEL_ENV,
     TEST_MODEL,
@@ -36,6 +36,7 @@ from tactus_kernel.features.agents.config import (
     offline,
     settings_from,
 )
+from tactus_kernel.features.agents.endpoints import build_model
 from tactus_kernel.features.agents.errors import agent_error, explain
 from tactus_kernel.features.agents.lua_tools import TurnDeps, build_agent
 from tactus_kernel.features.agents.models import MockScript, ScriptCursor, offline_model
@@ -137,7 +138,7 @@ class Turn:
             raise
         except Exception as exc:  # noqa: BLE001 - every model failure becomes one catchable Lua error
             self._mark_failed(start)
-            raise explain(spec, label, exc) from None
+            raise explain(spec, label, exc, provider_errors.base_url_of(model)) from None
         finally:
             if streamer is not None:
                 streamer.close()
@@ -303,17 +304,18 @@ def resolve_model(models: dict[str, Model], spec: AgentSpec, name: str, cursor: 
     if name == TEST_MODEL or offline():
         mock = MockScript(spec.name, spec.mock, cursor) if spec.mock is not None else None
         return offline_model(mock)
-    var = missing_key(name)
+    var = missing_key(name) if spec.base_url is None else None
     if var is not None:
         raise agent_error(
             spec.name,
             f"model '{name}' needs the environment variable {var} "
             f'(set {var}, or run offline with TACTUS_OFFLINE=1 or model = "test")',
         )
-    model = models.get(name)
+    key = name if spec.base_url is None else f"{name} @ {spec.base_url}"
+    model = models.get(key)
     if model is None:
         try:
-            model = models[name] = infer_model(name)
+            model = models[key] = build_model(name, spec.base_url)
         except (UserError, ValueError, ImportError) as exc:
             raise agent_error(spec.name, f"cannot use model '{name}': {exc}") from None
     return model, name
