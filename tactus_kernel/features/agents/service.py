@@ -77,6 +77,7 @@ from tactus_kernel.features.agents.tools import DONE, DONE_TOOL, ToolSpec
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import RunState, Runtime
+    from tactus_kernel.features.agents.mcp import McpServers
 
 AGENT_KEYS = (
     "model",
@@ -350,11 +351,16 @@ class AgentService:
     by the caller (:class:`tactus_kernel.features.agents.effects.AgentHub`)."""
 
     def __init__(
-        self, runtime: Runtime, tools: dict[str, ToolSpec], toolsets: dict[str, list[str]] | None = None
+        self,
+        runtime: Runtime,
+        tools: dict[str, ToolSpec],
+        toolsets: dict[str, list[str]] | None = None,
+        mcp: McpServers | None = None,
     ) -> None:
         self.runtime = runtime
         self.tools = tools
         self.toolsets = {} if toolsets is None else toolsets
+        self.mcp = mcp  # mcp_server(...) declarations: their tools are named in tools/toolsets too
         self.default_model: tuple[str | None, dict[str, Any]] = (None, {})
         self.default_provider: str | None = None
         self.generation = 0  # bumped when a toolset or the default provider changes: plans are remade
@@ -504,7 +510,7 @@ class AgentService:
             and plan.spec is spec
             and plan.default_model is self.default_model
             and plan.generation == self.generation
-            and all(self.tools.get(t.name) is t for t in plan.tools if t is not DONE_TOOL)
+            and all(self.tools.get(t.name, t) is t for t in plan.tools if t is not DONE_TOOL)  # t: a Lua or MCP tool
         ):
             return plan
         tools = self._tools(spec, spec.tools)
@@ -545,10 +551,14 @@ class AgentService:
                     found = DONE_TOOL
                 elif member in self.tools:
                     found = self.tools[member]
+                elif self.mcp is not None and (ref := self.mcp.ref(member)) is not None:
+                    found = ref  # an MCP server's tools (features/agents/mcp.py)
                 else:
                     known = ", ".join(sorted({DONE, *self.tools}))
                     where = f" (in toolset '{tool_name}')" if member != tool_name else ""
                     sets = f"; toolsets: {', '.join(sorted(self.toolsets))}" if self.toolsets else ""
+                    if self.mcp is not None and self.mcp.names():
+                        sets += f"; MCP servers: {', '.join(self.mcp.names())}"
                     raise agent_error(spec.name, f"unknown tool '{member}'{where} (defined: {known}{sets})")
                 if found not in tools:
                     tools.append(found)
@@ -863,8 +873,17 @@ class AgentService:
         a tool's call finds its way back to Lua through the run's deps, so
         one Agent serves every turn with the same tools.
         """
+        from tactus_kernel.features.agents.mcp import McpRef
+
         return _per_tools(
-            spec.agents, tools, lambda: Agent(None, tools=[self._tool(t) for t in tools], **spec.agent_options)
+            spec.agents,
+            tools,
+            lambda: Agent(
+                None,
+                tools=[self._tool(t) for t in tools if not isinstance(t, McpRef)],
+                toolsets=self.mcp.toolsets(tools) if self.mcp is not None else None,
+                **spec.agent_options,
+            ),
         )
 
     def _tool(self, spec: ToolSpec) -> Tool[TurnDeps]:
