@@ -2,8 +2,8 @@
 
 Run as ``python mcp_server.py`` by the kernel (the MCP client in
 pydantic-ai starts it as a child process and talks JSON-RPC over its
-stdin/stdout). Tools: ``add(a, b)``, ``lookup(key)`` and ``fail(message)``
-(always errors). Each call appends one JSON line ``{"tool", "args"}`` to
+stdin/stdout). Tools: ``add(a, b)``, ``lookup(key)``, ``fail(message)``
+(always errors) and ``crash()`` (the process exits). Each call appends one JSON line ``{"tool", "args"}`` to
 the file named by ``MCP_CALL_LOG`` (when set), so a test can count the
 calls a run made: a replayed run must make none. ``MCP_PID_FILE`` (when
 set) receives the server's process id at start, so a test can check the
@@ -55,6 +55,14 @@ def fail(message: str) -> str:
     _log("fail", message=message)
     print(f"fail tool: {message}", file=sys.stderr, flush=True)
     raise ToolError(message)  # the error a server reports to its client
+
+
+@server.tool()
+def crash() -> str:
+    """Ends the server process at once, as a crash would."""
+    _log("crash")
+    print("crashing on purpose", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 if __name__ == "__main__":

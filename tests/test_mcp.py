@@ -143,6 +143,38 @@ def test_a_toolset_of_type_mcp_declares_the_server_as_the_reference_does(cells: 
     assert [c["tool"] for c in logged(folder)] == ["lookup"]
 
 
+def test_servers_listed_in_tactus_config_yml_as_the_reference_lists_them(
+    cells: Any, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (folder / ".tactus").mkdir()
+    (folder / ".tactus" / "config.yml").write_text(
+        "mcp_servers:\n"
+        "  test_server:\n"
+        '    command: "python"\n'
+        '    args: ["server.py"]\n'
+        "    env:\n"
+        "      MCP_CALL_LOG: ${CALL_LOG_NAME}\n"  # the reference's ${VAR}: read from the kernel's environment
+    )
+    monkeypatch.setenv("CALL_LOG_NAME", "calls.log")
+    out = cells("""
+    agent("a", {model = "test", toolsets = {"test_server_add", "done"}})
+    procedure("p", {}, function() A.turn({inject = "go"}); return Tool.last_result("test_server_add") end)
+    """)
+    assert out == [0]  # the TestModel's add(0, 0)
+    assert logged(folder) == [{"tool": "add", "args": {"a": 0, "b": 0}}]
+
+
+def test_a_bad_config_yml_is_named(cells: Any, folder: Path) -> None:
+    (folder / ".tactus").mkdir()
+    (folder / ".tactus" / "config.yml").write_text("mcp_servers:\n  test_server:\n    comand: python\n")
+    err = cells.error("""
+    agent("a", {model = "test", toolsets = {"test_server"}})
+    procedure("p", {}, function() return A.turn({inject = "go"}) end)
+    """)
+    assert err.ename == "AgentError"
+    assert err.evalue.startswith(".tactus/config.yml: mcp_server 'test_server': unknown key 'comand' (known: command,")
+
+
 def test_an_http_server_by_url(cells: Any, folder: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -224,6 +256,25 @@ def test_a_failing_tool_call_is_a_catchable_error_naming_the_server(cells: Any, 
     ) in result["message"]
 
 
+def test_a_server_that_crashes_mid_call_is_started_afresh_by_the_next_turn(cells: Any, folder: Path) -> None:
+    [out] = cells("""
+    mcp_server("calc", {command = "python", args = {"server.py"}, env = {MCP_CALL_LOG = "calls.log"}})
+    agent("a", {model = "test", toolsets = {"calc"}, mock = {responses = {
+      {tool = "calc_crash"}, {tool = "calc_add", args = {a = 1, b = 1}}, "two"}}})
+    procedure("p", {}, function()
+      local ok, e = pcall(A.turn, {inject = "crash"})
+      A.turn({inject = "add"})
+      return {ok, tostring(e), Tool.last_result("calc_add")}
+    end)
+    """)
+    ok, message, added = out
+    assert ok is False and added == 2
+    assert "AgentError: agent 'a': MCP server 'calc' (command: python server.py): tool 'calc_crash' failed: " in message
+    assert "the server's stderr ends with:\ncrashing on purpose" in message
+    assert hub(cells).mcp.starts == 2
+    assert [c["tool"] for c in logged(folder)] == ["crash", "add"]
+
+
 def test_a_tool_the_server_does_not_have_is_named(cells: Any, folder: Path) -> None:
     err = cells.error("""
     mcp_server("calc", {command = "python", args = {"server.py"}})
@@ -231,7 +282,8 @@ def test_a_tool_the_server_does_not_have_is_named(cells: Any, folder: Path) -> N
     procedure("p", {}, function() return A.turn({inject = "go"}) end)
     """)
     assert err.ename == "AgentError"
-    assert "MCP server 'calc' has no tool 'divide' (its tools: calc_add, calc_fail, calc_lookup)" in err.evalue
+    tools = "calc_add, calc_crash, calc_fail, calc_lookup"
+    assert f"MCP server 'calc' has no tool 'divide' (its tools: {tools})" in err.evalue
 
 
 @pytest.mark.parametrize(

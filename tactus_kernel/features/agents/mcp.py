@@ -48,7 +48,7 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 KEYS = ("command", "args", "env", "cwd", "url", "headers", "timeout", "read_timeout")
 DEFAULT_TIMEOUT = 30.0  # seconds for the server to start and answer MCP's initialize
 STDERR_LINES = 12  # lines at the end of a server's stderr quoted in an error
-STOP_WAIT = 5.0  # seconds kernel shutdown waits for the servers to exit
+CONFIG = Path(".tactus") / "config.yml"  # where the reference Tactus lists its mcp_servers
 
 
 class McpError(Exception):
@@ -185,6 +185,7 @@ class McpServers:
         self.refs: dict[str, McpRef | None] = {}  # looked-up names, so a name is one object while unchanged
         self.running: dict[str, _Running] = {}
         self.starts = 0  # servers started (tests read it)
+        self.config_read = False  # .tactus/config.yml's mcp_servers (the reference's place for them)
         runtime_closers = getattr(runtime, "closers", None)
         if runtime_closers is not None:
             runtime_closers.append(self.stop_all)
@@ -214,6 +215,8 @@ class McpServers:
         if unknown:
             raise ParamError(f"{where}: unknown key '{unknown[0]}' for an MCP toolset (known: server, tools)")
         server = raw["server"]
+        if not self.config_read:
+            self.read_config()
         if not isinstance(server, str) or server not in self.servers:
             known = ", ".join(sorted(self.servers)) or "none yet"
             raise ParamError(f"{where}: unknown MCP server {server!r} (declared: {known}; declare it with mcp_server)")
@@ -230,6 +233,8 @@ class McpServers:
         Worked out from the declarations alone, without starting anything."""
         if name in self.refs:
             return self.refs[name]
+        if not self.config_read:
+            self.read_config()
         found: McpRef | None = None
         if name in self.servers:
             found = self._make_ref(name, name, None)
@@ -244,6 +249,34 @@ class McpServers:
                     break
         self.refs[name] = found
         return found
+
+    def read_config(self) -> None:
+        """The servers of ``.tactus/config.yml`` in the notebook's folder
+        (its ``mcp_servers`` section, as the reference Tactus reads it), read
+        when a name is first looked up. A server the notebook declares itself
+        wins over the file's."""
+        self.config_read = True
+        path = self.runtime.root / CONFIG
+        if not path.is_file():
+            return
+        import yaml
+
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ParamError(f"{CONFIG}: cannot read it: {exc}") from None
+        servers = config.get("mcp_servers") if isinstance(config, dict) else None
+        if servers is None:
+            return
+        if not isinstance(servers, dict):
+            raise ParamError(f"{CONFIG}: mcp_servers must map server names to {{command, args, env}}")
+        for name, raw in servers.items():
+            if str(name) not in self.servers:
+                try:
+                    self.servers[str(name)] = parse_server(str(name), raw, self.runtime.root)
+                except ParamError as exc:
+                    raise ParamError(f"{CONFIG}: {exc}") from None
+        self.refs.clear()
 
     def _make_ref(self, name: str, server: str, only: tuple[str, ...] | None) -> McpRef:
         return McpRef(name, f"tools of MCP server '{server}'", {}, {}, server=server, only=only)
@@ -371,6 +404,10 @@ class McpServers:
         _forget(running)
         return running.stopped
 
+    def restart(self, name: str) -> None:
+        """Stop a server whose session failed (it may have exited): the next live turn starts it afresh."""
+        self._stop(name)
+
     def stop_all(self, wait: float = 0.0) -> None:
         """Stop every started server (``%tactus reset``, kernel shutdown).
         With ``wait``, block up to that many seconds for them to exit (call it
@@ -400,6 +437,7 @@ def _reason(exc: BaseException) -> str:
 @functools.cache
 def _server_tools_class() -> type:
     """The pydantic-ai toolset class (made at first use: pydantic-ai is imported then)."""
+    from fastmcp.exceptions import ToolError
     from pydantic_ai.toolsets import AbstractToolset
 
     from tactus_kernel.engine.runtime import BridgeError
@@ -471,9 +509,10 @@ def _server_tools_class() -> type:
             except (asyncio.CancelledError, BridgeError):
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing tool is one clear, catchable error
-                raise BridgeError(
-                    f"AgentError: {self.servers.failure(self.server, ctx.deps.agent, name, exc)}"
-                ) from None
+                error = self.servers.failure(self.server, ctx.deps.agent, name, exc)
+                if not isinstance(exc, ToolError):  # not the tool's own error: the server may be gone
+                    self.servers.restart(self.server)
+                raise BridgeError(f"AgentError: {error}") from None
             self._record(ctx.deps, name, tool_args, result)
             return result
 
