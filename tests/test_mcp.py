@@ -323,6 +323,22 @@ def test_a_python_plugin_toolset_is_refused_and_an_mcp_server_suggested(cells: A
     assert 'serve those tools from an MCP server instead: mcp_server("calcs", {command = "python"' in err.evalue
 
 
+def test_agents_without_mcp_servers_do_not_import_the_mcp_client(tmp_path: Path) -> None:
+    """A declaration imports nothing, and an agent with no MCP tools never loads the MCP client."""
+    code = f"""
+import asyncio, sys
+from tactus_kernel.engine.runtime import Runtime
+rt = Runtime(root={str(tmp_path)!r})
+cell = 'mcp_server("calc", {{command = "python"}}); agent("a", {{model = "test"}})'
+cell += '; procedure("p", {{}}, function() return A.turn({{inject = "hi"}}).data end)'
+asyncio.run(rt.execute(cell, "[cell 1]", "c1"))
+print(sorted(m for m in ("fastmcp", "mcp", "pydantic_ai.mcp") if m in sys.modules))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "[]"
+
+
 # ------------------------------------------------ a real kernel, a real replay
 def _server_pid(folder: Path) -> int:
     return int((folder / "server.pid").read_text())

@@ -11,5 +11,7 @@ more than a second to import and most cells never need it. Modules:
   mock, or a real provider with its API key checked up front);
 - :mod:`.history`: per-run message histories, their filters, and the stable
   projection of a history that goes into a turn's request hash;
+- :mod:`.mcp`: ``mcp_server(...)`` declarations, their tools named
+  ``SERVER_TOOL``, and the servers, started for a live turn only;
 - :mod:`.service`: declarations, turns, recording and replay.
 """

@@ -1,5 +1,5 @@
--- Agents: agent(...), tool(...), Name.turn(...), MessageHistory, filters,
--- default_model(...). Declarations and turns are effects answered by
+-- Agents: agent(...), tool(...), toolset(...), mcp_server(...), Name.turn(...),
+-- MessageHistory, filters, default_model(...). Declarations and turns are effects answered by
 -- tactus_kernel/primitives/agents.py (pydantic-ai). Tool functions stay
 -- here: when a model calls one, Python starts K.agent_tool_main(...) as a
 -- coroutine of its own, in the calling procedure's context, so the tool

@@ -1,5 +1,5 @@
-"""Effects behind ``agent``, ``tool``, ``Name.turn``, ``MessageHistory`` and
-``default_model`` (Lua side: ``lua/agents.lua``).
+"""Effects behind ``agent``, ``tool``, ``mcp_server``, ``Name.turn``,
+``MessageHistory`` and ``default_model`` (Lua side: ``agents.lua``).
 
 This module is imported when the kernel starts, so it must stay light:
 pydantic-ai (more than a second to import) is loaded only when a cell

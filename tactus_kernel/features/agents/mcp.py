@@ -292,6 +292,8 @@ class McpServers:
             if isinstance(t, McpRef):
                 have = wanted.get(t.server, set())
                 wanted[t.server] = None if have is None or t.only is None else have | set(t.only)
+        if not wanted:
+            return []  # no MCP tools: nothing of the MCP client is imported
         make = _server_tools_class()
         return [make(self, server, None if only is None else frozenset(only)) for server, only in wanted.items()]
 
