@@ -116,6 +116,15 @@ def test_a_rerun_replays_the_turn_without_starting_the_server(cells: Any, folder
     assert hub(cells).mcp.starts == 1
 
 
+def test_offering_other_tools_of_the_server_is_a_divergence(cells: Any, folder: Path) -> None:
+    cells(SUMS)
+    err = cells.error(SUMS.replace('toolsets = {"calc"}', 'toolsets = {"calc_add", "calc_lookup"}'))
+    assert err.ename == "DivergenceError"
+    assert '  tools: recorded ["calc"]\n' in err.evalue
+    assert '         now      ["calc_add", "calc_lookup"]\n' in err.evalue
+    assert len(logged(folder)) == 2  # nothing called: the divergence is found before any live turn
+
+
 def test_tools_named_one_by_one_offer_only_those(cells: Any, folder: Path) -> None:
     """The TestModel calls every tool it is offered: here only calc_lookup."""
     cells("""
