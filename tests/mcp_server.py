@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 try:  # the MCP SDK 2.x names; 1.x called the server FastMCP
     from mcp.server.mcpserver import MCPServer
@@ -70,6 +71,8 @@ if __name__ == "__main__":
     if pid_file:
         with open(pid_file, "w", encoding="utf-8") as f:
             f.write(str(os.getpid()))
+    if os.environ.get("MCP_SLEEP_AT_START"):  # a server that is slow to answer
+        time.sleep(float(os.environ["MCP_SLEEP_AT_START"]))
     if os.environ.get("MCP_CRASH_AT_START"):
         print(f"cannot start: {os.environ['MCP_CRASH_AT_START']}", file=sys.stderr, flush=True)
         sys.exit(3)

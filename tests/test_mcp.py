@@ -225,6 +225,19 @@ def test_a_server_that_does_not_start_is_one_clear_error(cells: Any, folder: Pat
     assert "the server's stderr ends with:\ncannot start: no licence key" in err.evalue
 
 
+def test_a_server_slower_than_its_timeout_says_so(cells: Any, folder: Path) -> None:
+    err = cells.error("""
+    mcp_servers({slow = {command = "python", args = {"server.py"}, env = {MCP_SLEEP_AT_START = "60"}, timeout = 2}})
+    agent("a", {model = "test", toolsets = {"slow"}})
+    procedure("p", {}, function() return A.turn({inject = "go"}) end)
+    """)
+    assert err.ename == "AgentError"
+    assert err.evalue.startswith(
+        "agent 'a': MCP server 'slow' (command: python server.py) failed to start: "
+        "no answer to MCP's initialize within 2 s (its timeout; "
+    )
+
+
 def test_a_missing_script_names_the_command_and_what_python_said(cells: Any, folder: Path) -> None:
     err = cells.error("""
     mcp_server("gone", {command = "python", args = {"missing_server.py"}, timeout = 20})

@@ -314,10 +314,12 @@ class McpServers:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure to start is one clear error
-            message = (
-                f"agent '{agent}': MCP server '{server}' ({self.servers[server].where}) failed to start: "
-                f"{_reason(exc)}{self._stderr(running)}"
-            )
+            spec = self.servers[server]
+            reason = _reason(exc)
+            if _timed_out(exc):
+                reason = f"no answer to MCP's initialize within {spec.timeout:g} s (its timeout; {reason})"
+            message = f"agent '{agent}': MCP server '{server}' ({spec.where}) failed to start: {reason}"
+            message += self._stderr(running)
             if self.running.get(server) is running:
                 _forget(self.running.pop(server))
             raise McpError(message) from None
@@ -424,6 +426,16 @@ def _forget(running: _Running) -> None:
     if running.stderr is not None:
         with contextlib.suppress(OSError):
             running.stderr.unlink()
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """Whether a timeout is among an exception's causes (the MCP client wraps it)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, TimeoutError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _reason(exc: BaseException) -> str:
