@@ -70,6 +70,7 @@ from tactus_kernel.features.agents.config import (
     provider_prefix,
     settings_from,
 )
+from tactus_kernel.features.agents.mcp import McpRef, McpServers
 from tactus_kernel.features.agents.models import MockScript, ScriptCursor, offline_model, parse_mock
 from tactus_kernel.features.agents.output import output_model
 from tactus_kernel.features.agents.templates import render, uses
@@ -77,7 +78,6 @@ from tactus_kernel.features.agents.tools import DONE, DONE_TOOL, ToolSpec
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import RunState, Runtime
-    from tactus_kernel.features.agents.mcp import McpServers
 
 AGENT_KEYS = (
     "model",
@@ -873,8 +873,6 @@ class AgentService:
         a tool's call finds its way back to Lua through the run's deps, so
         one Agent serves every turn with the same tools.
         """
-        from tactus_kernel.features.agents.mcp import McpRef
-
         return _per_tools(
             spec.agents,
             tools,
