@@ -138,6 +138,18 @@ def test_tools_named_one_by_one_offer_only_those(cells: Any, folder: Path) -> No
     assert [c["tool"] for c in logged(folder)] == ["lookup"]
 
 
+def test_a_turns_own_toolsets_option_takes_mcp_names_too(cells: Any, folder: Path) -> None:
+    cells("""
+    mcp_server("calc", {command = "python", args = {"server.py"}, env = {MCP_CALL_LOG = "calls.log"}})
+    agent("a", {model = "test", toolsets = {"done"}})
+    procedure("p", {}, function() A.turn({inject = "add", toolsets = {"calc_add"}}) end)
+    """)
+    [turn] = agent_entries(cells.runtime.records.procedures, "p")
+    assert turn["request"]["tools"] == ["calc_add"]  # this turn's tools only: not the agent's done
+    assert [c["name"] for c in turn["tool_calls"]] == ["calc_add"]
+    assert [c["tool"] for c in logged(folder)] == ["add"]
+
+
 def test_a_toolset_of_type_mcp_declares_the_server_as_the_reference_does(cells: Any, folder: Path) -> None:
     out = cells("""
     toolset("calc", {type = "mcp", command = "python", args = {"server.py"}, env = {MCP_CALL_LOG = "calls.log"}})
