@@ -22,6 +22,7 @@ import copy
 import functools
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from nbformat import NotebookNode
 from tactus_kernel.replay.client import ReplayOptions, ReplayResult, prepare, replay
 
 CORPUS = Path(__file__).parent / "compat" / "agents"
+MCP_SERVER = Path(__file__).parent / "mcp_server.py"
 KEYS = (
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
@@ -78,7 +80,9 @@ def recorded(name: str, folder: str) -> tuple[NotebookNode, ReplayResult]:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tmp_path_factory.mktemp("compat"))
+    path = tmp_path_factory.mktemp("compat")
+    shutil.copy(MCP_SERVER, path / "mcp_server.py")  # 11_mcp_tools.tac's server (the replay runs elsewhere, without it)
+    return str(path)
 
 
 def procedures(nb: NotebookNode) -> dict[str, Any]:
@@ -276,6 +280,22 @@ def test_support_desk(folder: str) -> None:
 
 
 # ------------------------------------------------------------------ replay
+def test_mcp_server_tools_by_name_server_and_toolset(folder: str) -> None:
+    nb, _ = recorded("11_mcp_tools.tac", folder)
+    # the TestModel calls every tool it is offered: add(0, 0), then lookup("a"), each with done
+    assert output(nb, "main") == {"success": True, "sum": 0, "definition": "no entry for a", "turns": 1}
+    turns = agent_turns(procedures(nb)["main"])
+    assert [t["request"]["tools"] for t in turns] == [["test_server_add", "done"], ["dictionary", "done"]]
+    # (pydantic-ai offers an Agent's own tools before its toolsets': done comes first)
+    assert [[c["name"] for c in t["tool_calls"]] for t in turns] == [
+        ["done", "test_server_add"],
+        ["done", "test_server_lookup"],
+    ]
+    assert turns[0]["tool_calls"][1] == {"name": "test_server_add", "args": {"a": 0, "b": 0}, "result": 0}
+    calls = (Path(folder) / "mcp_calls.log").read_text().splitlines()
+    assert [json.loads(c)["tool"] for c in calls] == ["add", "lookup"]  # served by the MCP server
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_a_recorded_run_replays_without_a_model(name: str, folder: str, tmp_path: Path) -> None:
     nb, _ = recorded(name, folder)

@@ -207,6 +207,9 @@ class Runtime:
         # Told when a procedure run starts and ends and when a cell finishes:
         # the composition hub and the live timeline (primitives/composition.py).
         self.run_observers: list[Any] = []
+        # Stop what features started outside Lua (MCP server processes) at
+        # `%tactus reset` and kernel shutdown; each takes the seconds it may wait.
+        self.closers: list[Callable[[float], None]] = []
         self.lua = new_lua(max_memory)
         bridge = {
             name: getattr(self, "_b_" + name)
@@ -442,7 +445,13 @@ class Runtime:
             del self.procedures[key]
             self.K.forget_procedure(key)
         self._collectgarbage("collect")  # the Lua code and values only they held
+        self.close()  # a reset starts afresh: servers started for earlier runs stop (restarted when needed)
         return gone
+
+    def close(self, wait: float = 0.0) -> None:
+        """Stop what features started (see ``closers``); ``wait``: seconds to wait for it to end."""
+        for closer in self.closers:
+            closer(wait)
 
     def fields(self, path: str) -> list[str]:
         """Names reachable at a dotted path of globals (for completion)."""

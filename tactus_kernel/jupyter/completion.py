@@ -80,6 +80,9 @@ DOCS: dict[str, str] = {
     "Tool.reset": "Tool.reset(): forget this run's tool calls (Tool.called is false until the next call).",
     "toolset": 'toolset(name, {type = "lua", tools = {...}}): a named group of tools an agent lists in toolsets.',
     "Toolset.get": "Toolset.get(name) -> {name, type, tools}: a declared toolset.",
+    "mcp_server": 'mcp_server(name, {command = "python", args = {...}} or {url = ...}): an MCP tool server; '
+    "its tools are NAME_TOOL, offered with toolsets = {NAME}.",
+    "mcp_servers": "mcp_servers({name = {command = ...}, ...}): several MCP tool servers at once.",
     "default_provider": 'default_provider("openai"): the provider of every agent that names none.',
     "prompt": "prompt(name, text): a named prompt template, read back as prompts.NAME.",
     "return_prompt": "return_prompt(text): after a procedure's body, its last agent summarises with this prompt.",

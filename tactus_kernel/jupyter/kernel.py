@@ -382,6 +382,11 @@ class TactusKernel(Kernel):
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.channel.flush()
+        # MCP servers the agents started: stopped, and waited for (in a thread:
+        # the event loop that holds their sessions must run meanwhile)
+        if self._runtime is not None:
+            with contextlib.suppress(Exception):  # the reply must go out all the same
+                await asyncio.to_thread(self._runtime.close, 5.0)
         # After the reply, ipykernel's control thread flushes sys.stdout and
         # sys.stderr and publishes an "idle" status, each through the IOPub
         # thread, while the main thread is already stopping that thread. A

@@ -27,6 +27,8 @@ SETUP_CALLS = {
     "agent",
     "tool",
     "toolset",
+    "mcp_server",
+    "mcp_servers",
     "prompt",
     "default_provider",
     "default_model",

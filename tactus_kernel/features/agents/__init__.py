@@ -12,6 +12,8 @@ more than a second to import and most cells never need it. Modules:
   mock, or a real provider with its API key checked up front);
 - :mod:`.history`: message histories, their filters, their recorded form,
   and the stable projection of a history that goes into a request hash;
+- :mod:`.mcp`: ``mcp_server(...)`` declarations, their tools named
+  ``SERVER_TOOL``, and the servers, started for a live turn only;
 - :mod:`.service`: the front the effects call; behind it :mod:`.spec`
   (declarations), :mod:`.turns` (one turn, replayed or live),
   :mod:`.recording` (the record, the request hash, divergences),

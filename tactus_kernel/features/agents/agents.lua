@@ -1,5 +1,5 @@
--- Agents: agent(...), tool(...), Name.turn(...), MessageHistory, filters,
--- default_model(...). Declarations and turns are effects answered by
+-- Agents: agent(...), tool(...), toolset(...), mcp_server(...), Name.turn(...),
+-- MessageHistory, filters, default_model(...). Declarations and turns are effects answered by
 -- tactus_kernel/primitives/agents.py (pydantic-ai). Tool functions stay
 -- here: when a model calls one, Python starts K.agent_tool_main(...) as a
 -- coroutine of its own, in the calling procedure's context, so the tool
@@ -56,12 +56,20 @@ function toolset(name, spec)
   local kind = spec.type or "lua"
   if kind == "plugin" then
     raise("SandboxError: toolset '" .. name .. "': type = \"plugin\" loads Python files, which the sandbox refuses "
-          .. "(no Python code runs inside a notebook's procedures); serve those tools from an MCP server instead, "
-          .. "or write them in Lua with tool(...) or toolset(name, {tools = {...}})")
+          .. "(no Python code runs inside a notebook's procedures); serve those tools from an MCP server instead: "
+          .. "mcp_server(\"" .. name .. "\", {command = \"python\", args = {\"your_server.py\"}}) and "
+          .. "toolsets = {\"" .. name .. "\"}, or write them in Lua with tool(...) or toolset(name, {tools = {...}})")
+  end
+  if kind == "mcp" then  -- the tools of an MCP server: its own declaration, or a declared server's
+    local decl = {}
+    for k, v in pairs(spec) do if k ~= "type" then decl[k] = v end end
+    perform({kind = "agent.mcp_server", run = current_ctx().run, name = name, spec = decl})
+    TOOLSETS[name] = {name = name, type = kind, tools = {}}
+    return
   end
   if kind ~= "lua" then
     raise("toolset '" .. name .. "': type " .. tostring(kind) .. " is not supported here "
-          .. "(supported: \"lua\"; Python plugins are refused by the sandbox: use an MCP server)")
+          .. "(supported: \"lua\" and \"mcp\"; Python plugins are refused by the sandbox: use an MCP server)")
   end
   if type(spec.tools) ~= "table" then raise("toolset '" .. name .. "': tools must be a list") end
   local names = {}
@@ -80,6 +88,32 @@ function toolset(name, spec)
   TOOLSETS[name] = {name = name, type = kind, tools = names}
 end
 
+-- mcp_server(name, {command = "python", args = {"server.py"}, env = {...}}) or
+-- mcp_server(name, {url = "http://127.0.0.1:8000/mcp"}): an MCP tool server.
+-- Its tools are offered as NAME_TOOL (the reference's prefix); an agent names
+-- them all with toolsets = {"NAME"}, or one with "NAME_TOOL". Python starts the
+-- server (never Lua), and only for a live turn: a replayed turn needs none.
+function mcp_server(name, spec)
+  if type(name) ~= "string" or not match(name, "^[%a_][%w_%-]*$") then
+    raise("mcp_server: the name must be an identifier such as \"files\", got " .. tostring(name))
+  end
+  if type(spec) ~= "table" then
+    raise("mcp_server '" .. name .. "': expected mcp_server(name, {command = \"python\", args = {\"server.py\"}}) "
+          .. "or mcp_server(name, {url = \"http://127.0.0.1:8000/mcp\"})")
+  end
+  perform({kind = "agent.mcp_server", run = current_ctx().run, name = name, spec = spec})
+end
+
+-- mcp_servers({files = {...}, web = {...}}): several at once, as the reference's
+-- mcp_servers configuration section lists them.
+function mcp_servers(servers)
+  if type(servers) ~= "table" then raise("mcp_servers: expected a table {name = {command = ...}, ...}") end
+  local names = {}
+  for name in pairs(servers) do names[#names + 1] = tostring(name) end
+  table.sort(names)
+  for _, name in ipairs(names) do mcp_server(name, servers[name]) end
+end
+
 Toolset = {
   get = function(name)
     local set = TOOLSETS[name]
@@ -94,6 +128,13 @@ Toolset = {
 local function done_tool(args)
   K.request_stop(args.reason, args.success)
   return {stopped = true}
+end
+
+-- A call to an MCP server's tool, made by Python during a live turn: it counts
+-- for Tool.called / Tool.last_call in the calling procedure, as a Lua tool's does.
+function K.record_tool_call_in(ctx, name, args, result)
+  local calls = ctx.tool_calls
+  calls[#calls + 1] = {name = name, args = args, result = result}
 end
 
 -- Python starts this as a coroutine for each tool call a model makes.

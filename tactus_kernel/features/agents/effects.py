@@ -1,5 +1,5 @@
-"""Effects behind ``agent``, ``tool``, ``Name.turn``, ``MessageHistory`` and
-``default_model`` (Lua side: ``lua/agents.lua``).
+"""Effects behind ``agent``, ``tool``, ``mcp_server``, ``Name.turn``,
+``MessageHistory`` and ``default_model`` (Lua side: ``agents.lua``).
 
 This module is imported when the kernel starts, so it must stay light:
 pydantic-ai (more than a second to import) is loaded only when a cell
@@ -20,6 +20,7 @@ from tactus_kernel.features.composition.effects import apply_injection
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import RunState, Runtime
+    from tactus_kernel.features.agents.mcp import McpServers
     from tactus_kernel.features.agents.service import AgentService
     from tactus_kernel.features.agents.tools import ToolSpec
 
@@ -76,6 +77,7 @@ class AgentHub:
         self.tools: dict[str, ToolSpec] = {}
         self.toolsets: dict[str, list[str]] = {}  # toolset(name, {...}) -> its tools' names
         self._service: AgentService | None = None
+        self._mcp: McpServers | None = None
         self._default_model: Any = None
         self._default_provider: str | None = None
 
@@ -85,12 +87,27 @@ class AgentHub:
         if self._service is None:
             from tactus_kernel.features.agents.service import AgentService
 
-            self._service = AgentService(self.runtime, self.tools, self.toolsets)
+            self._service = AgentService(self.runtime, self.tools, self.toolsets, self.mcp)
             if self._default_model is not None:
                 self._service.set_default_model(self._default_model)
             if self._default_provider is not None:
                 self._service.set_default_provider(self._default_provider)
         return self._service
+
+    @property
+    def mcp(self) -> McpServers:
+        """The declared MCP servers (none is started before a live turn needs it)."""
+        if self._mcp is None:
+            from tactus_kernel.features.agents.mcp import McpServers
+
+            self._mcp = McpServers(self.runtime)
+        return self._mcp
+
+    @_guarded
+    async def declare_mcp_server(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
+        spec = to_plain(request["spec"]) if request["spec"] is not None else None
+        self.mcp.declare(str(request["name"]), spec)  # each live turn builds its Agent afresh: nothing goes stale
+        return ()
 
     @_guarded
     async def declare_tool(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
@@ -164,6 +181,7 @@ def register(runtime: Runtime) -> None:
         "agent.default_model": hub.default_model,
         "agent.default_provider": hub.default_provider,
         "agent.toolset": hub.declare_toolset,
+        "agent.mcp_server": hub.declare_mcp_server,
         "agent.turn": hub.turn,
         "agent.history": hub.history,
         "agent.messages": hub.messages,

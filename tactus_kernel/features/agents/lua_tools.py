@@ -20,10 +20,12 @@ from tactus_kernel.engine.fields import ParamError, validate_params
 from tactus_kernel.engine.runtime import BridgeError
 from tactus_kernel.engine.values import NotRecordable, to_json, to_lua
 from tactus_kernel.features.agents.errors import PASS_THROUGH, agent_error
+from tactus_kernel.features.agents.mcp import McpRef
 from tactus_kernel.features.agents.tools import ToolSpec
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import Runtime
+    from tactus_kernel.features.agents.mcp import McpServers
     from tactus_kernel.features.agents.spec import AgentSpec
 
 
@@ -36,13 +38,21 @@ class TurnDeps:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
 
-def build_agent(runtime: Runtime, spec: AgentSpec, tools: list[ToolSpec]) -> Agent[TurnDeps, Any]:
+def build_agent(
+    runtime: Runtime, spec: AgentSpec, tools: list[ToolSpec], mcp: McpServers | None = None
+) -> Agent[TurnDeps, Any]:
     """The pydantic-ai Agent for one turn of ``spec`` that offers these tools.
 
     Built for each live turn: its tools are the turn's (a turn may offer
     others than the agent's), and building one is nothing beside a model call.
+    An MCP server's tools come as a toolset of its own (:mod:`.mcp`).
     """
-    return Agent(None, tools=[_tool(runtime, t) for t in tools], **spec.agent_options)
+    return Agent(
+        None,
+        tools=[_tool(runtime, t) for t in tools if not isinstance(t, McpRef)],
+        toolsets=mcp.toolsets(tools) if mcp is not None else None,
+        **spec.agent_options,
+    )
 
 
 def _tool(runtime: Runtime, spec: ToolSpec) -> Tool[TurnDeps]:

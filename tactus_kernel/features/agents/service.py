@@ -20,6 +20,7 @@ from tactus_kernel.engine.values import to_plain
 from tactus_kernel.features.agents import scopes
 from tactus_kernel.features.agents.config import parse_model
 from tactus_kernel.features.agents.errors import agent_error
+from tactus_kernel.features.agents.mcp import McpServers
 from tactus_kernel.features.agents.models import ScriptCursor
 from tactus_kernel.features.agents.scopes import RunScope, Snapshots
 from tactus_kernel.features.agents.spec import AgentSpec, parse_agent
@@ -35,11 +36,16 @@ class AgentService:
     by the caller (:class:`tactus_kernel.features.agents.effects.AgentHub`)."""
 
     def __init__(
-        self, runtime: Runtime, tools: dict[str, ToolSpec], toolsets: dict[str, list[str]] | None = None
+        self,
+        runtime: Runtime,
+        tools: dict[str, ToolSpec],
+        toolsets: dict[str, list[str]] | None = None,
+        mcp: McpServers | None = None,
     ) -> None:
         self.runtime = runtime
         self.tools = tools
         self.toolsets = {} if toolsets is None else toolsets
+        self.mcp = mcp  # mcp_server(...) declarations: their tools are named in tools/toolsets too
         self.default_model: tuple[str | None, dict[str, Any]] = (None, {})
         self.default_provider: str | None = None
         self.agents: dict[str, AgentSpec] = {}
@@ -85,10 +91,14 @@ class AgentService:
                     found = DONE_TOOL
                 elif member in self.tools:
                     found = self.tools[member]
+                elif self.mcp is not None and (ref := self.mcp.ref(member)) is not None:
+                    found = ref  # an MCP server's tools (features/agents/mcp.py)
                 else:
                     known = ", ".join(sorted({DONE, *self.tools}))
                     where = f" (in toolset '{tool_name}')" if member != tool_name else ""
                     sets = f"; toolsets: {', '.join(sorted(self.toolsets))}" if self.toolsets else ""
+                    if self.mcp is not None and self.mcp.names():
+                        sets += f"; MCP servers: {', '.join(self.mcp.names())}"
                     raise agent_error(spec.name, f"unknown tool '{member}'{where} (defined: {known}{sets})")
                 if found not in tools:
                     tools.append(found)

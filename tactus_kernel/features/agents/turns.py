@@ -121,7 +121,7 @@ class Turn:
         start = log.position
         service.model_calls += 1
         try:
-            result = await build_agent(service.runtime, spec, req.tools).run(
+            result = await build_agent(service.runtime, spec, req.tools, service.mcp).run(
                 req.message,
                 model=model,
                 instructions=req.instructions,
