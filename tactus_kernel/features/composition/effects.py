@@ -173,7 +173,7 @@ class CompositionHub:
                 return child  # replayed: the child does not run
             entry.update(status="running", value=None, mode=mode, child=child_key.rsplit("/", 1)[1])
             entry.pop("error", None)
-            rt.records.touch(parent.key)
+            log.entry_changed(entry)
         else:
             entry = log.append(
                 "procedure",
@@ -188,6 +188,7 @@ class CompositionHub:
         ok, *rest = rt._b_begin_run(name, given, parent.id, child_key)
         if not ok:
             entry.update(status="failed", error=str(rest[0]))
+            log.entry_changed(entry)
             self._trail_finish(child)
             raise _bridge_error(str(rest[0]))
         run_id, params_lua = rest
@@ -267,8 +268,7 @@ class CompositionHub:
             rt.runs.pop(run.id, None)
             rec = rt.records.lookup(run.key)
             if rec is not None and rec.get("status") == "running":
-                rec["status"] = "cancelled"
-                rt.records.touch(run.key)
+                rt.records.set(run.key, status="cancelled")
             trail = run.log.trail
             if trail is not None and trail.run_id == run.id and trail.running:
                 trail.end("cancelled", "cancelled")
@@ -285,7 +285,7 @@ class CompositionHub:
         entry["at"] = now_iso()
         if status == "failed":
             entry["error"] = f"{ename}: {evalue}" if ename and ename != "LuaError" else evalue
-        rt.records.touch(child.parent.key)
+        child.parent.log.entry_changed(entry)
         self._trail_finish(child)
         rt.host.records_changed()
 
