@@ -644,7 +644,7 @@ class Runtime:
         validated = validate_params(f"procedure '{key}'", spec.params, given_py)
         run = self._new_run(record_key or key, spec, cell)
         run.params = validated
-        if run.log.entries:  # a replay leaves the record as it was, unless the run changes it
+        if self.records.lookup(run.key) is not None:  # a rerun leaves the record as it was, unless it changes it
             run.log.first["status"] = "running"
             self.records.set(run.key, params=validated)
         else:

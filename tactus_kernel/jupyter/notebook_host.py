@@ -217,7 +217,7 @@ class RanProcedures:
 
     def run_started(self, run: Any) -> None:
         root = run.key.split("/", 1)[0]
-        if root not in self.keys:
+        if run.spec is not None and root not in self.keys:  # a procedure, not a cell's own code
             self.keys.append(root)
 
     def run_ended(self, run: Any, ok: bool, error: Any) -> None:
@@ -228,6 +228,10 @@ class RanProcedures:
 
     def cell_closed(self, cell: Any) -> None:
         keys, self.keys = self.keys, []
+        for key, log in cell.logs.items():  # a cell's own code that replayed or recorded a call
+            root = key.split("/", 1)[0]
+            if (log.replayed or log.changed_record) and root not in keys:
+                keys.append(root)
         self.channel.ran([k for k in keys if k in self.channel.records.procedures])
 
 
