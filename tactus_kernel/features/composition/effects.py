@@ -286,8 +286,10 @@ class CompositionHub:
         if status == "failed":
             outcome["error"] = f"{ename}: {evalue}" if ename and ename != "LuaError" else evalue
         before = child.recorded
-        if before is not None and all(before.get(k) == v for k, v in outcome.items()) and (
-            "error" in outcome or "error" not in before
+        if (
+            before is not None
+            and all(before.get(k) == v for k, v in outcome.items())
+            and ("error" in outcome or "error" not in before)
         ):
             entry.clear()  # the same outcome as recorded: the record stays as it was
             entry.update(before)
