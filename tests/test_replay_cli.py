@@ -612,3 +612,10 @@ def test_replaying_an_example_leaves_its_record_unchanged(example: Path, tmp_pat
     assert json.dumps(after["metadata"]["tactus"], sort_keys=True) == json.dumps(
         before["metadata"]["tactus"], sort_keys=True
     )
+    # nbclient writes outputs and execution counts (and language_info, from the kernel); the rest is as it was
+    assert {k: v for k, v in after["metadata"].items() if k != "language_info"} == {
+        k: v for k, v in before["metadata"].items() if k != "language_info"
+    }
+    assert [(c["id"], c["source"], c["metadata"]) for c in after["cells"]] == [
+        (c["id"], c["source"], c["metadata"]) for c in before["cells"]
+    ]
