@@ -80,9 +80,10 @@ class ProtocolVersionError(CommInputError):
     kind = "protocol"
 
 
-def parse_version(value: Any) -> tuple[int, int]:
+def parse_version(value: Any, who: str = "this kernel") -> tuple[int, int]:
     """``"MAJOR.MINOR"`` as two numbers; absent (None) is ``1.0``.
-    Raises ProtocolVersionError for anything else, or an unknown MAJOR."""
+    Raises ProtocolVersionError for anything else, or an unknown MAJOR
+    (the message says `who` cannot read it: the kernel, or a client)."""
     if value is None:
         return 1, 0
     parts = value.split(".") if isinstance(value, str) else []
@@ -95,9 +96,9 @@ def parse_version(value: Any) -> tuple[int, int]:
     major, minor = int(parts[0]), int(parts[1])
     if major != PROTOCOL_MAJOR:
         raise ProtocolVersionError(
-            f"this kernel speaks version {PROTOCOL} of the tactus comm protocol and cannot read version "
-            f"{value} (a newer or older frontend): update the Tactus kernel or the extension so their "
-            f"major versions match",
+            f"{who} speaks version {PROTOCOL} of the tactus comm protocol and cannot read version "
+            f"{value} (a newer or older {'frontend' if who == 'this kernel' else 'kernel'}): update the "
+            "Tactus kernel or the extension so their major versions match",
             "protocol",
             value,
         )
@@ -334,7 +335,7 @@ def fold_op(procedures: dict[str, Any], op: Any) -> list[str]:
 def op_version_problem(op: dict[str, Any]) -> str | None:
     """Why an op cannot be read (its major version is unknown), or None."""
     try:
-        parse_version(op.get("protocol"))
+        parse_version(op.get("protocol"), "this client")
     except ProtocolVersionError as exc:
         return f"Tactus: ignored a {op.get('op')!r} op from the kernel: {exc}"
     return None

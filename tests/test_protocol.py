@@ -82,10 +82,33 @@ def test_an_op_of_an_unknown_major_is_not_folded():
     op = {"op": "update", "protocol": "2.0", "procedures": {"a": {"checkpoints": []}}}
     assert fold_op(procedures, op) == [] and procedures == {}
     assert protocol.op_version_problem(op) == (
-        "Tactus: ignored a 'update' op from the kernel: this kernel speaks version 1.1 of the tactus comm "
-        "protocol and cannot read version 2.0 (a newer or older frontend): update the Tactus kernel or the "
+        "Tactus: ignored a 'update' op from the kernel: this client speaks version 1.1 of the tactus comm "
+        "protocol and cannot read version 2.0 (a newer or older kernel): update the Tactus kernel or the "
         "extension so their major versions match"
     )
+
+
+def test_the_replay_client_folds_appends_notes_ran_and_ignores_an_unknown_major():
+    import nbformat
+
+    from tactus_kernel.replay.client import ReplayClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["tactus"] = {"version": 1, "procedures": {"a": {"checkpoints": [entry("x")]}}}
+    client = ReplayClient(nb, km=None)
+
+    def message(data: dict[str, Any]) -> dict[str, Any]:
+        return {"msg_type": "comm_msg", "content": {"comm_id": client.comm_id, "data": data}}
+
+    client.handle_tactus(
+        message({"op": "append", "protocol": PROTOCOL, "procedures": {"a": {"from": 1, "checkpoints": [entry("y")]}}})
+    )
+    client.handle_tactus(message({"op": "update", "protocol": "2.0", "procedures": {"a": {"checkpoints": []}}}))
+    client.handle_tactus(message({"op": "ran", "protocol": PROTOCOL, "procedures": ["b"]}))
+    assert client.procedures == {"a": {"checkpoints": [entry("x"), entry("y")]}}
+    assert nb.metadata["tactus"]["procedures"]["a"]["checkpoints"] == [entry("x")]  # a copy was folded
+    assert client.touched == ["a", "b"]
+    assert client.warnings == [protocol.op_version_problem({"op": "update", "protocol": "2.0"})]
 
 
 # ------------------------------------------------------------------- fold
