@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from tactus_kernel.protocol import PROTOCOL, fold_op
+
 PROC = """
 procedure({name = "demo"}, function()
   local v = Step.run("pick", function() print("computing"); return 42 end)
@@ -313,18 +317,21 @@ def record_ops(kernel: Any, comm_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_second_run_of_an_answered_procedure_sends_no_record_op(kernel):
+@pytest.mark.parametrize("protocol", [PROTOCOL, None], ids=["1.1", "1.0"])
+def test_a_second_run_of_an_answered_procedure_sends_no_record_op(kernel, protocol: str | None):
     """Issue 24: the re-run replays the step and the answer; the record is as it
-    was, so the frontend gets nothing to write (the notebook is not dirtied)."""
-    from tactus_kernel.protocol import PROTOCOL, fold_op
-
-    comm_id = kernel.open_tactus(None, protocol=PROTOCOL)
+    was, so the frontend gets nothing to write (the notebook is not dirtied).
+    A 1.0 frontend (no protocol announced) gets whole updates, and nothing either."""
+    comm_id = kernel.open_tactus(None, protocol=protocol)
     run = kernel.start(SHIP, cell_id="c1")
     kernel.card().click("Approve")
     assert kernel.wait(run).status == "ok"
     kernel.drain(0.5)
     first = record_ops(kernel, comm_id)
-    assert first and all(op["op"] == "append" and op["protocol"] == PROTOCOL for op in first)
+    if protocol is None:
+        assert first and all(op["op"] == "update" and "protocol" not in op for op in first)
+    else:
+        assert first and all(op["op"] == "append" and op["protocol"] == PROTOCOL for op in first)
     held: dict[str, Any] = {}
     for op in first:
         fold_op(held, op)
@@ -338,8 +345,6 @@ def test_a_second_run_of_an_answered_procedure_sends_no_record_op(kernel):
 
 
 def test_a_new_step_after_the_record_sends_only_that_step(kernel):
-    from tactus_kernel.protocol import PROTOCOL
-
     comm_id = kernel.open_tactus(None, protocol=PROTOCOL)
     kernel.execute(THREE, cell_id="c3")
     kernel.drain(0.3)
