@@ -33,7 +33,7 @@ export const SCHEMA_VERSION = 1;
 export interface ICheckpointEntry {
   kind: string;
   name: string;
-  value?: unknown;
+  value: unknown; // required, null is a value (the schema: src/schema/metadata.schema.json)
   at: string;
   [extra: string]: unknown;
 }

@@ -56,7 +56,7 @@ test('applyOp never mutates what it is given', () => {
   const op = { op: 'update', procedures: { demo: rec(2) } };
   const before = JSON.stringify([stored, op]);
   const r = applyOp(stored, op);
-  r.metadata!.procedures.demo.checkpoints.push({ kind: 'step', name: 'x', at: AT });
+  r.metadata!.procedures.demo.checkpoints.push({ kind: 'step', name: 'x', value: 1, at: AT });
   assert.equal(JSON.stringify([stored, op]), before);
 });
 
