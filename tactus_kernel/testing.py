@@ -20,6 +20,7 @@ def test_deploy_asks_before_shipping(tactus_kernel):
 
 from __future__ import annotations
 
+import copy
 import html
 import queue
 import re
@@ -338,12 +339,15 @@ class KernelDriver:
         self.kc.shell_channel.send(msg)
         return str(msg["header"]["msg_id"])
 
-    def open_tactus(self, metadata: dict[str, Any] | None, **options: Any) -> str:
-        """Open the ``tactus`` comm as the lab extension does."""
+    def open_tactus(self, metadata: dict[str, Any] | None, protocol: str | None = None, **options: Any) -> str:
+        """Open the ``tactus`` comm as the lab extension does; with no
+        `protocol` as a 1.0 frontend (whole ``update`` ops), with
+        ``protocol=tactus_kernel.protocol.PROTOCOL`` as today's (``append`` ops)."""
         comm_id = uuid.uuid4().hex
-        self.send_comm(
-            "comm_open", {"comm_id": comm_id, "target_name": "tactus", "data": {"tactus": metadata, **options}}
-        )
+        data = {"tactus": metadata, **options}
+        if protocol is not None:
+            data["protocol"] = protocol
+        self.send_comm("comm_open", {"comm_id": comm_id, "target_name": "tactus", "data": data})
         return comm_id
 
     def tactus_ops(self) -> list[dict[str, Any]]:
@@ -356,13 +360,11 @@ class KernelDriver:
     def recorded_procedures(self, start: dict[str, Any] | None = None) -> dict[str, Any]:
         """``metadata.tactus.procedures`` as a frontend holds it after
         applying every update/delete op received so far to `start`."""
-        procedures: dict[str, Any] = dict(start or {})
+        from tactus_kernel.protocol import fold_op
+
+        procedures: dict[str, Any] = copy.deepcopy(dict(start or {}))
         for op in self.tactus_ops():
-            if op.get("op") == "update":
-                procedures.update(op["procedures"])
-            elif op.get("op") == "delete":
-                for key in op["procedures"]:
-                    procedures.pop(key, None)
+            fold_op(procedures, copy.deepcopy(op))
         return procedures
 
     # ---------------------------------------------------- the public API
@@ -416,7 +418,9 @@ class KernelDriver:
 
         nb = nbformat.read(str(path), as_version=4)
         self._stored = dict((nb.metadata.get("tactus") or {}).get("procedures", {}))
-        self.open_tactus(nb.metadata.get("tactus"))
+        from tactus_kernel.protocol import PROTOCOL
+
+        self.open_tactus(nb.metadata.get("tactus"), protocol=PROTOCOL)
         done: list[CellRun] = []
         for cell in nb.cells:
             if cell.cell_type != "code" or not cell.source.strip():

@@ -746,8 +746,8 @@ def test_a_recorded_history_replays_with_the_same_request_hashes(cells, tmp_path
     pydantic-ai's own messages when they load back the same, and the loaded
     copies otherwise (a retry part loads as a different class); either way
     replay in a fresh kernel, from the saved JSON, must hash the same."""
-    from tactus_kernel.engine.records import parse_metadata
     from tactus_kernel.engine.runtime import Runtime
+    from tactus_kernel.protocol import parse_metadata
 
     [first] = cells(MANY_KINDS_OF_TURN, key="kinds")
     assert first == ["found it", "bye", {"city": "Paris"}, "plain text turn"]

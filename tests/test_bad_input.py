@@ -34,8 +34,9 @@ from hypothesis import strategies as st
 from replay_helpers import load, run_cli
 
 from tactus_kernel.cli import main
-from tactus_kernel.engine.records import MetadataError, Records, field_path, parse_metadata
+from tactus_kernel.engine.records import Records, field_path
 from tactus_kernel.jupyter.notebook_host import RecordsChannel
+from tactus_kernel.protocol import MetadataError, parse_metadata
 from tactus_kernel.replay.client import ReplayOptions, prepare, read_notebook
 from tactus_kernel.replay.params import InputError
 

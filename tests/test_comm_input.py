@@ -1,5 +1,5 @@
 """What a frontend sends on the ``tactus`` comm is checked by a schema
-(tactus_kernel/jupyter/comm_schema.py): bad open data or a bad message gets one
+(tactus_kernel/protocol.py): bad open data or a bad message gets one
 warning op and a log line, never an exception out of a handler (issue 21)."""
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ import pytest
 from conftest import Cells
 from replay_helpers import Cell, click, load, record_notebook
 
-from tactus_kernel.engine.records import parse_metadata
 from tactus_kernel.engine.runtime import Runtime
 from tactus_kernel.engine.sandbox import DEFAULT_MAX_MEMORY
+from tactus_kernel.protocol import parse_metadata
 
 STEPS = 100_000
 MANY = f"""

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from tactus_kernel.protocol import PROTOCOL, fold_op
+
 PROC = """
 procedure({name = "demo"}, function()
   local v = Step.run("pick", function() print("computing"); return 42 end)
@@ -291,3 +295,85 @@ def test_a_display_with_an_id_keeps_the_id_in_the_saved_output_metadata():
     assert card["transient"] == {"display_id": "tactus-card-1"}
     assert meta == {"cellId": "c7", "executionCount": 5}
     assert plain["metadata"] == {}
+
+
+# ------------------------------------------------ protocol 1.1 (issue 22, 24)
+SHIP = """
+procedure({name = "ship"}, function()
+  local built = Step.run("build", function() return {image = "app:2"} end)
+  local ok = Human.approve({message = "Ship it?"})
+  return {ok = ok, image = built.image}
+end)
+"""
+
+
+def record_ops(kernel: Any, comm_id: str) -> list[dict[str, Any]]:
+    return [
+        m["content"]["data"]
+        for m in kernel.comm_msgs
+        if m["msg_type"] == "comm_msg"
+        and m["content"].get("comm_id") == comm_id
+        and m["content"]["data"].get("op") in ("update", "append", "delete")
+    ]
+
+
+@pytest.mark.parametrize("protocol", [PROTOCOL, None], ids=["1.1", "1.0"])
+def test_a_second_run_of_an_answered_procedure_sends_no_record_op(kernel, protocol: str | None):
+    """Issue 24: the re-run replays the step and the answer; the record is as it
+    was, so the frontend gets nothing to write (the notebook is not dirtied).
+    A 1.0 frontend (no protocol announced) gets whole updates, and nothing either."""
+    comm_id = kernel.open_tactus(None, protocol=protocol)
+    run = kernel.start(SHIP, cell_id="c1")
+    kernel.card().click("Approve")
+    assert kernel.wait(run).status == "ok"
+    kernel.drain(0.5)
+    first = record_ops(kernel, comm_id)
+    if protocol is None:
+        assert first and all(op["op"] == "update" and "protocol" not in op for op in first)
+    else:
+        assert first and all(op["op"] == "append" and op["protocol"] == PROTOCOL for op in first)
+    held: dict[str, Any] = {}
+    for op in first:
+        fold_op(held, op)
+    assert held["ship"]["status"] == "completed" and held["ship"]["events"]
+    again = kernel.execute(SHIP, cell_id="c1")
+    assert again.status == "ok" and "ok = true" in again.result
+    kernel.execute("1 + 1")
+    kernel.drain(0.5)
+    assert record_ops(kernel, comm_id) == first  # nothing more
+    assert not kernel.cards()
+
+
+def test_a_new_step_after_the_record_sends_only_that_step(kernel):
+    comm_id = kernel.open_tactus(None, protocol=PROTOCOL)
+    kernel.execute(THREE, cell_id="c3")
+    kernel.drain(0.3)
+    count = len(record_ops(kernel, comm_id))
+    more = THREE.replace(
+        "return {sum = a + b + c}", 'Step.run("d", function() return 4 end)\n  return {sum = a + b + c}'
+    )
+    assert kernel.execute(more, cell_id="c3").stdout == ""
+    kernel.drain(0.3)
+    ops = record_ops(kernel, comm_id)[count:]  # the new step at once (the first in 0.25 s), then the end
+    assert ops and all(op["op"] == "append" for op in ops)
+    changes = [op["procedures"]["three"] for op in ops]
+    assert [c["name"] for change in changes for c in change.get("checkpoints", [])] == ["d"]
+    assert changes[0]["from"] == 3 and changes[-1]["status"] == "completed"
+    assert all("params" not in change for change in changes)  # unchanged fields are not resent
+
+
+def test_an_open_with_an_unknown_major_protocol_is_refused_and_its_records_not_taken(kernel):
+    comm_id = kernel.open_tactus(STORED, protocol="2.0")
+    kernel.wait_until(lambda: n_ops(kernel, "warning") == 1)
+    [warning] = [o for o in kernel.tactus_ops() if o["op"] == "warning"]
+    assert warning["message"] == (
+        "Tactus: this kernel speaks version 1.1 of the tactus comm protocol and cannot read version 2.0 "
+        "(a newer or older frontend): update the Tactus kernel or the extension so their major versions "
+        "match; this comm is not used, so checkpoints are not saved through it"
+    )
+    assert warning["refusal"] == {"kind": "protocol", "field": "protocol", "found": "2.0"}
+    # the stored records were not taken: the step runs, and nothing is sent on that comm
+    run = kernel.execute(PROC, cell_id="c1")
+    assert "computing" in run.stdout and "no Tactus notebook extension is connected" in run.stderr
+    kernel.drain(0.3)
+    assert record_ops(kernel, comm_id) == []

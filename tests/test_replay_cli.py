@@ -595,3 +595,27 @@ def test_startup_timeout(recorded: Path, tmp_path: Path, monkeypatch):
     assert f"{recorded}: the tactus kernel did not start" in run.stderr
     assert run.elapsed < 30
     assert run.kernels and wait_gone(run.kernels) == []
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_replaying_an_example_leaves_its_record_unchanged(example: Path, tmp_path: Path, capsys):
+    """Issue 24: a replay whose calls all match writes nothing into the record:
+    ``metadata.tactus`` of the output is byte for byte the recorded one."""
+    out = tmp_path / example.name
+    code, err = replay(capsys, example, "-o", out, "--cwd", example.parent)
+    assert code == 0, err
+    before, after = load(example), load(out)
+    assert json.dumps(after["metadata"]["tactus"]) == json.dumps(before["metadata"]["tactus"])
+    assert json.dumps(after["metadata"]["tactus"], sort_keys=True) == json.dumps(
+        before["metadata"]["tactus"], sort_keys=True
+    )
+    # nbclient writes outputs and execution counts (and language_info, from the kernel); the rest is as it was
+    assert {k: v for k, v in after["metadata"].items() if k != "language_info"} == {
+        k: v for k, v in before["metadata"].items() if k != "language_info"
+    }
+    assert [(c["id"], c["source"], c["metadata"]) for c in after["cells"]] == [
+        (c["id"], c["source"], c["metadata"]) for c in before["cells"]
+    ]

@@ -1,4 +1,4 @@
-"""The live step timeline and the audit trail kept in record["events"]."""
+"""The live step timeline and the audit trail (record["events"] of a run that recorded)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def words(html_text: str) -> str:
 
 
 def events(cells: Any, key: str) -> list[dict[str, Any]]:
-    return cells.runtime.records.procedures[key]["events"]
+    """The events of the procedure's last run (a replay's stay out of the record: issue 24)."""
+    return timeline.latest_events(cells.runtime, key)
 
 
 def shape(evs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

@@ -4,7 +4,7 @@
  * For a notebook whose kernel is a Tactus kernel (kernelspec `tactus`, or
  * language `lua`) the connector opens the comm each time the kernel
  * connects (first start, restart, kernel change, reconnect after the old
- * comm went away) with `{"tactus": <metadata.tactus or null>}`, and folds the
+ * comm went away) with `{"tactus": <metadata.tactus or null>, "protocol": "1.1"}`, and folds the
  * kernel's ops into `metadata.tactus` (see merge.ts), marking the notebook
  * dirty so a save persists them. Other kernels are left alone: nothing is
  * sent to them and the notebook's metadata is never touched.
@@ -18,7 +18,7 @@ import { JSONObject, JSONValue } from '@lumino/coreutils';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { answersReset, applyOp, HeldRecords, isTactusKernel, metadataProblem, resetOp } from './merge';
+import { answersReset, applyOp, HeldRecords, isTactusKernel, metadataProblem, PROTOCOL, resetOp } from './merge';
 import { OrphanOutputs } from './orphans';
 
 export const COMM_TARGET = 'tactus';
@@ -216,7 +216,7 @@ export class TactusConnector implements IDisposable {
         this._held = {};
         this._toldHeld = false;
         const stored = this.stored;
-        comm.open({ [METADATA_KEY]: stored === undefined ? null : (stored as JSONValue) });
+        comm.open({ [METADATA_KEY]: stored === undefined ? null : (stored as JSONValue), protocol: PROTOCOL });
       }
       this._changed.emit();
     } finally {
@@ -233,6 +233,13 @@ export class TactusConnector implements IDisposable {
     const model = this._context.model;
     const result = applyOp(this.stored, msg.content.data, this._held);
     this._held = result.held;
+    if (result.ignored) {
+      console.warn(result.ignored);
+      if (!this._toldIgnored) {
+        this._toldIgnored = true;
+        Notification.warning(result.ignored, { autoClose: false });
+      }
+    }
     if (result.warning) {
       Notification.warning(result.warning, { autoClose: false });
     }
@@ -271,6 +278,7 @@ export class TactusConnector implements IDisposable {
   private _isTactus = false;
   private _held: HeldRecords = {};
   private _toldHeld = false;
+  private _toldIgnored = false;
   private _unsaved = new Set<string>();
   private _isDisposed = false;
   private _changed = new Signal<this, void>(this);

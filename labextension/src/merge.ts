@@ -7,15 +7,25 @@
  * comm and `applyOp` folds each one into the stored block:
  *
  *   {"op": "update", "procedures": {KEY: record}}  replace those records
+ *   {"op": "append", "procedures": {PATH: {"from": N, "checkpoints": [...], FIELD: VALUE}}}
+ *       (protocol 1.1) keep the first N checkpoints of the record at PATH
+ *       (a key, or "root/child#1" for a child's record in `children`),
+ *       add these, set these fields
  *   {"op": "delete", "procedures": [KEY, ...]}     remove them
  *   {"op": "warning", "message": "..."}            show it
  *
- * Unknown ops are ignored. A stored block that the kernel cannot use (see
+ * Unknown ops are ignored, and so is an op whose `protocol` has a major
+ * version this extension does not know (`ignored` says why). The Python
+ * twin of `applyOp` is `fold_op` in tactus_kernel/protocol.py. A stored block that the kernel cannot use (see
  * `metadataProblem`, which mirrors the kernel's schema) is never written
  * over by updates: they are held back, and only a reset (a `delete` op,
  * which the kernel sends only when someone asked for a reset) replaces the
  * block with what the kernel holds.
  */
+
+import { PROTOCOL, protocolMajor, schemaProblem } from './schema';
+
+export { PROTOCOL };
 
 export const SCHEMA_VERSION = 1;
 
@@ -23,7 +33,7 @@ export const SCHEMA_VERSION = 1;
 export interface ICheckpointEntry {
   kind: string;
   name: string;
-  value?: unknown;
+  value: unknown; // required, null is a value (the schema: src/schema/metadata.schema.json)
   at: string;
   [extra: string]: unknown;
 }
@@ -60,6 +70,8 @@ export interface IApplyResult {
   replaced?: boolean;
   /** A message the kernel asked us to show. */
   warning?: string;
+  /** Why the op was ignored (an unknown protocol major version). */
+  ignored?: string;
 }
 
 export function emptyMetadata(): ITactusMetadata {
@@ -83,48 +95,11 @@ function describe(value: unknown): string {
 /**
  * Why the kernel would refuse this `metadata.tactus` block, or null when it
  * is usable (an absent block is usable: it means "nothing recorded").
- * Mirrors the kernel's pydantic model (tactus_kernel/engine/records.py).
+ * Checked by the JSON Schema of the kernel's own models (schema.ts), so the
+ * two cannot disagree: an entry without `value` is refused on both sides.
  */
 export function metadataProblem(block: unknown): string | null {
-  if (block === undefined || block === null) {
-    return null;
-  }
-  if (!isObject(block)) {
-    return `metadata.tactus must be an object (found ${describe(block)})`;
-  }
-  if (block.version !== SCHEMA_VERSION) {
-    return `metadata.tactus.version must be ${SCHEMA_VERSION} (found ${describe(block.version)})`;
-  }
-  if (block.procedures === undefined) {
-    return null;
-  }
-  if (!isObject(block.procedures)) {
-    return `metadata.tactus.procedures must be an object (found ${describe(block.procedures)})`;
-  }
-  for (const [key, record] of Object.entries(block.procedures)) {
-    const where = `metadata.tactus.procedures.${key}`;
-    if (!isObject(record)) {
-      return `${where} must be an object (found ${describe(record)})`;
-    }
-    if (record.checkpoints === undefined) {
-      continue;
-    }
-    if (!Array.isArray(record.checkpoints)) {
-      return `${where}.checkpoints must be a list (found ${describe(record.checkpoints)})`;
-    }
-    for (let i = 0; i < record.checkpoints.length; i++) {
-      const entry: unknown = record.checkpoints[i];
-      if (!isObject(entry)) {
-        return `${where}.checkpoints.${i} must be an object (found ${describe(entry)})`;
-      }
-      for (const field of ['kind', 'name', 'at']) {
-        if (typeof entry[field] !== 'string') {
-          return `${where}.checkpoints.${i}.${field} must be a string (found ${describe(entry[field])})`;
-        }
-      }
-    }
-  }
-  return null;
+  return schemaProblem(block);
 }
 
 function clone<T>(value: T): T {
@@ -185,6 +160,15 @@ export function applyOp(stored: unknown, op: unknown, held: HeldRecords = {}): I
   if (!isObject(op) || typeof op.op !== 'string') {
     return unchanged;
   }
+  const major = protocolMajor(op.protocol);
+  if (major !== 1) {
+    return {
+      ...unchanged,
+      ignored:
+        `Tactus: ignored a '${op.op}' op of protocol ${describe(op.protocol)}: this extension speaks ` +
+        `protocol ${PROTOCOL}; update the extension or the kernel so their major versions match.`
+    };
+  }
   if (op.op === 'warning') {
     return typeof op.message === 'string' && op.message ? { ...unchanged, warning: op.message } : unchanged;
   }
@@ -215,6 +199,33 @@ export function applyOp(stored: unknown, op: unknown, held: HeldRecords = {}): I
       }
     }
     return changed ? { changed, metadata: block, held, touched } : { ...unchanged, touched };
+  }
+
+  if (op.op === 'append') {
+    if (!isObject(op.procedures)) {
+      return unchanged;
+    }
+    const changes = Object.entries(op.procedures).filter((kv): kv is [string, { [key: string]: unknown }] =>
+      isObject(kv[1])
+    );
+    if (changes.length === 0) {
+      return unchanged;
+    }
+    const touched = [...new Set(changes.map(([path]) => path.split('/')[0]))];
+    if (problem !== null) {
+      const next: HeldRecords = { ...held };
+      for (const [path, change] of changes) {
+        foldAppend(next, path, change);
+      }
+      return { changed: false, held: next, touched, problem };
+    }
+    const block: ITactusMetadata =
+      stored === undefined || stored === null ? emptyMetadata() : { ...(stored as ITactusMetadata) };
+    block.procedures = isObject(block.procedures) ? { ...block.procedures } : {};
+    for (const [path, change] of changes) {
+      foldAppend(block.procedures, path, change);
+    }
+    return { changed: true, metadata: block, held, touched };
   }
 
   if (op.op === 'delete') {
@@ -250,6 +261,42 @@ export function applyOp(stored: unknown, op: unknown, held: HeldRecords = {}): I
   }
 
   return unchanged;
+}
+
+/**
+ * Fold one `append` change into `procedures` (a copy the caller owns): the
+ * records along `path` are copied before they change, so what the caller
+ * was given (the notebook's block, the op) is never mutated, and the
+ * checkpoints kept are shared, not cloned (a record of 50,000 checkpoints
+ * costs a slice, not a deep copy, per op).
+ */
+function foldAppend(procedures: { [key: string]: IProcedureRecord }, path: string, change: { [key: string]: unknown }): void {
+  const [root, ...rest] = path.split('/');
+  const copyOf = (rec: unknown): IProcedureRecord =>
+    isObject(rec) ? ({ ...rec } as IProcedureRecord) : { checkpoints: [] };
+  let node = copyOf(getOwn(procedures, root));
+  setOwn(procedures, root, node);
+  for (const part of rest) {
+    const children: { [key: string]: IProcedureRecord } = isObject(node.children)
+      ? { ...(node.children as { [key: string]: IProcedureRecord }) }
+      : {};
+    node.children = children;
+    const child = copyOf(getOwn(children, part));
+    setOwn(children, part, child);
+    node = child;
+  }
+  for (const [field, value] of Object.entries(change)) {
+    if (field === 'from') {
+      continue;
+    }
+    if (field === 'checkpoints') {
+      const start = typeof change.from === 'number' ? change.from : 0;
+      const old = Array.isArray(node.checkpoints) ? node.checkpoints.slice(0, start) : [];
+      node.checkpoints = old.concat(Array.isArray(value) ? clone(value) : []);
+    } else {
+      setOwn(node as { [key: string]: unknown }, field, clone(value));
+    }
+  }
 }
 
 /** One procedure, ready to show. */
@@ -327,6 +374,9 @@ export function answersReset(op: unknown, key: string): boolean {
   const root = key.split('/')[0];
   if (op.op === 'update' && isObject(op.procedures)) {
     return root in op.procedures;
+  }
+  if (op.op === 'append' && isObject(op.procedures)) {
+    return Object.keys(op.procedures).some(path => path.split('/')[0] === root);
   }
   if (op.op === 'delete' && Array.isArray(op.procedures)) {
     return op.procedures.includes(key) || op.procedures.includes(root);

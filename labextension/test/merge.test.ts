@@ -4,6 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
 import {
   answersReset,
   applyOp,
@@ -53,7 +56,7 @@ test('applyOp never mutates what it is given', () => {
   const op = { op: 'update', procedures: { demo: rec(2) } };
   const before = JSON.stringify([stored, op]);
   const r = applyOp(stored, op);
-  r.metadata!.procedures.demo.checkpoints.push({ kind: 'step', name: 'x', at: AT });
+  r.metadata!.procedures.demo.checkpoints.push({ kind: 'step', name: 'x', value: 1, at: AT });
   assert.equal(JSON.stringify([stored, op]), before);
 });
 
@@ -112,6 +115,14 @@ test('metadataProblem mirrors the kernel schema', () => {
   assert.match(metadataProblem({ version: 1, procedures: { a: { checkpoints: {} } } })!, /a\.checkpoints must be a list/);
   assert.match(
     metadataProblem({ version: 1, procedures: { a: { checkpoints: [{ kind: 'step', name: 'n' }] } } })!,
+    /a\.checkpoints\.0\.value is required/
+  );
+  assert.match(
+    metadataProblem({ version: 1, procedures: { a: { checkpoints: [{ kind: 'step', name: 'n', value: 1 }] } } })!,
+    /a\.checkpoints\.0\.at is required/
+  );
+  assert.match(
+    metadataProblem({ version: 1, procedures: { a: { checkpoints: [{ kind: 'step', name: 'n', value: 1, at: 5 }] } } })!,
     /a\.checkpoints\.0\.at must be a string/
   );
   assert.match(
@@ -245,4 +256,84 @@ test('updates held back for an unusable block keep a __proto__ record too', () =
   assert.deepEqual(Object.keys(r.held), ['__proto__']);
   const reset = applyOp({ version: 99 }, { op: 'delete', procedures: [] }, r.held);
   assert.deepEqual(Object.keys(reset.metadata!.procedures), ['__proto__']);
+});
+
+// ------------------------------------------------ the schema, shared cases
+const CASES: { name: string; block: unknown; field?: string }[] = JSON.parse(
+  fs.readFileSync(path.join(__dirname, '..', '..', 'test', 'metadata-cases.json'), 'utf-8')
+).cases;
+
+for (const c of CASES) {
+  test(`the extension judges "${c.name}" as the kernel does`, () => {
+    // tests/test_protocol.py runs the kernel's parse_metadata on the same cases
+    const problem = metadataProblem(c.block);
+    if (c.field === undefined) {
+      assert.equal(problem, null);
+    } else {
+      assert.ok(problem !== null && problem.startsWith(`${c.field} `), `${problem} should name ${c.field}`);
+    }
+  });
+}
+
+test('a block with an entry without value is held back, as the kernel refuses it', () => {
+  const stored = { version: 1, procedures: { a: { checkpoints: [{ kind: 'step', name: 's', at: AT }] } } };
+  const r = applyOp(stored, { op: 'update', procedures: { demo: rec(1) } });
+  assert.equal(r.changed, false);
+  assert.match(r.problem!, /metadata\.tactus\.procedures\.a\.checkpoints\.0\.value is required/);
+});
+
+// ------------------------------------------------------------- append op
+test('append keeps the first `from` checkpoints, adds the new ones and sets fields', () => {
+  const stored = { version: 1, procedures: { demo: rec(1, { title: 'demo' }), other: rec('x') } };
+  const before = JSON.stringify(stored);
+  const op = {
+    op: 'append',
+    protocol: '1.1',
+    procedures: { demo: { from: 1, checkpoints: [{ kind: 'step', name: 'next', value: 2, at: AT }], status: 'running' } }
+  };
+  const r = applyOp(stored, op);
+  assert.equal(r.changed, true);
+  assert.deepEqual(r.touched, ['demo']);
+  assert.deepEqual(r.metadata!.procedures.demo, {
+    checkpoints: [rec(1).checkpoints[0], { kind: 'step', name: 'next', value: 2, at: AT }],
+    status: 'running',
+    title: 'demo'
+  });
+  assert.deepEqual(r.metadata!.procedures.other, rec('x'));
+  assert.equal(JSON.stringify(stored), before, 'the stored block is not mutated');
+  // from 0 with no checkpoints: the record was cut (Ask again)
+  const cut = applyOp(r.metadata, { op: 'append', procedures: { demo: { from: 0, checkpoints: [] } } });
+  assert.deepEqual(cut.metadata!.procedures.demo.checkpoints, []);
+});
+
+test('append to a nested path makes the records on the way, as fold_op does', () => {
+  const r = applyOp(undefined, {
+    op: 'append',
+    procedures: { 'a/b#1': { from: 0, checkpoints: [{ kind: 'step', name: 's', value: 1, at: AT }], status: 'completed' } }
+  });
+  assert.deepEqual(r.metadata, {
+    version: 1,
+    procedures: {
+      a: { checkpoints: [], children: { 'b#1': { checkpoints: [{ kind: 'step', name: 's', value: 1, at: AT }], status: 'completed' } } }
+    }
+  });
+  assert.deepEqual(r.touched, ['a']);
+  assert.equal(answersReset({ op: 'append', procedures: { 'a/b#1': {} } }, 'a'), true);
+});
+
+test('append while the stored block is unusable is held back', () => {
+  const corrupt = { version: 99, procedures: 'nope' };
+  const r = applyOp(corrupt, { op: 'append', procedures: { demo: { from: 0, checkpoints: [], status: 'running' } } });
+  assert.equal(r.changed, false);
+  assert.deepEqual(r.held, { demo: { checkpoints: [], status: 'running' } });
+});
+
+test('an op of an unknown major protocol version is ignored, with a reason', () => {
+  const stored = { version: 1, procedures: { demo: rec(1) } };
+  const r = applyOp(stored, { op: 'update', protocol: '2.0', procedures: { demo: rec(2) } });
+  assert.equal(r.changed, false);
+  assert.match(r.ignored!, /ignored a 'update' op of protocol "2\.0": this extension speaks protocol 1\.1/);
+  // a newer minor is fine, and absent means 1.0
+  assert.equal(applyOp(stored, { op: 'update', protocol: '1.9', procedures: { demo: rec(2) } }).changed, true);
+  assert.equal(applyOp(stored, { op: 'update', procedures: { demo: rec(2) } }).ignored, undefined);
 });

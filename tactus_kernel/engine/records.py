@@ -3,18 +3,19 @@
 The shape is the ``metadata.tactus`` contract (see docs/metadata.md): a
 version number and, per procedure key, an ordered list of entries. The
 kernel keeps the records as plain dicts (cheap to append to and to send on
-the comm); pydantic validates what arrives from a notebook, because that
-is the one place where a person may have edited the JSON by hand.
+the comm); what arrives from a notebook is validated where it arrives, by
+the schema in tactus_kernel/protocol.py (a person may have edited the JSON
+by hand), so the engine needs no schema of its own.
 """
 
 from __future__ import annotations
 
-import functools
+import copy
 import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any
 
 SCHEMA_VERSION = 1
 # Recorded data lives in Python, outside the Lua memory cap: it has its own budget.
@@ -85,40 +86,6 @@ class RecordLimitError(ValueError):
         )
 
 
-@functools.cache
-def _metadata_model() -> Any:
-    """The pydantic model of a ``metadata.tactus`` block, built on first use
-    (pydantic costs start-up time a kernel that is never sent metadata need
-    not pay)."""
-    from pydantic import BaseModel, ConfigDict, Field
-
-    class CheckpointEntry(BaseModel):
-        """One recorded call. Extra fields (``request``, ``message``, ...) are kept."""
-
-        model_config = ConfigDict(extra="allow")
-        kind: str
-        name: str
-        value: Any  # required (null is a value): a missing one would replay as nil without a word
-        at: str
-
-    class ProcedureRecord(BaseModel):
-        model_config = ConfigDict(extra="allow")
-        checkpoints: list[CheckpointEntry] = Field(default_factory=list)
-        # child procedures' records (docs/metadata.md), checked like the top ones: replay reads them too
-        children: dict[str, ProcedureRecord] | None = Field(default=None, exclude_if=lambda v: v is None)
-
-    class TactusMetadata(BaseModel):
-        model_config = ConfigDict(extra="allow")
-        version: Literal[1]
-        procedures: dict[str, ProcedureRecord] = Field(default_factory=dict)
-
-    return TactusMetadata
-
-
-class MetadataError(ValueError):
-    """The notebook's ``metadata.tactus`` block cannot be used."""
-
-
 # the last second and millisecond formatted, and their texts
 _last: list[Any] = [None, "", None, ""]
 
@@ -149,26 +116,6 @@ def field_path(loc: Iterable[str | int]) -> str:
     return ".".join(["metadata.tactus", *parts])
 
 
-def parse_metadata(data: Any) -> dict[str, dict[str, Any]]:
-    """Validate a ``metadata.tactus`` block and return its procedure records.
-
-    Raises MetadataError naming the first bad field, so the user can find
-    it in the JSON.
-    """
-    if data is None:
-        return {}
-    from pydantic import ValidationError
-
-    try:
-        parsed = _metadata_model().model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        # not "a valid dictionary or instance of ProcedureRecord": the user never saw that class
-        msg = "Input should be an object" if first["type"] == "model_type" else first["msg"]
-        raise MetadataError(f"{field_path(first['loc'])}: {msg} (found {first.get('input')!r:.80})") from None
-    return {key: rec.model_dump() for key, rec in parsed.procedures.items()}
-
-
 def describe_entry(key: str, index: int, entry: dict[str, Any]) -> str:
     """How an error names one recorded call so a person can find it in the
     JSON: the procedure, the 1-based position, the kind and the name."""
@@ -197,12 +144,26 @@ class DivergenceError(RuntimeError):
 
 
 class Records:
-    """Every procedure record of one notebook, plus which ones changed since
-    the last time the frontend was told."""
+    """Every procedure record of one notebook, and what changed in them
+    since the frontend was last told.
+
+    The frontend's copy is known (``_sent``: per record path, how many
+    checkpoints it holds and a copy of its other fields), so
+    :meth:`take_changes` sends only what differs from it: the new
+    checkpoints and changed fields of a record (an ``append``), a whole
+    record only when it was replaced, and nothing at all for a run that
+    replayed its record and ended as recorded (the record stays as it was:
+    DESIGN.md, "Replay and the record"). A record path is a key, or
+    ``"root/child#1"`` for a child's record nested in ``children``.
+    """
 
     def __init__(self, max_bytes: int | None = -1) -> None:
         self.procedures: dict[str, dict[str, Any]] = {}
-        self.dirty: set[str] = set()
+        # what the frontend holds: path -> (checkpoints, a copy of the other fields)
+        self._sent: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._from: dict[str, int] = {}  # path -> first checkpoint that may differ from the frontend's
+        self._fields: set[str] = set()  # paths whose other fields may differ
+        self._whole: set[str] = set()  # top keys to send whole
         self.deleted: set[str] = set()
         # Fields of recorded entries still to be filled in (see defer).
         self.deferred: list[Callable[[], None]] = []
@@ -212,11 +173,46 @@ class Records:
         self.used = 0
 
     def load(self, procedures: dict[str, dict[str, Any]]) -> None:
+        """Take these records (as a frontend holds them) in place of ours."""
         self.fill_deferred()
         self.procedures = procedures
-        self.dirty.clear()
+        self._forget_changes()
         self.deleted.clear()
+        for key in procedures:
+            self._remember(key)
         self.recount()
+
+    def merge_stored(self, stored: dict[str, dict[str, Any]]) -> None:
+        """A frontend connected holding `stored`: ours win for what this
+        kernel already ran, the notebook fills in the rest (typically:
+        everything, after a restart). Records the frontend lacks or holds
+        differently are sent to it whole by the next take_changes."""
+        self.fill_deferred()
+        for key, rec in stored.items():
+            self.procedures.setdefault(key, rec)
+        self._forget_changes()
+        self._sent.clear()
+        for key, rec in self.procedures.items():
+            if stored.get(key) != rec:
+                self._whole.add(key)
+            self._remember(key)
+        self.recount()
+
+    def _forget_changes(self) -> None:
+        self._sent.clear()
+        self._from.clear()
+        self._fields.clear()
+        self._whole.clear()
+
+    def _remember(self, path: str, rec: dict[str, Any] | None = None) -> None:
+        """The frontend now holds the record at `path` (and its children) as it is."""
+        rec = self.lookup(path) if rec is None else rec
+        if rec is None:
+            return
+        fields = {k: copy.deepcopy(v) for k, v in rec.items() if k != "checkpoints" and k != "children"}
+        self._sent[path] = (len(rec.get("checkpoints") or ()), fields)
+        for name, child in (rec.get("children") or {}).items():
+            self._remember(f"{path}/{name}", child)
 
     def charge(self, what: str, size: int) -> None:
         """Count `size` more bytes against the budget, or raise RecordLimitError naming `what`."""
@@ -240,6 +236,14 @@ class Records:
         the records (the comm update, a snapshot, replay, the end of a cell)
         calls :meth:`fill_deferred` first, so no reader ever sees a gap.
         ``fill`` must not raise: it records its own failure in the entry.
+
+        Kept after issue 22 asked whether it pays: filling at once (the
+        ablation in ``python benchmarks/run.py --quick --only agents`` with
+        ``Records.defer = lambda self, fill: fill()``, interleaved, two rounds)
+        cost 0.47-0.69 ms more per quiet turn (+11-16%, ratio to
+        pydantic-ai 1.12 -> 1.20) and 0.1-1.0 ms per short one (ratio 1.05 ->
+        1.14), over the 10% the issue allows, though the harness's control
+        wandered by as much (0.94-1.10).
         """
         self.deferred.append(fill)
 
@@ -251,7 +255,7 @@ class Records:
 
     # A key with "/" names a child procedure's record nested in its caller's:
     # "deploy/build#1" is procedures["deploy"]["children"]["build#1"] (see
-    # primitives/composition.py). Updates always carry the whole top record.
+    # features/composition).
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The record at a (possibly nested) key, or None."""
         if "/" not in key:
@@ -265,6 +269,7 @@ class Records:
         return rec
 
     def record(self, key: str) -> dict[str, Any]:
+        """The record at a (possibly nested) key, made empty when there is none."""
         if "/" in key:
             root, *path = key.split("/")
             node = self.record(root)
@@ -277,8 +282,98 @@ class Records:
             self.deleted.discard(key)
         return rec
 
+    # ------------------------------------------------------- what changed
     def touch(self, key: str) -> None:
-        self.dirty.add(key if "/" not in key else key.split("/", 1)[0])
+        """Anything in the record at `key` may have changed: send its top record whole.
+        (Cheaper, precise marks: :meth:`set`, :meth:`changed`.)"""
+        self._whole.add(key.split("/", 1)[0])
+
+    def set(self, path: str, **fields: Any) -> None:
+        """Set fields of the record at `path` (made when absent). The frontend
+        is sent those that end up different from its copy, and none when a
+        run put back what it had (a replay: status, params, output)."""
+        self.record(path).update(fields)
+        self._fields.add(path)
+
+    def changed(self, path: str, index: int) -> None:
+        """Checkpoint `index` of the record at `path` and every later one may
+        differ from the frontend's copy (added, removed or edited in place)."""
+        start = self._from.get(path)
+        if start is None or index < start:
+            self._from[path] = index
+
+    def pending(self, path: str) -> bool:
+        """True when the record at `path` differs from the frontend's copy."""
+        if path.split("/", 1)[0] in self._whole:
+            return True
+        rec = self.lookup(path)
+        return rec is not None and bool(self._diff(path, rec, path in self._from, True))
+
+    def _diff(self, path: str, rec: dict[str, Any], marked: bool, fields: bool) -> dict[str, Any] | None:
+        """What the frontend lacks of the record at `path`: ``from`` and the
+        checkpoints after it, and changed fields; None when only a whole
+        record can say it (a field was removed)."""
+        sent = self._sent.get(path)
+        count, sent_fields = sent if sent is not None else (0, {})
+        change: dict[str, Any] = {}
+        entries = rec.get("checkpoints") or []
+        if marked or sent is None:
+            start = min(self._from.get(path, 0), count)
+            if start < len(entries) or start < count:
+                change["from"] = start
+                change["checkpoints"] = entries[start:]
+        if fields or sent is None:
+            for k, v in rec.items():
+                if k != "checkpoints" and k != "children" and (k not in sent_fields or sent_fields[k] != v):
+                    change[k] = v
+            if any(k not in rec for k in sent_fields):
+                return None
+        return change
+
+    def take_changes(self, whole: bool = False) -> list[dict[str, Any]]:
+        """The ops that bring the frontend's copy up to date, and forget them.
+        `whole`: only ``update``/``delete`` (a protocol 1.0 frontend knows no ``append``)."""
+        self.fill_deferred()
+        replace = set(self._whole)
+        appends: dict[str, dict[str, Any]] = {}
+        for path in sorted(set(self._from) | self._fields):
+            root = path.split("/", 1)[0]
+            rec = self.lookup(path)
+            if root in replace or rec is None:
+                continue
+            change = self._diff(path, rec, path in self._from, path in self._fields)
+            if change is None:
+                replace.add(root)
+            elif change:
+                appends[path] = change
+        if whole:
+            replace.update(path.split("/", 1)[0] for path in appends)
+            appends = {}
+        else:
+            appends = {p: c for p, c in appends.items() if p.split("/", 1)[0] not in replace}
+        replace &= set(self.procedures)
+        ops: list[dict[str, Any]] = []
+        if replace:
+            ops.append({"op": "update", "procedures": {k: self.procedures[k] for k in sorted(replace)}})
+        if appends:
+            ops.append({"op": "append", "procedures": appends})
+        if self.deleted:
+            ops.append({"op": "delete", "procedures": sorted(self.deleted)})
+        for key in replace:
+            self._remember(key)
+        for path, change in appends.items():
+            sent_fields = self._sent.get(path, (0, {}))[1]
+            rec = self.lookup(path) or {}
+            fields = {k: copy.deepcopy(v) for k, v in change.items() if k != "from" and k != "checkpoints"}
+            self._sent[path] = (len(rec.get("checkpoints") or ()), {**sent_fields, **fields})
+        for key in self.deleted:
+            for path in [p for p in self._sent if p == key or p.startswith(key + "/")]:
+                del self._sent[path]
+        self._from.clear()
+        self._fields.clear()
+        self._whole.clear()
+        self.deleted.clear()
+        return ops
 
     def delete(self, keys: Iterable[str]) -> list[str]:
         gone = []
@@ -292,24 +387,12 @@ class Records:
                     gone.append(k)
             elif k in self.procedures:
                 del self.procedures[k]
-                self.dirty.discard(k)
+                self._whole.discard(k)
                 self.deleted.add(k)
                 gone.append(k)
         if gone:
             self.recount()
         return gone
-
-    def take_changes(self) -> list[dict[str, Any]]:
-        """The comm ops that bring a frontend up to date, and forget them."""
-        self.fill_deferred()
-        ops: list[dict[str, Any]] = []
-        if self.dirty:
-            ops.append({"op": "update", "procedures": {k: self.procedures[k] for k in sorted(self.dirty)}})
-        if self.deleted:
-            ops.append({"op": "delete", "procedures": sorted(self.deleted)})
-        self.dirty.clear()
-        self.deleted.clear()
-        return ops
 
     def snapshot(self) -> dict[str, Any]:
         self.fill_deferred()
@@ -343,14 +426,24 @@ class RunLog:
         # by a replay, which must leave the record as it was.
         self.title: str | None = None
         self.untitled = True
+        # Other fields the first new checkpoint writes into the record (the
+        # run's status, its events): a replay that records nothing leaves them as they were.
+        self.first: dict[str, Any] = {}
+        self.truncated = False  # the run dropped recorded checkpoints (a divergence, Checkpoint.clear_*)
 
     def _diverge(self, asked: dict[str, Any]) -> None:
         recorded = self.entries[self.position] if self.position < len(self.entries) else None
         if not self.allow_divergence:
             raise DivergenceError(self.key, self.position, recorded, asked)
         del self.entries[self.position :]
-        self.records.touch(self.key)
+        self.truncated = True
+        self.records.changed(self.key, self.position)
         self.records.recount()
+
+    @property
+    def changed_record(self) -> bool:
+        """True once this run has changed its record (recorded or dropped checkpoints)."""
+        return self.recorded > 0 or self.truncated
 
     def replay(self, kind: str, name: str) -> dict[str, Any] | None:
         """The recorded entry for this call, or None when it must run now."""
@@ -386,15 +479,20 @@ class RunLog:
         rec = records.record(key)  # again each time: a reset may have dropped it meanwhile
         if rec["checkpoints"] is not entries or self.untitled:
             rec["checkpoints"] = entries
+            fields = dict(self.first)
             if self.title is not None:
-                rec["title"] = self.title
+                fields["title"] = self.title
+            if fields:
+                records.set(key, **fields)
             self.untitled = False
-        if self.position < len(entries):
-            del entries[self.position :]
+        position = self.position
+        if position < len(entries):
+            del entries[position:]
+            self.truncated = True
         entries.append(entry)
-        self.position += 1
+        self.position = position + 1
         self.recorded += 1
-        records.touch(key)
+        records.changed(key, position)
         if self.trail is not None:
             self.trail.recorded(entry)
         return entry
@@ -414,5 +512,16 @@ class RunLog:
     def clear_from(self, index: int) -> None:
         del self.entries[index:]
         self.position = min(self.position, index)
-        self.records.touch(self.key)
+        self.truncated = True
+        self.records.changed(self.key, index)
         self.records.recount()
+
+    def entry_changed(self, entry: dict[str, Any]) -> None:
+        """A recorded entry of this run was edited in place (a child call's
+        outcome): the frontend gets it again, and what follows it."""
+        entries = self.entries
+        for i in range(len(entries) - 1, -1, -1):
+            if entries[i] is entry:
+                self.records.changed(self.key, i)
+                return
+        self.records.touch(self.key)

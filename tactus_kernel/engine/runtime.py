@@ -417,8 +417,7 @@ class Runtime:
                 continue  # a cell's own code has no status; a child's call is closed by its caller's hub
             rec = self.records.lookup(run.key)
             if rec is not None and rec.get("status") == "running":
-                rec["status"] = stopped
-                self.records.touch(run.key)
+                self.records.set(run.key, status=stopped)
                 closed = True
         if closed:
             self.host.records_changed()
@@ -654,9 +653,11 @@ class Runtime:
         validated = validate_params(f"procedure '{key}'", spec.params, given_py)
         run = self._new_run(record_key or key, spec, cell)
         run.params = validated
-        rec = self.records.record(run.key)
-        rec.update(status="running", params=validated)
-        self.records.touch(run.key)
+        if self.records.lookup(run.key) is not None:  # a rerun leaves the record as it was, unless it changes it
+            run.log.first["status"] = "running"
+            self.records.set(run.key, params=validated)
+        else:
+            self.records.set(run.key, status="running", params=validated)
         return run.id, to_lua(self.lua, validated)
 
     @_bridge
@@ -664,10 +665,9 @@ class Runtime:
         from tactus_kernel.engine.fields import validate_outputs
 
         run = self.runs.pop(run_id)
-        rec = self.records.record(run.key)
-        self.records.touch(run.key)
+        records = self.records
         if not ok:
-            rec["status"] = "failed"
+            records.set(run.key, status="failed")
             self._ended(run, False, result)
             return None
         spec = run.spec
@@ -676,12 +676,11 @@ class Runtime:
             value = to_json(result, "the returned value")
             out = validate_outputs(f"procedure '{run.key}'", spec.outputs, value)
         except (ParamError, NotRecordable) as exc:
-            rec["status"] = "failed"
+            records.set(run.key, status="failed")
             problem = str(exc) if isinstance(exc, ParamError) else f"procedure '{run.key}': {exc}"
             self._ended(run, False, tagged("OutputError", problem))
             raise BridgeError(tagged("OutputError", problem)) from None
-        rec["status"] = "completed"
-        rec["output"] = out
+        records.set(run.key, status="completed", output=out)
         self._ended(run, True, None)
         return to_lua(self.lua, out)
 

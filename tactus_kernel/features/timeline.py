@@ -19,13 +19,17 @@ and ``Step.run``'s hot path gains only a few list operations:
   appears once a run has gone on for ``SHOW_AFTER`` seconds: quick runs
   and replays show nothing.
 
-The events list *is* ``record["events"]`` of the procedure's record, so
-the audit trail is saved with the notebook (see docs/metadata.md) and
-``%tactus log`` exports it.
+The events of a run that changes its record become ``record["events"]``
+(with its first new checkpoint, or when it ends), so the audit trail of
+the last recording run is saved with the notebook (see docs/metadata.md).
+A replay that matches its record leaves the record as it was: its own
+events stay in the kernel (:func:`latest_events`), for the view and
+``%tactus log``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -347,6 +351,8 @@ class Timeline:
         self.runtime = runtime
         self.views: dict[int, CellTimeline] = {}
         self.last_key: str | None = None
+        # the events of each procedure's last run in this kernel, by record path
+        self.latest: dict[str, list[dict[str, Any]]] = {}
         # Lua tables are fetched here, never inside a coroutine (see lua_fields)
         self.stages = getattr(runtime.K, "STAGE_OF", None)
         self.forget_stages = getattr(runtime.K, "forget_stages", None)
@@ -364,10 +370,11 @@ class Timeline:
         trail = run.log.trail
         if trail is not None and trail.run_id == run.id:
             return trail
-        rec = self.runtime.records.record(run.key)
-        expected = len(run.log.entries) if rec.get("status") == "completed" else 0
+        rec = self.runtime.records.lookup(run.key)
+        expected = len(run.log.entries) if rec is not None and rec.get("status") == "completed" else 0
         events: list[dict[str, Any]] = []
-        rec["events"] = events
+        run.log.first["events"] = events  # into the record with the run's first new checkpoint
+        self.latest[run.key] = events
         view = self.view_for(run.cell)
         trail = Trail(run, events, view if view.live else None, depth, expected)
         run.log.trail = trail
@@ -385,6 +392,14 @@ class Timeline:
         if trail is None or trail.run_id != run.id or not trail.running:
             return
         trail.end("completed" if ok else "failed", "" if ok else error_text(error))
+        self._keep(run.log, trail)
+
+    def _keep(self, log: Any, trail: Trail) -> None:
+        """A run that changed its record (new checkpoints, dropped ones, a
+        new status or output) saves its events there; a matching replay does not."""
+        records = self.runtime.records
+        if log.changed_record or records.pending(log.key):
+            records.set(log.key, events=trail.events)
 
     async def cell_settling(self, cell: CellRun) -> None:
         return None
@@ -395,6 +410,8 @@ class Timeline:
         for trail in [*(view.trails if view is not None else []), *trails]:
             if trail.running:  # interrupted: nothing else will end it
                 trail.end("cancelled", "the cell stopped")
+                with contextlib.suppress(ReferenceError):  # the trail's log went with its cell
+                    self._keep(trail.log, trail)
         if view is not None:
             view.close()
         if self.forget_stages is not None:
@@ -402,11 +419,24 @@ class Timeline:
 
 
 # ------------------------------------------------------------ %tactus log
-def collect_events(rec: dict[str, Any], key: str) -> list[dict[str, Any]]:
+def latest_events(runtime: Runtime, key: str) -> list[dict[str, Any]]:
+    """The events of the last run of the procedure at `key`: this kernel's
+    (a replay's too), else the ones saved in its record."""
+    timeline = next((o for o in runtime.run_observers if isinstance(o, Timeline)), None)
+    if timeline is not None and key in timeline.latest:
+        return timeline.latest[key]
+    rec = runtime.records.lookup(key)
+    return list((rec or {}).get("events") or [])
+
+
+def collect_events(
+    rec: dict[str, Any], key: str, latest: dict[str, list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
     """A record's events and its children's, each with its procedure key and
-    absolute start/end times (from the run's start and the offsets)."""
+    absolute start/end times (from the run's start and the offsets); a
+    run's `latest` events (this kernel's last run, a replay's too) first."""
     out: list[dict[str, Any]] = []
-    events = rec.get("events") or []
+    events = (latest or {}).get(key) or rec.get("events") or []
     base = None
     if events and events[0].get("kind") == "run":
         try:
@@ -422,7 +452,7 @@ def collect_events(rec: dict[str, Any], key: str) -> list[dict[str, Any]]:
                 row["ended_at"] = _iso(start + dt.timedelta(seconds=float(ev["duration"])))
         out.append(row)
     for name, child in (rec.get("children") or {}).items():
-        out.extend(collect_events(child, f"{key}/{name}"))
+        out.extend(collect_events(child, f"{key}/{name}", latest))
     return out
 
 
@@ -438,23 +468,24 @@ def log_command(runtime: Runtime, args: list[str]) -> None:
     as_json = "--json" in args
     names = [a for a in args if a != "--json"]
     records = runtime.records.procedures
-    with_events = [k for k, r in records.items() if r.get("events")]
+    timeline = next((o for o in runtime.run_observers if isinstance(o, Timeline)), None)
+    latest = timeline.latest if timeline is not None else {}
+    with_events = [k for k, r in records.items() if r.get("events") or latest.get(k)]
     if len(names) > 1:
         raise CellError.simple("UsageError", "%tactus log [procedure] [--json]")
     if names:
         key = names[0]
     else:
-        timeline = next((o for o in runtime.run_observers if isinstance(o, Timeline)), None)
         key = (
             timeline.last_key if timeline and timeline.last_key in records else (with_events[-1] if with_events else "")
         )
     rec = runtime.records.lookup(key) if key else None
-    if rec is None or not rec.get("events"):
+    if rec is None or not (rec.get("events") or latest.get(key)):
         known = ", ".join(with_events) or "(none yet)"
         raise CellError.simple(
             "UsageError", f"no events recorded for {key or 'any procedure'!r}; procedures with events: {known}"
         )
-    events = collect_events(rec, key)
+    events = collect_events(rec, key, latest)
     if as_json:
         runtime.host.write("stdout", json.dumps(events, indent=2, ensure_ascii=False) + "\n")
         return

@@ -30,7 +30,7 @@ from tactus_kernel.engine.display import bundle
 from tactus_kernel.engine.errors import CellError, internal_error
 from tactus_kernel.engine.records import Records
 from tactus_kernel.jupyter import completion, magics
-from tactus_kernel.jupyter.notebook_host import NotebookHost, RecordsChannel
+from tactus_kernel.jupyter.notebook_host import NotebookHost, RanProcedures, RecordsChannel
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import Runtime
@@ -213,6 +213,8 @@ class TactusKernel(Kernel):
             rt.allow_divergence = bool(options["allow_divergence"])
         if "replay" in options:
             rt.batch = bool(options["replay"])
+            if rt.batch and not any(isinstance(o, RanProcedures) for o in rt.run_observers):
+                rt.run_observers.append(RanProcedures(self.channel))
         if isinstance(options.get("answers"), dict):
             rt.answers = dict(options["answers"])
         if isinstance(options.get("procedure_params"), dict):

@@ -14,8 +14,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tactus_kernel.engine.records import MetadataError, Records, parse_metadata
-from tactus_kernel.jupyter.comm_schema import CommInputError, parse_op, parse_open
+from tactus_kernel.engine.records import Records
+from tactus_kernel.protocol import (
+    PROTOCOL,
+    CommInputError,
+    MetadataError,
+    parse_metadata,
+    parse_op,
+    parse_open,
+    parse_version,
+    refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +39,10 @@ def _is_index(value: Any) -> bool:
 
 
 class RecordsChannel:
-    """The ``tactus`` comm: metadata in on open, batched update/delete ops out."""
+    """The ``tactus`` comm: metadata in on open, batched record ops out
+    (tactus_kernel/protocol.py). A frontend that announced protocol 1.1 or
+    later gets ``append`` ops and every op names the protocol; an older one
+    (no ``protocol`` in its open data) gets whole ``update`` ops, as before."""
 
     TARGET = "tactus"
 
@@ -42,6 +54,7 @@ class RecordsChannel:
         self._scheduled: asyncio.TimerHandle | None = None
         self._sent_at = float("-inf")  # when the last update went out (see changed)
         self.on_open: list[Callable[[dict[str, Any]], None]] = []
+        self.minor = 0  # the frontend's protocol minor version (1.0 knows no append)
 
     @property
     def connected(self) -> bool:
@@ -49,13 +62,16 @@ class RecordsChannel:
 
     def open(self, comm: Any, msg: dict[str, Any]) -> None:
         """A frontend opened the comm with the notebook's ``metadata.tactus``.
-        Open data that fails the schema (comm_schema.py) is refused with a
-        warning op: that comm is not used, and the kernel stays unconnected."""
+        Open data that fails the schema (protocol.py), or names a protocol
+        major version this kernel does not speak, is refused with a warning
+        op: that comm is not used, its records are not taken, and the kernel
+        stays unconnected."""
         try:
             data = parse_open(msg.get("content", {}).get("data"))
         except CommInputError as exc:
-            self._refuse(comm, f"Tactus: {exc}; this comm is not used, so checkpoints are not saved through it")
+            self._refuse(comm, f"Tactus: {exc}; this comm is not used, so checkpoints are not saved through it", exc)
             return
+        self.minor = parse_version(data.get("protocol"))[1]
         self.comm = comm
         comm.on_close(self._closed)
         comm.on_msg(self._received)
@@ -70,18 +86,13 @@ class RecordsChannel:
                 "It is left untouched in the file; new checkpoints are kept in the kernel "
                 "and will not replace it until you reset it with `%tactus reset`."
             )
-            self.comm.send({"op": "warning", "message": self.warning})
+            self._send(refusal(exc, self.warning))
             return
         # The kernel is the source of truth for what it already ran; the
         # notebook fills in the rest (typically: everything, after a restart).
-        self.records.fill_deferred()
-        for key, rec in stored.items():
-            self.records.procedures.setdefault(key, rec)
-        self.records.recount()
-        # Send what the notebook lacks or has older (a page reloaded while
-        # this kernel ran on), so the frontend shows what replay will use.
-        mine = {key for key, rec in self.records.procedures.items() if stored.get(key) != rec}
-        self.records.dirty.update(mine)
+        # What the notebook lacks or has older (a page reloaded while this
+        # kernel ran on) is sent, so the frontend shows what replay will use.
+        self.records.merge_stored(stored)
         self.flush()
 
     def _closed(self, msg: dict[str, Any]) -> None:
@@ -110,7 +121,7 @@ class RecordsChannel:
         try:
             data = parse_op(msg.get("content", {}).get("data"))
         except CommInputError as exc:
-            self._refuse(self.comm, f"Tactus: {exc}")
+            self._refuse(self.comm, f"Tactus: {exc}", exc)
             return
         if data is None:
             return
@@ -120,11 +131,9 @@ class RecordsChannel:
             keys = list(self.records.procedures)
         start = data.get("from") or {}
         if not (isinstance(start, dict) and all(_is_index(i) for i in start.values())):
-            self._refuse(
-                self.comm,
-                'Tactus: reset\'s "from" must map procedure names to checkpoint indexes (0 or more), '
-                f"got {json.dumps(start)[:80]}",
-            )
+            text = 'reset\'s "from" must map procedure names to checkpoint indexes (0 or more), '
+            text += f"got {json.dumps(start)[:80]}"
+            self._refuse(self.comm, f"Tactus: {text}", CommInputError(text, "reset.from", start))
             return
         truncated = [k for k in keys if k in start and self._forget_from(k, start[k])]
         keys = [k for k in keys if k not in truncated]
@@ -132,7 +141,7 @@ class RecordsChannel:
         self.records.deleted.update(keys)
         self.flush()
         if every and not keys:
-            self.comm.send({"op": "delete", "procedures": []})
+            self._send({"op": "delete", "procedures": []})
 
     def _forget_from(self, key: str, index: int) -> bool:
         """Drop the checkpoint at `index` and every later one of a known
@@ -141,14 +150,27 @@ class RecordsChannel:
         if rec is None:
             return False
         del rec["checkpoints"][index:]
-        self.records.touch(key)
+        self.records.changed(key, index)
+        self.records.recount()
         return True
 
-    @staticmethod
-    def _refuse(comm: Any, message: str) -> None:
-        """Bad input from a frontend: a warning op back and a line in the kernel's log."""
+    def _send(self, op: dict[str, Any]) -> None:
+        """Send an op, naming the protocol to a frontend that speaks 1.1 or later."""
+        if self.minor >= 1:
+            op = {**op, "protocol": PROTOCOL}
+        self.comm.send(op)
+
+    def _refuse(self, comm: Any, message: str, exc: CommInputError) -> None:
+        """Bad input from a frontend: a warning op back (what was refused, as
+        data) and a line in the kernel's log."""
         log.warning("%s", message)
-        comm.send({"op": "warning", "message": message})
+        comm.send(refusal(exc, message))
+
+    def ran(self, keys: list[str]) -> None:
+        """Tell a replay client which procedures a cell ran (recorded or
+        replayed: a matching replay sends no record op, so its report learns it here)."""
+        if self.comm is not None and keys and self.minor >= 1 and self.options.get("replay"):
+            self._send({"op": "ran", "procedures": keys})
 
     def changed(self) -> None:
         """Coalesce updates: about one message per UPDATE_DELAY.
@@ -177,12 +199,40 @@ class RecordsChannel:
             self._scheduled = None
         if self.comm is None:
             return 0
-        ops = self.records.take_changes()
+        ops = self.records.take_changes(whole=self.minor < 1)
         for op in ops:
-            self.comm.send(op)
+            self._send(op)
         if ops:
             self._sent_at = time.monotonic()
         return len(ops)
+
+
+class RanProcedures:
+    """A run observer that tells a replay client which procedures each cell
+    ran (:meth:`RecordsChannel.ran`), in the order they started."""
+
+    def __init__(self, channel: RecordsChannel) -> None:
+        self.channel = channel
+        self.keys: list[str] = []
+
+    def run_started(self, run: Any) -> None:
+        root = run.key.split("/", 1)[0]
+        if run.spec is not None and root not in self.keys:  # a procedure, not a cell's own code
+            self.keys.append(root)
+
+    def run_ended(self, run: Any, ok: bool, error: Any) -> None:
+        return None
+
+    async def cell_settling(self, cell: Any) -> None:
+        return None
+
+    def cell_closed(self, cell: Any) -> None:
+        keys, self.keys = self.keys, []
+        for key, log in cell.logs.items():  # a cell's own code that replayed or recorded a call
+            root = key.split("/", 1)[0]
+            if (log.replayed or log.changed_record) and root not in keys:
+                keys.append(root)
+        self.channel.ran([k for k in keys if k in self.channel.records.procedures])
 
 
 class NotebookHost:

@@ -41,7 +41,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
-from tactus_kernel.engine.records import SCHEMA_VERSION, MetadataError, parse_metadata
+from tactus_kernel.engine.records import SCHEMA_VERSION
+from tactus_kernel.protocol import COMM_TARGET, PROTOCOL, MetadataError, fold_op, op_version_problem, parse_metadata
 from tactus_kernel.replay.params import (
     INJECTED_TAG,
     MAX_INPUT_DEPTH,
@@ -54,7 +55,6 @@ from tactus_kernel.replay.params import (
     unencodable,
 )
 
-COMM_TARGET = "tactus"
 KERNEL_NAME = "tactus"
 ERROR_TAG = "tactus-replay-error"
 
@@ -338,19 +338,18 @@ class ReplayClient(NotebookClient):
             self.comm_closed = True
             return True
         data = content.get("data") or {}
-        op = data.get("op")
-        if op == "update" and isinstance(data.get("procedures"), dict):
-            for key, rec in data["procedures"].items():
-                self.procedures[key] = rec
-                if key not in self.touched:
-                    self.touched.append(key)
-        elif op == "delete" and isinstance(data.get("procedures"), list):
-            for key in data["procedures"]:
-                self.procedures.pop(key, None)
-                if key not in self.touched:
-                    self.touched.append(key)
-        elif op == "warning" and data.get("message"):
+        problem = op_version_problem(data) if isinstance(data, dict) else None
+        if problem is not None:
+            self.warnings.append(problem)
+            return True
+        touched = fold_op(self.procedures, data)
+        if data.get("op") == "ran" and isinstance(data.get("procedures"), list):
+            touched = [k for k in data["procedures"] if isinstance(k, str)]
+        elif data.get("op") == "warning" and data.get("message"):
             self.warnings.append(str(data["message"]))
+        for key in touched:
+            if key not in self.touched:
+                self.touched.append(key)
         return True  # ops this client does not know are ignored, as the contract says
 
     def process_message(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int) -> NotebookNode | None:
@@ -464,6 +463,7 @@ async def replay(
             await client.open_tactus(
                 {
                     "tactus": original,
+                    "protocol": PROTOCOL,
                     "replay": True,
                     "answers": options.answers,
                     "allow_divergence": options.allow_divergence,

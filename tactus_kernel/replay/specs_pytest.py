@@ -35,9 +35,9 @@ def load_notebook(path: Path) -> tuple[Runtime, list[str]]:
     import nbformat
 
     from tactus_kernel.engine.errors import CellError
-    from tactus_kernel.engine.records import parse_metadata
     from tactus_kernel.engine.runtime import Runtime, source_key
     from tactus_kernel.jupyter.magics import is_magic
+    from tactus_kernel.protocol import parse_metadata
 
     nb = nbformat.read(str(path), as_version=4)
     runtime = Runtime(root=path.parent, host=bdd.CaptureHost())

@@ -99,6 +99,9 @@ class Child:
     waiting: int = 0
     started: float = field(default_factory=time.perf_counter)
     finished: int = 0  # order of finishing (wait_any picks the first)
+    # the recorded entry as it was, for a call that did not finish last time and
+    # runs again: an identical outcome puts it back (a replay changes no record)
+    recorded: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -171,9 +174,9 @@ class CompositionHub:
                 if status == "cancelled":
                     child.explicit_cancel = True
                 return child  # replayed: the child does not run
+            child.recorded = dict(entry)
             entry.update(status="running", value=None, mode=mode, child=child_key.rsplit("/", 1)[1])
             entry.pop("error", None)
-            rt.records.touch(parent.key)
         else:
             entry = log.append(
                 "procedure",
@@ -188,6 +191,7 @@ class CompositionHub:
         ok, *rest = rt._b_begin_run(name, given, parent.id, child_key)
         if not ok:
             entry.update(status="failed", error=str(rest[0]))
+            log.entry_changed(entry)
             self._trail_finish(child)
             raise _bridge_error(str(rest[0]))
         run_id, params_lua = rest
@@ -267,8 +271,7 @@ class CompositionHub:
             rt.runs.pop(run.id, None)
             rec = rt.records.lookup(run.key)
             if rec is not None and rec.get("status") == "running":
-                rec["status"] = "cancelled"
-                rt.records.touch(run.key)
+                rt.records.set(run.key, status="cancelled")
             trail = run.log.trail
             if trail is not None and trail.run_id == run.id and trail.running:
                 trail.end("cancelled", "cancelled")
@@ -279,13 +282,22 @@ class CompositionHub:
         recorded = status
         if status == "cancelled" and not child.explicit_cancel:
             recorded = "interrupted"  # not a decision of the code: the next run tries again
-        entry["status"] = recorded
-        entry["value"] = value if status == "completed" else None
-        entry["duration"] = round(time.perf_counter() - child.started, 4)
-        entry["at"] = now_iso()
+        outcome: dict[str, Any] = {"status": recorded, "value": value if status == "completed" else None}
         if status == "failed":
-            entry["error"] = f"{ename}: {evalue}" if ename and ename != "LuaError" else evalue
-        rt.records.touch(child.parent.key)
+            outcome["error"] = f"{ename}: {evalue}" if ename and ename != "LuaError" else evalue
+        before = child.recorded
+        if (
+            before is not None
+            and all(before.get(k) == v for k, v in outcome.items())
+            and ("error" in outcome or "error" not in before)
+        ):
+            entry.clear()  # the same outcome as recorded: the record stays as it was
+            entry.update(before)
+        else:
+            entry.update(outcome, duration=round(time.perf_counter() - child.started, 4), at=now_iso())
+            if "error" not in outcome:
+                entry.pop("error", None)
+            child.parent.log.entry_changed(entry)
         self._trail_finish(child)
         rt.host.records_changed()
 
