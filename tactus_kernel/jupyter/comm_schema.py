@@ -31,6 +31,7 @@ def _models() -> tuple[Any, Any]:
         tactus: Any = None  # checked by checkpoints.parse_metadata, which names the bad field
         replay: StrictBool = False
         allow_divergence: StrictBool = False
+        strict: StrictBool = False  # a call with no record is an error (replay --strict)
         answers: dict[StrictStr, Any] = Field(default_factory=dict)
         procedure_params: dict[StrictStr, dict[StrictStr, Any]] = Field(default_factory=dict)
 

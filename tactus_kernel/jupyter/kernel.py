@@ -213,6 +213,8 @@ class TactusKernel(Kernel):
             rt.allow_divergence = bool(options["allow_divergence"])
         if "replay" in options:
             rt.batch = bool(options["replay"])
+        if "strict" in options:  # for the rest of the kernel session (records.Records.strict)
+            rt.records.strict = bool(options["strict"])
         if isinstance(options.get("answers"), dict):
             rt.answers = dict(options["answers"])
         if isinstance(options.get("procedure_params"), dict):
