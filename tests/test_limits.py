@@ -118,3 +118,18 @@ def test_a_bad_timeout_is_a_param_error_naming_the_field(kernel: KernelDriver, v
     assert "procedure 'bad': timeout must be a number of seconds greater than 0, got" in run.error["evalue"]
     assert "ran" not in run.stdout
     assert kernel.run("1 + 1").result == "2"
+
+
+def test_pcall_cannot_catch_the_limit(kernel: KernelDriver):
+    code = (
+        'procedure({name = "stubborn", timeout = 0.5}, function()\n'
+        "  while true do\n"
+        "    pcall(function() local n = 0; while true do n = n + 1 end end)\n"
+        "    pcall(Sleep, 60)\n"
+        "  end\nend)"
+    )
+    run = kernel.run(code, timeout=30)
+    assert run.error is not None and run.error["ename"] == "ProcedureTimeout", run.messages
+    assert run.error["evalue"].startswith(
+        "procedure 'stubborn' ran past its time limit of 0.5s (its timeout) at [cell 1]:3"
+    )
