@@ -133,3 +133,18 @@ def test_pcall_cannot_catch_the_limit(kernel: KernelDriver):
     assert run.error["evalue"].startswith(
         "procedure 'stubborn' ran past its time limit of 0.5s (its timeout) at [cell 1]:3"
     )
+
+
+def test_a_bad_environment_value_is_a_param_error_naming_the_variable(tmp_path: Path):
+    driver = KernelDriver(tmp_path, env={**os.environ, "TACTUS_PROCEDURE_TIMEOUT": "soon"})
+    try:
+        run = driver.run('procedure({name = "p"}, function() print("ran") end)')
+        assert run.error is not None and run.error["ename"] == "ParamError", run.messages
+        assert (
+            "TACTUS_PROCEDURE_TIMEOUT='soon': must be a number of seconds (0 or empty: no limit)" in run.error["evalue"]
+        )
+        assert "ran" not in run.stdout
+        # a procedure with its own timeout does not need the default
+        assert driver.run('procedure({name = "q", timeout = 5}, function() return 1 end)').status == "ok"
+    finally:
+        driver.shutdown()
