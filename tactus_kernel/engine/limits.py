@@ -124,15 +124,13 @@ class RunLimits:
 
     def cell_closed(self, cell: CellRun) -> None:
         with self._cond:
-            self._limits.clear()
-            self._paused = 0
+            self._clear()
             self._cond.notify()
 
     def _new_cell(self) -> None:
         with self._cond:
-            self._limits.clear()
+            self._clear()
             self.fired = None
-            self._paused = 0
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
 
@@ -170,6 +168,13 @@ class RunLimits:
         from tactus_kernel.engine.runtime import BridgeError
 
         return BridgeError("KeyboardInterrupt: stopped by the procedure's time limit")
+
+    def _clear(self) -> None:
+        """No limit in force and no person waited for (a cell ended or begins)."""
+        self._limits.clear()
+        if self._paused:
+            self._paused_total += time.monotonic() - self._paused_since
+            self._paused = 0
 
     def _pause(self) -> None:
         with self._cond:
