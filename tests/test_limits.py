@@ -148,3 +148,16 @@ def test_a_bad_environment_value_is_a_param_error_naming_the_variable(tmp_path: 
         assert driver.run('procedure({name = "q", timeout = 5}, function() return 1 end)').status == "ok"
     finally:
         driver.shutdown()
+
+
+def test_an_agent_turn_whose_tool_runs_away(kernel: KernelDriver):
+    code = """\
+tool("spin", {description = "spins"}, function(args) while true do end end)
+agent("bot", {model = "test", tools = {"spin"}})
+procedure({name = "think", timeout = 1}, function()
+  return Bot.turn().data
+end)"""
+    run = kernel.run(code, timeout=30)
+    assert run.error is not None and run.error["ename"] == "ProcedureTimeout", run.messages
+    assert run.error["evalue"].startswith("procedure 'think' ran past its time limit of 1s (its timeout) at [cell 1]:1")
+    assert kernel.run("1 + 1").result == "2"
