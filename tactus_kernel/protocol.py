@@ -169,6 +169,7 @@ def models() -> dict[str, Any]:
         protocol: StrictStr | None = None  # checked by parse_version
         replay: StrictBool = False
         allow_divergence: StrictBool = False
+        strict: StrictBool = False  # a call with no record is an error (replay --strict)
         answers: dict[StrictStr, Any] = Field(default_factory=dict)
         procedure_params: dict[StrictStr, dict[StrictStr, Any]] = Field(default_factory=dict)
 

@@ -143,6 +143,31 @@ class DivergenceError(RuntimeError):
         )
 
 
+# How an error names each kind of recorded call.
+_CALLS = {
+    "step": "Step.run",
+    "human": "human request",
+    "agent": "agent turn",
+    "sleep": "Sleep",
+    "procedure": "child procedure",
+    "wait": "Procedure wait",
+}
+
+
+class NotRecordedError(RuntimeError):
+    """Strict mode (``replay --strict``): a call has no record, and strict
+    mode never runs one live (no step function, no model, no person)."""
+
+    def __init__(self, key: str, position: int, kind: str, name: str) -> None:
+        self.key, self.position, self.kind, self.name = key, position, kind, name
+        call = _CALLS.get(kind, kind)
+        super().__init__(
+            f"strict mode: procedure {key!r}: {call} {name!r} (checkpoint #{position + 1}, kind {kind}) "
+            "was not recorded, and strict mode runs nothing live; record it (run the notebook in JupyterLab "
+            "or replay without --strict) and commit the notebook"
+        )
+
+
 class Records:
     """Every procedure record of one notebook, and what changed in them
     since the frontend was last told.
@@ -171,6 +196,11 @@ class Records:
         # what the records hold, by record_size (recounted when records go).
         self.max_bytes = max_records_from_env() if max_bytes == -1 else max_bytes
         self.used = 0
+        # Strict mode (``replay --strict``): these records are the whole truth,
+        # and a call they do not hold is an error, never run live (see
+        # RunLog.check_live). A flag of the notebook's records, so the fresh
+        # records of a specification or evaluation run are never strict.
+        self.strict = False
 
     def load(self, procedures: dict[str, dict[str, Any]]) -> None:
         """Take these records (as a frontend holds them) in place of ours."""
@@ -411,6 +441,9 @@ class RunLog:
     def __init__(self, records: Records, key: str, allow_divergence: bool = False) -> None:
         self.records = records
         self.key = key
+        # the first call strict mode refused: raised again by finish(), so a
+        # pcall that caught it does not make the run pass
+        self.not_recorded: NotRecordedError | None = None
         existing = records.lookup(key)
         # A run that records nothing leaves no empty record behind.
         self.entries: list[dict[str, Any]] = existing["checkpoints"] if existing else []
@@ -445,9 +478,19 @@ class RunLog:
         """True once this run has changed its record (recorded or dropped checkpoints)."""
         return self.recorded > 0 or self.truncated
 
+    def check_live(self, kind: str, name: str) -> None:
+        """A call is about to run live (nothing recorded for it): the one
+        place strict mode refuses that. :meth:`replay` calls it for every
+        call it finds no record for."""
+        if self.records.strict:
+            self.not_recorded = NotRecordedError(self.key, self.position, kind, name)
+            raise self.not_recorded
+
     def replay(self, kind: str, name: str) -> dict[str, Any] | None:
-        """The recorded entry for this call, or None when it must run now."""
+        """The recorded entry for this call, or None when it must run now
+        (in strict mode, NotRecordedError instead)."""
         if self.position >= len(self.entries):
+            self.check_live(kind, name)
             if self.trail is not None:
                 self.trail.started(kind, name)
             return None
@@ -456,6 +499,7 @@ class RunLog:
         entry = self.entries[self.position]
         if entry["kind"] != kind or entry["name"] != name:
             self._diverge({"kind": kind, "name": name})
+            self.check_live(kind, name)
             if self.trail is not None:
                 self.trail.started(kind, name)
             return None
@@ -498,7 +542,10 @@ class RunLog:
         return entry
 
     def finish(self) -> None:
-        """A completed run must have used the whole record."""
+        """A completed run must have used the whole record (and, in strict
+        mode, asked for nothing that was not recorded)."""
+        if self.not_recorded is not None:
+            raise self.not_recorded
         if self.position < len(self.entries):
             self._diverge({"kind": "end", "name": ""})
 

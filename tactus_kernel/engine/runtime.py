@@ -32,7 +32,8 @@ from tactus_kernel.engine.errors import CellError, ParamError, not_utf8, tagged
 from tactus_kernel.engine.files import FileError, file_op
 from tactus_kernel.engine.host import ConsoleHost, Host
 from tactus_kernel.engine.interrupts import Interrupter
-from tactus_kernel.engine.records import DivergenceError, RecordLimitError, Records, RunLog
+from tactus_kernel.engine.limits import RunLimits, parse_timeout
+from tactus_kernel.engine.records import DivergenceError, NotRecordedError, RecordLimitError, Records, RunLog
 from tactus_kernel.engine.sandbox import DEFAULT_MAX_MEMORY, HOOK_COUNT, load_prelude, new_lua
 from tactus_kernel.engine.values import NotRecordable, UnfitJson, check_value, loads, to_json, to_lua, to_plain
 from tactus_kernel.features import register_effects
@@ -120,6 +121,7 @@ def cell_title(label: str, code: str) -> str:
 # Kernel exceptions that reach Lua as errors under their own name.
 _TAGGED: tuple[tuple[type[Exception], str], ...] = (
     (DivergenceError, "DivergenceError"),
+    (NotRecordedError, "NotRecordedError"),
     (ParamError, "ParamError"),
     (NotRecordable, "NotRecordableError"),
     (RecordLimitError, "NotRecordableError"),
@@ -210,6 +212,8 @@ class Runtime:
         # Stop what features started outside Lua (MCP server processes) at
         # `%tactus reset` and kernel shutdown; each takes the seconds it may wait.
         self.closers: list[Callable[[float], None]] = []
+        self.limits = RunLimits(self)  # procedure({timeout = ...}): see limits.py
+        self.run_observers.append(self.limits)
         self.lua = new_lua(max_memory)
         bridge = {
             name: getattr(self, "_b_" + name)
@@ -432,6 +436,8 @@ class Runtime:
                 log.finish()
             except DivergenceError as exc:
                 raise CellError.simple("DivergenceError", str(exc)) from None
+            except NotRecordedError as exc:  # strict mode: one that a pcall caught
+                raise CellError.simple("NotRecordedError", str(exc)) from None
 
     def reset(self, keys: list[str] | None = None) -> list[str]:
         """Forget the recorded checkpoints and the declarations of the named
@@ -529,7 +535,7 @@ class Runtime:
         if handler is None or run is None:
             return False, tagged("InternalError", f"no handler for effect {kind!r} of run {run_id!r}")
         try:
-            values = await handler(self, run, request)
+            values = await self.limits.bound(kind, handler(self, run, request))
             for value in values:  # lupa copies an answer's text into Lua: it must fit under the cap
                 if type(value) is str:
                     to_lua(self.lua, value)
@@ -571,6 +577,9 @@ class Runtime:
         """The error of an interrupted cell, naming the line of cell code
         that was running when it came (if Lua code was running)."""
         where = self.K.interrupted_at()
+        timed_out = self.limits.error(where)  # stopped by a procedure's time limit
+        if timed_out is not None:
+            return timed_out
         return CellError.simple("KeyboardInterrupt", "interrupted by the user" + (f" at {where}" if where else ""))
 
     def _memory_error(self) -> CellError:
@@ -618,6 +627,7 @@ class Runtime:
         if not key:
             raise BridgeError("ProcedureError: an unnamed procedure must be declared at the top level of a cell")
         owner = f"procedure '{key}'"
+        parse_timeout(plain.get("timeout"), owner)  # a bad timeout is refused where it is declared
         spec = ProcedureSpec(
             key=key,
             # input / output: the names some reference Tactus versions give params / outputs

@@ -215,6 +215,8 @@ class TactusKernel(Kernel):
             rt.batch = bool(options["replay"])
             if rt.batch and not any(isinstance(o, RanProcedures) for o in rt.run_observers):
                 rt.run_observers.append(RanProcedures(self.channel))
+        if "strict" in options:  # for the rest of the kernel session (records.Records.strict)
+            rt.records.strict = bool(options["strict"])
         if isinstance(options.get("answers"), dict):
             rt.answers = dict(options["answers"])
         if isinstance(options.get("procedure_params"), dict):

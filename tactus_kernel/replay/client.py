@@ -62,6 +62,7 @@ ERROR_TAG = "tactus-replay-error"
 EXIT_OK = 0
 EXIT_CELL_ERROR = 1
 EXIT_NO_ANSWER = 2
+EXIT_NOT_RECORDED = 2  # strict mode: a call with no record (the same family as a missing answer)
 EXIT_DIVERGENCE = 3
 EXIT_INPUT = 4
 EXIT_INTERRUPTED = 130
@@ -106,6 +107,7 @@ class ReplayOptions:
     procedure_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
     allow_divergence: bool = False
+    strict: bool = False  # a call with no record fails (NotRecordedError) instead of running live
     timeout: float | None = None  # per cell, seconds
     startup_timeout: float = 60.0
     cwd: str | None = None  # the kernel's working folder; default: the notebook's
@@ -130,7 +132,7 @@ class CellReport:
 class ReplayFailure:
     """Why a replay stopped."""
 
-    kind: str  # no-answer | divergence | error | timeout | dead-kernel | kernel-start | unwritable
+    kind: str  # no-answer | not-recorded | divergence | error | timeout | dead-kernel | kernel-start | unwritable
     message: str  # ``ename: evalue`` or the reason
     cell: CellReport | None = None
     ename: str = ""
@@ -139,7 +141,12 @@ class ReplayFailure:
 
     @property
     def exit_code(self) -> int:
-        codes = {"no-answer": EXIT_NO_ANSWER, "divergence": EXIT_DIVERGENCE, "unwritable": EXIT_INPUT}
+        codes = {
+            "no-answer": EXIT_NO_ANSWER,
+            "not-recorded": EXIT_NOT_RECORDED,
+            "divergence": EXIT_DIVERGENCE,
+            "unwritable": EXIT_INPUT,
+        }
         return codes.get(self.kind, EXIT_CELL_ERROR)
 
 
@@ -467,6 +474,7 @@ async def replay(
                     "replay": True,
                     "answers": options.answers,
                     "allow_divergence": options.allow_divergence,
+                    "strict": options.strict,
                     "procedure_params": options.procedure_params,
                 },
                 options.startup_timeout,
@@ -481,7 +489,7 @@ async def replay(
             idle = sorted(set(options.procedure_params) - ran)
             if idle:
                 result.warnings.append(f"procedure params given for procedures that did not run: {', '.join(idle)}")
-        graceful = result.failure is None or result.failure.kind in ("no-answer", "divergence", "error")
+        graceful = result.failure is None or result.failure.kind in _CELL_FAILURES
     finally:
         result.warnings.extend(client.warnings)
         new_meta = client.metadata(original)
@@ -574,11 +582,11 @@ async def _run_cells(
             reply: dict[str, Any] = last.get("content") or {}
             # A cell tagged raises-exception may fail, but a missing answer or
             # a divergence is never what the notebook meant to show.
-            if reply.get("status") == "error" and reply.get("ename") in ("NoRecordedAnswer", "DivergenceError"):
+            if reply.get("status") == "error" and reply.get("ename") in _FAILURE_KINDS:
                 failure = _cell_failure(report, reply["ename"], reply.get("evalue", ""), _error_traceback(cell))
         report.elapsed = time.monotonic() - t0
         report.procedures = list(client.touched)
-        if failure is not None and failure.kind in ("no-answer", "divergence", "error"):
+        if failure is not None and failure.kind in _CELL_FAILURES:
             report.status = "error"
             cell.execution_count = number
         if on_cell is not None:
@@ -626,8 +634,13 @@ def _error_traceback(cell: NotebookNode) -> list[str]:
     return []
 
 
+# The errors a replay stops on even in a cell tagged raises-exception, by failure kind.
+_FAILURE_KINDS = {"NoRecordedAnswer": "no-answer", "NotRecordedError": "not-recorded", "DivergenceError": "divergence"}
+_CELL_FAILURES = ("no-answer", "not-recorded", "divergence", "error")
+
+
 def _cell_failure(report: CellReport, ename: str, evalue: str, traceback: list[str]) -> ReplayFailure:
-    kind = {"NoRecordedAnswer": "no-answer", "DivergenceError": "divergence"}.get(ename, "error")
+    kind = _FAILURE_KINDS.get(ename, "error")
     return ReplayFailure(kind, f"{ename}: {evalue}", report, ename, evalue, traceback)
 
 

@@ -7,7 +7,7 @@ with a distinct exit code and one line that says where. See docs/replay.md.
 
 Exit codes: 0 every cell ran; 1 a cell failed (error, timeout, dead
 kernel) or the kernel did not start; 2 a human request has no recorded
-answer; 3 the replay diverged from the record; 4 unusable input (not a
+answer, or (--strict) a call was not recorded; 3 the replay diverged from the record; 4 unusable input (not a
 notebook, bad parameters, bad options); 130 interrupted.
 """
 
@@ -30,6 +30,8 @@ from tactus_kernel.replay.params import (
     parse_procedure_params,
 )
 
+# --strict records nothing new, so flags that would record something contradict it.
+STRICT_CONFLICT = "strict mode records nothing new: it cannot be combined with {answer} or {divergence}"
 EXIT_INPUT = 4  # same value as replay_client.EXIT_INPUT; not imported so --help stays light
 
 
@@ -56,7 +58,8 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Run every cell of NOTEBOOK on the Tactus kernel, answering each human request from the "
             "notebook's recorded checkpoints (metadata.tactus); never waits for a person. "
-            "Exit codes: 0 ok, 1 a cell failed, 2 a human request has no recorded answer, "
+            "Exit codes: 0 ok, 1 a cell failed, 2 a human request has no recorded answer (or, with --strict, a "
+            "call was not recorded), "
             "3 replay diverged from the record, 4 bad input, 130 interrupted."
         ),
     )
@@ -114,6 +117,12 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--allow-divergence",
         action="store_true",
         help="when the code asks for other calls than recorded, drop the record from there on and record anew",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a dry run: any call not in the record (a step, an agent turn, a sleep, a human request, a child "
+        "procedure) fails the replay with exit code 2 instead of running live; no model is ever called",
     )
     p.add_argument(
         "--timeout", type=float, default=None, metavar="S", help="fail a cell that runs longer than S seconds"
@@ -174,12 +183,15 @@ def run(args: argparse.Namespace) -> int:
             procedure_params=parse_procedure_params(args.procedure_params),
             parameters=parameters,
             allow_divergence=args.allow_divergence,
+            strict=args.strict,
             timeout=args.timeout if args.timeout and args.timeout > 0 else None,
             startup_timeout=args.startup_timeout,
             cwd=args.cwd,
         )
     except InputError as exc:
         return _fail_input(str(exc))
+    if args.strict and (options.answers or args.allow_divergence):
+        return _fail_input(STRICT_CONFLICT.format(answer="--answer", divergence="--allow-divergence"))
     if args.cwd and not Path(args.cwd).is_dir():
         return _fail_input(f"--cwd {args.cwd}: no such folder")
     output = args.notebook if args.inplace else args.output

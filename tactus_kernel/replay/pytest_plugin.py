@@ -60,6 +60,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="record new calls from the first difference instead of failing",
     )
     group.addoption(
+        "--tactus-strict",
+        action="store_true",
+        default=False,
+        help="a dry run: a call not in the record fails the notebook instead of running live (no model is called)",
+    )
+    group.addoption(
         "--tactus-timeout",
         type=float,
         default=None,
@@ -116,11 +122,18 @@ def pytest_configure(config: pytest.Config) -> None:
                 config.getoption("tactus_procedure_param"), option="--tactus-procedure-param"
             ),
             allow_divergence=config.getoption("tactus_allow_divergence"),
+            strict=config.getoption("tactus_strict"),
             timeout=config.getoption("tactus_timeout") or None,
             startup_timeout=config.getoption("tactus_startup_timeout"),
         )
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if options.strict and (options.answers or options.allow_divergence):
+        from tactus_kernel.replay.command import STRICT_CONFLICT
+
+        raise pytest.UsageError(
+            STRICT_CONFLICT.format(answer="--tactus-answer", divergence="--tactus-allow-divergence")
+        )
     config.stash[_OPTIONS_KEY] = options
 
 

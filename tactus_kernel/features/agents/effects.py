@@ -30,9 +30,9 @@ Handler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
 def _guarded(method: Callable[..., Awaitable[tuple[Any, ...]]]) -> Callable[..., Awaitable[tuple[Any, ...]]]:
     """Turn any failure of a handler into a tagged Lua error.
 
-    The driver only converts BridgeError, DivergenceError and NotRecordable;
-    anything else escaping an effect would end the cell with an internal
-    error instead of an ``AgentError`` a procedure can ``pcall``.
+    The driver only converts BridgeError, DivergenceError, NotRecordedError
+    and NotRecordable; anything else escaping an effect would end the cell
+    with an internal error instead of an ``AgentError`` a procedure can ``pcall``.
     """
 
     @functools.wraps(method)
@@ -51,12 +51,12 @@ def _guarded(method: Callable[..., Awaitable[tuple[Any, ...]]]) -> Callable[...,
 def _as_lua_error(exc: Exception) -> Exception:
     """The error the driver reports for a failed agent effect (imports here:
     the hot path of a turn should not pay for them)."""
-    from tactus_kernel.engine.records import DivergenceError
+    from tactus_kernel.engine.records import DivergenceError, NotRecordedError
     from tactus_kernel.engine.runtime import BridgeError
     from tactus_kernel.engine.values import NotRecordable
     from tactus_kernel.features.agents.config import ConfigError
 
-    if isinstance(exc, (BridgeError, DivergenceError, NotRecordable)):
+    if isinstance(exc, (BridgeError, DivergenceError, NotRecordedError, NotRecordable)):
         return exc
     if isinstance(exc, (ConfigError, ParamError)):
         return BridgeError(f"AgentError: {exc}")

@@ -78,6 +78,7 @@ class Turn:
         log = run.log
         here = log.entries[log.position] if log.position < len(log.entries) else None
         if here is not None and here.get("kind") != "agent" and here.get("in_turn") == spec.name:
+            log.check_live("agent", spec.name)  # strict mode: no live turn, not even to finish one
             return None  # calls recorded by a turn that failed: run it again, they replay inside
         entry = log.replay("agent", spec.name)
         if entry is None:
