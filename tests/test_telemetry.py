@@ -1,0 +1,418 @@
+"""Telemetry: OpenTelemetry spans (the SDK's in-memory exporter) and the
+JSON-lines audit trail (``tactus-kernel replay --events``, TACTUS_EVENTS).
+
+No test reaches the network: agents run on pydantic-ai's offline TestModel
+with model requests forbidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydantic_ai.models
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from tactus_kernel.engine.errors import CellError
+from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.features.telemetry import install
+from tactus_kernel.features.telemetry.events import EventsSink
+from tactus_kernel.features.telemetry.otel import OtelSink
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for var in ("TACTUS_OFFLINE", "TACTUS_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(pydantic_ai.models, "ALLOW_MODEL_REQUESTS", False)
+    yield
+
+
+class Host:
+    """A console-like host that answers human requests after `delay` seconds
+    (a person taking their time: the wait the spans must measure)."""
+
+    def __init__(self, answers: dict[str, Any] | None = None, delay: float = 0.0) -> None:
+        self.answers = answers or {}
+        self.delay = delay
+        self.err: list[str] = []
+
+    def write(self, stream: str, text: str) -> None:
+        if stream == "stderr":
+            self.err.append(text)
+
+    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        return None
+
+    def records_changed(self) -> None:
+        return None
+
+    async def ask_human(self, req: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        return self.answers[req.name]
+
+
+class Traced:
+    """A runtime whose spans go to an in-memory exporter."""
+
+    def __init__(self, root: Path, host: Host | None = None) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.host = host or Host()
+        self.runtime = Runtime(root=root, host=self.host)  # type: ignore[arg-type]
+        install(self.runtime, [OtelSink(self.provider)])
+        self.count = 0
+
+    def run(self, code: str, key: str = "cell-a") -> list[Any]:
+        self.count += 1
+        self.exporter.clear()
+        return asyncio.run(self.runtime.execute(code, f"[cell {self.count}]", key))
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.name == name]
+
+    def one(self, name: str) -> ReadableSpan:
+        [span] = self.named(name)
+        return span
+
+    def tree(self) -> list[Any]:
+        """The finished spans as nested ``(name, [children])``, in start order."""
+        spans = sorted(self.spans(), key=lambda s: s.start_time or 0)
+        ids = {s.context.span_id for s in spans}
+
+        def children(parent: int | None) -> list[Any]:
+            return [
+                (s.name, children(s.context.span_id))
+                for s in spans
+                if (s.parent.span_id if s.parent is not None and s.parent.span_id in ids else None) == parent
+            ]
+
+        return children(None)
+
+
+def parent_of(child: ReadableSpan, parent: ReadableSpan) -> bool:
+    return child.parent is not None and child.parent.span_id == parent.context.span_id
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+STEPS = """
+procedure({name = "deploy"}, function()
+  local build = Step.run("build", function() return {image = "app:1"} end)
+  Step.run("push", function() return build.image end)
+  return {status = "ok"}
+end)
+"""
+
+
+def test_a_procedure_run_and_its_steps_live_then_replayed(tmp_path: Path) -> None:
+    t = Traced(tmp_path)
+    assert t.run(STEPS) == [{"status": "ok"}]
+    assert t.tree() == [("cell", [("procedure deploy", [("step build", []), ("step push", [])])])]
+    run = t.one("procedure deploy")
+    assert attrs(run) == {
+        "tactus.cell": "[cell 1]",
+        "tactus.cell.id": "cell-a",
+        "tactus.run.id": 2,
+        "tactus.procedure": "deploy",
+        "tactus.procedure.key": "deploy",
+        "tactus.run.outcome": "completed",
+        "tactus.run.replayed": False,
+        "tactus.run.checkpoints.recorded": 2,
+        "tactus.run.checkpoints.replayed": 0,
+    }
+    assert run.status.status_code == StatusCode.UNSET
+    assert attrs(t.one("step build")) == {"tactus.step.name": "build", "tactus.replayed": False}
+    step = t.one("step build")
+    assert run.start_time <= step.start_time <= step.end_time <= run.end_time  # type: ignore[operator]
+
+    assert t.run(STEPS) == [{"status": "ok"}]  # the same cell again: replayed from the record
+    run = t.one("procedure deploy")
+    assert attrs(run)["tactus.run.replayed"] is True
+    assert attrs(run)["tactus.run.checkpoints.replayed"] == 2
+    assert [attrs(s)["tactus.replayed"] for s in (t.one("step build"), t.one("step push"))] == [True, True]
+
+
+HUMAN = """
+procedure({name = "release", hitl = {confirm = {type = "approval", message = "Ship it?"}}}, function()
+  local ok = Human.approve("confirm")
+  local who = Human.input({message = "Who ships?"})
+  return {ok = ok, who = who}
+end)
+"""
+
+
+def test_a_human_wait_live_then_answered_from_the_record(tmp_path: Path) -> None:
+    t = Traced(tmp_path, Host({"confirm": True, "Who ships?": "Ada"}, delay=0.2))
+    assert t.run(HUMAN) == [{"ok": True, "who": "Ada"}]
+    approve, text = t.one("human approve"), t.one("human input")
+    assert parent_of(approve, t.one("procedure release"))
+    a = attrs(approve)
+    assert a["tactus.human.wait_seconds"] >= 0.2  # the person's 0.2 s
+    assert approve.end_time - approve.start_time >= 0.2e9  # type: ignore[operator]
+    assert {k: v for k, v in a.items() if k != "tactus.human.wait_seconds"} == {
+        "tactus.human.name": "confirm",
+        "tactus.human.request": "approve",
+        "tactus.human.answered": True,
+        "tactus.human.source": "human",
+        "tactus.replayed": False,
+    }
+    assert attrs(text)["tactus.human.name"] == "Who ships?"
+
+    assert t.run(HUMAN) == [{"ok": True, "who": "Ada"}]  # answered from the record: no wait
+    a = attrs(t.one("human approve"))
+    assert a["tactus.replayed"] is True and a["tactus.human.source"] == "record"
+    assert a["tactus.human.wait_seconds"] == 0.0
+
+
+def test_a_human_request_with_no_answer_ends_its_wait_and_its_run_with_the_error(tmp_path: Path) -> None:
+    t = Traced(tmp_path)
+    t.runtime.batch = True  # a replay in CI: no one to ask
+    with pytest.raises(CellError) as info:
+        t.run(HUMAN)
+    assert info.value.ename == "NoRecordedAnswer"
+    wait = t.one("human")
+    assert wait.status.status_code == StatusCode.ERROR
+    assert attrs(wait)["tactus.human.answered"] is False
+    [event] = wait.events
+    assert event.name == "exception" and event.attributes is not None
+    assert event.attributes["exception.type"] == "NoRecordedAnswer"
+    assert 'Human.approve "Ship it?" has no recorded answer' in str(event.attributes["exception.message"])
+    run = t.one("procedure release")
+    assert run.status.status_code == StatusCode.ERROR
+    assert attrs(run)["tactus.run.outcome"] == "failed"
+
+
+def test_a_failing_procedure_ends_its_span_with_status_error_and_an_exception_event(tmp_path: Path) -> None:
+    t = Traced(tmp_path)
+    with pytest.raises(CellError) as info:
+        t.run("""
+        procedure({name = "flaky"}, function()
+          Step.run("fetch", function() return 1 end)
+          Step.run("parse", function() error("bad input") end)
+          return {}
+        end)
+        """)
+    assert info.value.ename == "LuaError"
+    run = t.one("procedure flaky")
+    assert run.status.status_code == StatusCode.ERROR
+    assert run.status.description is not None and "bad input" in run.status.description
+    [event] = run.events
+    assert event.name == "exception" and event.attributes is not None
+    assert event.attributes["exception.type"] == "LuaError"
+    assert "[cell 1]:4: bad input" in str(event.attributes["exception.message"])
+    assert attrs(run)["tactus.run.outcome"] == "failed"
+    assert t.one("step fetch").status.status_code == StatusCode.UNSET
+    parse = t.one("step parse")  # started, never recorded: it failed with its run
+    assert parse.status.status_code == StatusCode.ERROR and parent_of(parse, run)
+    assert t.one("cell").status.status_code == StatusCode.UNSET
+
+
+CHILD = """
+procedure({name = "build", params = {v = {type = "string", default = "1"}}}, function()
+  return {image = Step.run("compile", function() return "app:" .. params.v end)}
+end)
+procedure({name = "ship"}, function()
+  local built = Procedure.run("build", {v = "2"})
+  return {image = built.image}
+end)
+"""
+
+
+def test_a_child_procedure_nests_under_its_caller(tmp_path: Path) -> None:
+    t = Traced(tmp_path)
+    assert t.run(CHILD) == [{"image": "app:1"}]  # the cell runs build (shown), then ship, which calls build
+    assert t.tree() == [
+        (
+            "cell",
+            [
+                ("procedure build", [("step compile", [])]),
+                ("procedure ship", [("procedure build", [("step compile", [])])]),
+            ],
+        )
+    ]
+    child = next(s for s in t.named("procedure build") if attrs(s)["tactus.procedure.key"] != "build")
+    assert attrs(child)["tactus.procedure.key"] == "ship/build#1"
+    assert attrs(child)["tactus.parent.key"] == "ship"
+    assert parent_of(child, t.one("procedure ship"))
+
+    assert t.run(CHILD) == [{"image": "app:1"}]  # replayed: the recorded call answers, the child does not run
+    assert t.tree() == [
+        ("cell", [("procedure build", [("step compile", [])]), ("procedure ship", [("procedure build", [])])])
+    ]
+    replayed = next(s for s in t.named("procedure build") if parent_of(s, t.one("procedure ship")))
+    assert attrs(replayed) == {
+        "tactus.procedure": "build",
+        "tactus.procedure.key": "ship/build#1",
+        "tactus.parent.key": "ship",
+        "tactus.replayed": True,
+        "tactus.run.outcome": "completed",
+    }
+
+
+AGENT = """
+agent("writer", {model = "test", system_prompt = "Write one line."})
+procedure({name = "notes"}, function()
+  local r = Writer.turn({inject = "Release notes, please"})
+  return {text = r.data}
+end)
+"""
+
+
+def test_an_agent_turn_is_a_span_and_pydantic_ai_instrumentation_nests_under_it(tmp_path: Path) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.instrumented import InstrumentationSettings
+
+    t = Traced(tmp_path)
+    Agent.instrument_all(InstrumentationSettings(tracer_provider=t.provider))
+    try:
+        [out] = t.run(AGENT)
+    finally:
+        Agent.instrument_all(False)
+    assert isinstance(out["text"], str)
+    turn = t.one("agent writer")
+    assert parent_of(turn, t.one("procedure notes"))
+    assert attrs(turn) == {
+        "tactus.agent.name": "writer",
+        "gen_ai.agent.name": "writer",
+        "tactus.replayed": False,
+        "tactus.agent.model": "test",
+    }
+    ours = {"cell", "procedure notes", "agent writer"}
+    theirs = [s for s in t.spans() if s.name not in ours]
+    assert theirs, "pydantic-ai made no spans"
+    top = [s for s in theirs if not any(parent_of(s, o) for o in theirs)]
+    assert top and all(parent_of(s, turn) for s in top), [(s.name, s.parent) for s in top]
+
+    t.run(AGENT)  # replayed: no model call, no pydantic-ai span
+    assert attrs(t.one("agent writer"))["tactus.replayed"] is True
+    assert {s.name for s in t.spans()} == ours
+
+
+def test_with_no_sdk_a_run_costs_one_span_and_no_call_is_watched(tmp_path: Path) -> None:
+    runtime = Runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
+    sink = OtelSink()  # the global provider: none is configured in this process
+    hub = install(runtime, [sink])
+    seen: list[Any] = []
+    original = hub.call_replayed
+    hub.call_replayed = lambda log, entry: seen.append(entry) or original(log, entry)  # type: ignore[method-assign]
+    for _ in range(2):
+        asyncio.run(runtime.execute(STEPS, "[cell 1]", "cell-a"))
+    assert seen == []  # the run's span does not record: the hub never hooked the run log
+    assert runtime.records.procedures["deploy"]["status"] == "completed"
+
+
+# ------------------------------------------------------------- JSON lines
+def test_an_events_file_that_cannot_be_written_warns_once_and_the_cell_runs_on(tmp_path: Path) -> None:
+    host = Host()
+    runtime = Runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
+    path = tmp_path / "no-such-folder" / "events.jsonl"
+    install(runtime, [EventsSink(path, warn=lambda text: host.write("stderr", text))])
+    for _ in range(2):
+        assert asyncio.run(runtime.execute(STEPS, "[cell 1]", "cell-a")) == [{"status": "ok"}]
+    [warning] = host.err
+    assert warning.startswith(f"Tactus: warning: cannot write the events file {path}: [Errno 2] No such file")
+    assert not path.parent.exists()
+
+
+def events_of(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def replay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("tactus-kernel", path=os.path.dirname(sys.executable)) or "tactus-kernel"
+    return subprocess.run([exe, "replay", *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+def test_replay_events_writes_the_audit_trail_of_a_notebook(tmp_path: Path) -> None:
+    notebook = tmp_path / "human-in-the-loop.ipynb"
+    shutil.copy(ROOT / "notebooks" / "human-in-the-loop.ipynb", notebook)
+    events = tmp_path / "audit" / "events.jsonl"
+    events.parent.mkdir()
+    done = replay(str(notebook), "-o", str(tmp_path / "out.ipynb"), "--events", str(events))
+    assert done.returncode == 0, done.stderr
+    lines = events_of(events)
+    assert {e["v"] for e in lines} == {1}
+    by_proc: dict[str, list[str]] = {}
+    for e in lines:
+        by_proc.setdefault(e["procedure"], []).append(e["event"])
+    assert by_proc == {
+        "approve_demo": ["run.started", "human.answered", "run.completed"],
+        "input_demo": ["run.started", "human.answered", "human.answered", "run.completed"],
+        "review_demo": ["run.started", "human.answered", "run.completed"],
+        "escalate_demo": ["run.started", "human.answered", "run.completed"],
+        "release": ["run.started", "human.answered", "run.completed"],
+    }
+    assert [e["procedure"] for e in lines if e["event"] == "run.started"] == [
+        "approve_demo",
+        "input_demo",
+        "review_demo",
+        "escalate_demo",
+        "release",
+    ]
+    answered = next(e for e in lines if e["procedure"] == "release" and e["event"] == "human.answered")
+    assert {k: answered[k] for k in ("name", "request", "replayed", "wait", "source")} == {
+        "name": "confirm",
+        "request": "approve",
+        "replayed": True,
+        "wait": 0.0,
+        "source": "record",
+    }
+    completed = next(e for e in lines if e["procedure"] == "release" and e["event"] == "run.completed")
+    assert completed["replayed"] is True and completed["checkpoints"] == {"recorded": 0, "replayed": 1}
+    assert completed["duration"] >= 0 and completed["cell"].startswith("[cell ")
+    for e in lines:
+        assert e["at"].endswith("Z") and e["at"][10] == "T"
+    assert [e["at"] for e in lines] == sorted(e["at"] for e in lines)
+
+    again = replay(str(notebook), "-o", str(tmp_path / "out.ipynb"), "--events", str(events))
+    assert again.returncode == 0, again.stderr
+    assert len(events_of(events)) == 2 * len(lines)  # appended, never overwritten
+
+
+def test_tactus_events_in_a_kernels_environment_records_a_failure_with_its_error(tmp_path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            'procedure({name = "flaky"}, function()\n'
+            '  Step.run("fetch", function() return 1 end)\n'
+            '  error("the service is down")\n'
+            "end)"
+        )
+    ]
+    nb.metadata["kernelspec"] = {"name": "tactus", "display_name": "Tactus (Lua)", "language": "lua"}
+    path = tmp_path / "flaky.ipynb"
+    nbformat.write(nb, path)
+    events = tmp_path / "events.jsonl"
+    env = {**os.environ, "TACTUS_EVENTS": str(events)}
+    done = replay(str(path), env=env)
+    assert done.returncode == 1, done.stderr
+    lines = events_of(events)
+    assert [e["event"] for e in lines] == ["run.started", "step", "run.failed"]
+    step, failed = lines[1], lines[2]
+    assert {k: step[k] for k in ("name", "replayed")} == {"name": "fetch", "replayed": False}
+    assert failed["error"] == {"kind": "LuaError", "message": "[cell 1]:3: the service is down"}
+    assert failed["status"] == "failed" and failed["procedure"] == "flaky" and failed["cell"] == "[cell 1]"
+    assert failed["duration"] >= step["duration"] >= 0
