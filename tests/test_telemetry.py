@@ -416,3 +416,52 @@ def test_tactus_events_in_a_kernels_environment_records_a_failure_with_its_error
     assert failed["error"] == {"kind": "LuaError", "message": "[cell 1]:3: the service is down"}
     assert failed["status"] == "failed" and failed["procedure"] == "flaky" and failed["cell"] == "[cell 1]"
     assert failed["duration"] >= step["duration"] >= 0
+
+
+def test_otel_traces_exporter_gives_a_kernel_process_an_sdk_and_its_spans_are_exported(tmp_path: Path) -> None:
+    # a fresh process that never imported OpenTelemetry, as a kernel Jupyter starts: the
+    # standard variable is all it gets; the SDK's console exporter prints each span as JSON
+    script = (
+        "import asyncio, sys\n"
+        "from tactus_kernel.engine.runtime import Runtime\n"
+        "assert 'opentelemetry.trace' not in sys.modules\n"
+        f"rt = Runtime(root={str(tmp_path)!r})\n"
+        f"print(asyncio.run(rt.execute({STEPS!r}, '[cell 1]', 'cell-a')), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_TRACES_EXPORTER"] = "console"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[{'status': 'ok'}]" in done.stderr
+    decoder, text, spans = json.JSONDecoder(), done.stdout.strip(), []
+    while text:
+        span, end = decoder.raw_decode(text)
+        spans.append(span)
+        text = text[end:].strip()
+    assert sorted(s["name"] for s in spans) == ["cell", "procedure deploy", "step build", "step push"]
+    assert {s["resource"]["attributes"]["service.name"] for s in spans} == {"tactus-kernel"}
+    run = next(s for s in spans if s["name"] == "procedure deploy")
+    assert run["attributes"]["tactus.run.outcome"] == "completed"
+
+    env["OTEL_SDK_DISABLED"] = "true"  # the standard switch: no spans
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+
+
+def test_a_replayed_kernel_exports_its_spans_to_the_console_not_into_the_notebook(tmp_path: Path) -> None:
+    notebook = tmp_path / "human-in-the-loop.ipynb"
+    shutil.copy(ROOT / "notebooks" / "human-in-the-loop.ipynb", notebook)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_TRACES_EXPORTER"] = "console"  # reaches the kernel through the environment it inherits
+    done = replay(str(notebook), "-o", str(tmp_path / "out.ipynb"), env=env)
+    assert done.returncode == 0, done.stderr
+    names = sorted(line.strip() for line in done.stdout.splitlines() if line.strip().startswith('"name": "procedure'))
+    assert names == [
+        f'"name": "procedure {p}",'
+        for p in sorted(["approve_demo", "input_demo", "review_demo", "escalate_demo", "release"])
+    ]
+    assert "trace_id" not in (tmp_path / "out.ipynb").read_text(encoding="utf-8")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -59,7 +60,10 @@ def configure_from_env() -> bool:
         if not found:
             log.warning("Tactus: OTEL_TRACES_EXPORTER: no span exporter named %r is installed", name)
             continue
-        provider.add_span_processor(BatchSpanProcessor(found[0].load()()))
+        exporter_class = found[0].load()
+        # the console exporter's default is sys.stdout, which in a kernel is a cell's output stream
+        exporter = exporter_class(out=sys.__stdout__) if name == "console" else exporter_class()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return True
 
