@@ -190,9 +190,10 @@ def test_a_human_request_with_no_answer_ends_its_wait_and_its_run_with_the_error
     with pytest.raises(CellError) as info:
         t.run(HUMAN)
     assert info.value.ename == "NoRecordedAnswer"
-    wait = t.one("human")
+    wait = t.one("human approve")
     assert wait.status.status_code == StatusCode.ERROR
     assert attrs(wait)["tactus.human.answered"] is False
+    assert attrs(wait)["tactus.human.request"] == "approve"
     [event] = wait.events
     assert event.name == "exception" and event.attributes is not None
     assert event.attributes["exception.type"] == "NoRecordedAnswer"
@@ -308,9 +309,25 @@ def test_an_agent_turn_is_a_span_and_pydantic_ai_instrumentation_nests_under_it(
     assert {s.name for s in t.spans()} == ours
 
 
-def test_with_no_sdk_a_run_costs_one_span_and_no_call_is_watched(tmp_path: Path) -> None:
+def test_with_no_tracer_provider_and_no_events_file_nothing_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tactus_kernel.features.telemetry.hub import TelemetryHub
+
+    monkeypatch.delenv("TACTUS_EVENTS", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
     runtime = Runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
-    sink = OtelSink()  # the global provider: none is configured in this process
+    assert not any(isinstance(o, TelemetryHub) for o in runtime.run_observers)
+    assert runtime.effects["agent.turn"].__self__ is not None  # the agent hub's own bound method
+    monkeypatch.setenv("TACTUS_EVENTS", str(tmp_path / "events.jsonl"))
+    runtime = Runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
+    [hub] = [o for o in runtime.run_observers if isinstance(o, TelemetryHub)]
+    assert [type(s) for s in hub.sinks] == [EventsSink]  # no provider: no OpenTelemetry sink
+
+
+def test_a_run_whose_span_does_not_record_is_never_hooked(tmp_path: Path) -> None:
+    runtime = Runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
+    sink = OtelSink()  # the global provider: none is set in this process, so the API's no-op tracer
     hub = install(runtime, [sink])
     seen: list[Any] = []
     original = hub.call_replayed
@@ -332,6 +349,34 @@ def test_an_events_file_that_cannot_be_written_warns_once_and_the_cell_runs_on(t
     [warning] = host.err
     assert warning.startswith(f"Tactus: warning: cannot write the events file {path}: [Errno 2] No such file")
     assert not path.parent.exists()
+
+
+def test_events_of_a_live_human_wait_say_when_it_was_asked_and_how_long_the_answer_took(tmp_path: Path) -> None:
+    host = Host({"confirm": True, "Who ships?": "Ada"}, delay=0.2)
+    runtime = Runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
+    path = tmp_path / "events.jsonl"
+    install(runtime, [EventsSink(path)])
+    assert asyncio.run(runtime.execute(HUMAN, "[cell 1]", "cell-a")) == [{"ok": True, "who": "Ada"}]
+    lines = events_of(path)
+    assert [e["event"] for e in lines] == [
+        "run.started",
+        "human.requested",
+        "human.answered",
+        "human.requested",
+        "human.answered",
+        "run.completed",
+    ]
+    asked, answered = lines[1], lines[2]
+    assert {k: asked[k] for k in ("name", "request", "procedure", "cell", "cell_id")} == {
+        "name": "confirm",
+        "request": "approve",
+        "procedure": "release",
+        "cell": "[cell 1]",
+        "cell_id": "cell-a",
+    }
+    assert answered["wait"] >= 0.2 and answered["source"] == "human" and answered["replayed"] is False
+    assert answered["at"] >= asked["at"]
+    assert lines[-1]["replayed"] is False and lines[-1]["checkpoints"] == {"recorded": 2, "replayed": 0}
 
 
 def events_of(path: Path) -> list[dict[str, Any]]:

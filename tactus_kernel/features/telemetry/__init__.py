@@ -35,27 +35,33 @@ def install(runtime: Runtime, sinks: list[Sink]) -> TelemetryHub:
 
 
 def _wants_otel() -> bool:
-    """Spans are made when OpenTelemetry is installed and this process uses
-    it: ``OTEL_TRACES_EXPORTER`` names an exporter (the kernel then sets up
-    the SDK, see otel.configure_from_env), or the process imported the API
-    already (an application, ``opentelemetry-instrument``, a test that set a
-    tracer provider). Otherwise the kernel does not even import it: that
-    import costs a kernel's start-up 10-30 ms. ``OTEL_SDK_DISABLED=true``
-    turns spans off."""
+    """Spans are made when this process has an OpenTelemetry tracer provider:
+    ``OTEL_TRACES_EXPORTER`` names an exporter (the kernel then sets up the
+    SDK, see otel.configure_from_env), or the process set one before making
+    the runtime (an application embedding it, ``opentelemetry-instrument``, a
+    test). Otherwise nothing is installed, not even the API's no-op tracer,
+    and a kernel does not import OpenTelemetry at all (that costs its start-up
+    10-30 ms). ``OTEL_SDK_DISABLED=true`` turns spans off."""
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    if "opentelemetry.trace" in sys.modules:
-        return True
-    wanted = os.environ.get("OTEL_TRACES_EXPORTER", "").strip() not in ("", "none")
-    return wanted and importlib.util.find_spec("opentelemetry") is not None
+    if os.environ.get("OTEL_TRACES_EXPORTER", "").strip() not in ("", "none"):
+        if importlib.util.find_spec("opentelemetry") is None:
+            return False
+        from tactus_kernel.features.telemetry.otel import configure_from_env
+
+        configure_from_env()
+    elif "opentelemetry.trace" not in sys.modules:  # nothing in this process can have set a provider
+        return False
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 def register(runtime: Runtime) -> None:
     sinks: list[Sink] = []
     if _wants_otel():
-        from tactus_kernel.features.telemetry.otel import OtelSink, configure_from_env
+        from tactus_kernel.features.telemetry.otel import OtelSink
 
-        configure_from_env()
         sinks.append(OtelSink())
     path = os.environ.get(ENV, "").strip()
     if path:

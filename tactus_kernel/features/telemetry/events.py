@@ -138,7 +138,7 @@ class EventsSink:
         self._call("step", run, call)
 
     def human_requested(self, run: RunInfo, call: Call) -> None:
-        self.write("human.requested", run, call.started, name=call.name)
+        self.write("human.requested", run, call.started, name=call.name, request=call.request or None)
 
     def human_answered(self, run: RunInfo, call: Call) -> None:
         entry = call.entry or {}
@@ -150,7 +150,7 @@ class EventsSink:
             run,
             call.started + call.duration,
             name=call.name,
-            request=entry.get("request"),
+            request=call.request or entry.get("request"),
             replayed=call.replayed,
             wait=_secs(call.duration),
             source=source,

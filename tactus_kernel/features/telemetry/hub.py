@@ -10,14 +10,14 @@ makes one call per event on each sink (:class:`Sink`: OpenTelemetry spans,
 JSON lines), with plain data (:class:`RunInfo`, :class:`Call`), so a sink is
 a thin adapter that knows nothing of the engine.
 
-A run no sink wants (OpenTelemetry without an SDK: the run's span does not
-record) costs one span per run and nothing per call: the hub hooks its
-run log only when a sink asks for it.
+A run no sink wants (its span is not sampled, say) costs one span and
+nothing per call: the hub hooks a run's log only when a sink asks for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -68,6 +68,7 @@ class RunInfo:
     replayed_calls: int = 0
     pending: list[Call] = field(default_factory=list)  # calls started, not yet recorded
     turns: list[Call] = field(default_factory=list)  # agent turns open (innermost last)
+    asking: str = ""  # the kind of the human request being made (see human_wrapper)
 
     @property
     def child(self) -> bool:
@@ -88,6 +89,7 @@ class Call:
     error: ErrorInfo | None = None
     entry: dict[str, Any] | None = None  # the checkpoint (recorded or replayed), when there is one
     done: bool = False
+    request: str = ""  # a human request's kind: approve, input, review, escalate
 
 
 class Sink(Protocol):
@@ -258,6 +260,7 @@ class TelemetryHub:
         call = Call(kind, name, time.time(), time.perf_counter())
         info.pending.append(call)
         if kind == "human":
+            call.request = info.asking
             for sink in self.sinks:
                 sink.human_requested(info, call)
 
@@ -268,6 +271,7 @@ class TelemetryHub:
         if entry["kind"] == "procedure" and entry.get("status", "completed") not in ("completed", "cancelled"):
             return  # a child that did not finish last time runs again: its own run reports it
         call = Call(entry["kind"], entry["name"], time.time(), time.perf_counter(), replayed=True, entry=entry)
+        call.request = str(entry.get("request", "")) if call.kind == "human" else ""
         self._finish(info, call, None)
 
     def call_recorded(self, log: RunLog, entry: dict[str, Any]) -> None:
@@ -322,16 +326,20 @@ class TelemetryHub:
         """A human request that fails (no recorded answer, a timeout that
         errors, an interrupt) ends its wait with the error."""
 
+        @functools.wraps(inner)
         async def effect(runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
             info = self.runs.get(run.id)
             if info is None or not info.traced:
                 return await inner(runtime, run, request)
             depth = len(info.pending)
+            info.asking = str(request["request"])  # the request's kind, before its answer tells it
             try:
                 return await inner(runtime, run, request)
             except BaseException as exc:
                 self._fail_from(info, depth, error_of(exc))
                 raise
+            finally:
+                info.asking = ""
 
         return effect
 
@@ -340,6 +348,7 @@ class TelemetryHub:
         OpenTelemetry sink makes its span current, so pydantic-ai's own
         instrumentation nests under it) and ended however it ends."""
 
+        @functools.wraps(inner)
         async def effect(runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
             info = self.runs.get(run.id)
             if info is None or not info.traced:

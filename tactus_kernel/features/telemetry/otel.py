@@ -156,13 +156,14 @@ class OtelSink:
     def human_requested(self, run: RunInfo, call: Call) -> None:
         scope = self.scopes.get(run.id)
         if scope and scope[0].is_recording():
-            self.waits[id(call)] = self._start(
-                "human", run, call.started, {"tactus.human.name": call.name, "tactus.replayed": False}
-            )
+            attributes = {"tactus.human.name": call.name, "tactus.replayed": False}
+            if call.request:
+                attributes["tactus.human.request"] = call.request
+            self.waits[id(call)] = self._start(f"human {call.request}".rstrip(), run, call.started, attributes)
 
     def human_answered(self, run: RunInfo, call: Call) -> None:
         entry = call.entry or {}
-        request = str(entry.get("request", ""))
+        request = call.request or str(entry.get("request", ""))
         attributes: dict[str, Any] = {
             "tactus.human.name": call.name,
             "tactus.human.wait_seconds": call.duration,
@@ -179,8 +180,6 @@ class OtelSink:
         if span is None:  # replayed: never waited
             self._done(f"human {request}".rstrip(), run, call, attributes)
             return
-        if request:
-            span.update_name(f"human {request}")
         span.set_attributes(attributes)
         if call.error is not None:
             _fail(span, call.error)
