@@ -379,22 +379,67 @@ def test_events_of_a_live_human_wait_say_when_it_was_asked_and_how_long_the_answ
     assert lines[-1]["replayed"] is False and lines[-1]["checkpoints"] == {"recorded": 2, "replayed": 0}
 
 
+class Waiting(Host):
+    """A host whose person never answers: the test interrupts the wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+
+    async def ask_human(self, req: Any) -> Any:
+        self.asked.set()
+        await asyncio.Future()  # never answered
+
+
+def test_an_interrupted_wait_ends_the_wait_and_the_run_as_interrupted(tmp_path: Path) -> None:
+    host = Waiting()
+    runtime = Runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
+    path = tmp_path / "events.jsonl"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    install(runtime, [OtelSink(provider), EventsSink(path)])
+
+    async def interrupt_while_waiting() -> None:
+        task = asyncio.ensure_future(runtime.execute(HUMAN, "[cell 1]", "cell-a"))
+        await host.asked.wait()
+        runtime.interrupt()  # what the kernel's interrupt does: arm Lua, cancel the cell's task
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupt_while_waiting())
+    lines = events_of(path)
+    assert [e["event"] for e in lines] == ["run.started", "human.requested", "human.failed", "run.failed"]
+    interrupted = {"kind": "KeyboardInterrupt", "message": "interrupted by the user"}
+    assert lines[2]["error"] == interrupted and lines[2]["request"] == "approve"
+    assert lines[3]["error"] == interrupted and lines[3]["status"] == "cancelled"
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert sorted(spans) == ["cell", "human approve", "procedure release"]
+    assert spans["human approve"].status.status_code == StatusCode.ERROR
+    assert dict(spans["procedure release"].attributes or {})["tactus.run.outcome"] == "cancelled"
+
+
 def events_of(path: Path) -> list[dict[str, Any]]:
     lines = path.read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
 
 
-def replay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def replay(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("tactus-kernel", path=os.path.dirname(sys.executable)) or "tactus-kernel"
-    return subprocess.run([exe, "replay", *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+    return subprocess.run(
+        [exe, "replay", *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd, check=False
+    )
 
 
 def test_replay_events_writes_the_audit_trail_of_a_notebook(tmp_path: Path) -> None:
-    notebook = tmp_path / "human-in-the-loop.ipynb"
+    (tmp_path / "nb").mkdir()
+    notebook = tmp_path / "nb" / "human-in-the-loop.ipynb"
     shutil.copy(ROOT / "notebooks" / "human-in-the-loop.ipynb", notebook)
     events = tmp_path / "audit" / "events.jsonl"
     events.parent.mkdir()
-    done = replay(str(notebook), "-o", str(tmp_path / "out.ipynb"), "--events", str(events))
+    # relative to where the command runs, not to the kernel's folder (the notebook's)
+    done = replay(str(notebook), "-o", "out.ipynb", "--events", "audit/events.jsonl", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = events_of(events)
     assert {e["v"] for e in lines} == {1}
@@ -430,7 +475,7 @@ def test_replay_events_writes_the_audit_trail_of_a_notebook(tmp_path: Path) -> N
         assert e["at"].endswith("Z") and e["at"][10] == "T"
     assert [e["at"] for e in lines] == sorted(e["at"] for e in lines)
 
-    again = replay(str(notebook), "-o", str(tmp_path / "out.ipynb"), "--events", str(events))
+    again = replay(str(notebook), "-o", "out.ipynb", "--events", "audit/events.jsonl", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(events_of(events)) == 2 * len(lines)  # appended, never overwritten
 

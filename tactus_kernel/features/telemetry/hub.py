@@ -150,6 +150,9 @@ def error_of(error: Any) -> ErrorInfo:
     return ErrorInfo(cell_error.ename, cell_error.evalue)
 
 
+INTERRUPTED = ErrorInfo("KeyboardInterrupt", "interrupted by the user")
+
+
 class TelemetryHub:
     """A run observer and run-log observer that feeds the sinks."""
 
@@ -213,10 +216,9 @@ class TelemetryHub:
         error Lua could not catch, a spawned child cancelled); the cell's own
         code ends last."""
         own = self.cells.pop(id(cell), None)
-        interrupted = self.runtime._interrupted or bool(self.runtime.K.was_interrupted())
         stopped = (
-            ErrorInfo("KeyboardInterrupt", "interrupted by the user")
-            if interrupted
+            INTERRUPTED
+            if self._interrupted()
             else ErrorInfo("Cancelled", "the procedure did not finish: its cell ended first")
         )
         for info in sorted(self.runs.values(), key=lambda i: -i.id):
@@ -226,6 +228,15 @@ class TelemetryHub:
             self._end(own, "completed", None)
         for key in [k for k, i in self.latest.items() if i.cell_id == cell.key]:
             del self.latest[key]
+
+    def _interrupted(self) -> bool:
+        return self.runtime._interrupted or bool(self.runtime.K.was_interrupted())
+
+    def _error(self, exc: BaseException) -> ErrorInfo:
+        """An effect's exception; a cancellation by the interrupt button is the KeyboardInterrupt the cell shows."""
+        if isinstance(exc, asyncio.CancelledError) and self._interrupted():
+            return INTERRUPTED
+        return error_of(exc)
 
     def _end(self, info: RunInfo, outcome: str, error: ErrorInfo | None) -> None:
         self.runs.pop(info.id, None)
@@ -336,7 +347,7 @@ class TelemetryHub:
             try:
                 return await inner(runtime, run, request)
             except BaseException as exc:
-                self._fail_from(info, depth, error_of(exc))
+                self._fail_from(info, depth, self._error(exc))
                 raise
             finally:
                 info.asking = ""
@@ -361,7 +372,7 @@ class TelemetryHub:
             try:
                 return await inner(runtime, run, request)
             except BaseException as exc:
-                turn.error = error_of(exc)
+                turn.error = self._error(exc)
                 self._fail_from(info, depth, turn.error)
                 raise
             finally:
