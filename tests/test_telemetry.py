@@ -480,6 +480,44 @@ def test_replay_events_writes_the_audit_trail_of_a_notebook(tmp_path: Path) -> N
     assert len(events_of(events)) == 2 * len(lines)  # appended, never overwritten
 
 
+def test_replay_events_of_children_agent_turns_and_failed_children(tmp_path: Path) -> None:
+    for name in ("composition.ipynb", "composition.person.json"):
+        shutil.copy(ROOT / "notebooks" / name, tmp_path / name)
+    events = tmp_path / "events.jsonl"
+    done = replay(str(tmp_path / "composition.ipynb"), "--events", str(events))
+    assert done.returncode == 0, done.stderr
+    lines = events_of(events)
+    release = [(e["event"], e["name"], e.get("replayed")) for e in lines if e["cell"] == "[cell 2]"]
+    rollout = [e for i in range(1, 6) for e in (("checkpoint", "sleep 0.1s", True), ("step", f"rollout {i}", True))]
+    assert release == [
+        ("run.started", "release", None),
+        ("child", "build", True),  # answered from the record: the child does not run
+        ("agent.turn", "writer", True),
+        ("child", "review", True),
+        ("child", "review", True),
+        *rollout,
+        ("run.completed", "release", True),
+    ]
+    turn = next(e for e in lines if e["cell"] == "[cell 2]" and e["event"] == "agent.turn")
+    assert turn["agent"] == "writer" and turn["model"] == "mock" and turn["usage"]["requests"] == 2
+    assert [e["child"] for e in lines if e["cell"] == "[cell 2]" and e["event"] == "child"] == [
+        "release/build#1",
+        "release/review#1",
+        "release/review#2",
+    ]
+    # cell 4: countdown called 9 deep fails at max_depth 5 (the 6th call is refused before it runs);
+    # the record holds the failed calls, so they run again
+    chain = [e for e in lines if e["cell"] == "[cell 4]"]
+    failed = [e for e in chain if e["event"] == "run.failed"]
+    assert len(failed) == 5 and {e["error"]["kind"] for e in failed} == {"ProcedureError"}
+    assert all("max_depth 5 exceeded" in e["error"]["message"] for e in failed)
+    for run in failed:  # each failed child is also reported to its caller, after its own end
+        child = next(e for e in chain if e["event"] == "child" and e.get("child") == run["procedure"])
+        assert (child["procedure"], child["replayed"], child["status"]) == (run["parent"], False, "failed")
+        assert chain.index(child) == chain.index(run) + 1
+    assert not any(e["event"] == "child" and e["replayed"] and e["status"] == "failed" for e in lines)
+
+
 def test_tactus_events_in_a_kernels_environment_records_a_failure_with_its_error(tmp_path: Path) -> None:
     import nbformat
 
