@@ -480,6 +480,14 @@ def test_replay_events_writes_the_audit_trail_of_a_notebook(tmp_path: Path) -> N
     assert len(events_of(events)) == 2 * len(lines)  # appended, never overwritten
 
 
+def test_replay_events_into_a_missing_folder_is_bad_input(tmp_path: Path) -> None:
+    notebook = tmp_path / "quickstart.ipynb"
+    shutil.copy(ROOT / "notebooks" / "quickstart.ipynb", notebook)
+    done = replay(str(notebook), "--events", "no-such-folder/events.jsonl", cwd=tmp_path)
+    assert done.returncode == 4
+    assert done.stderr == "tactus-kernel replay: --events no-such-folder/events.jsonl: its folder does not exist\n"
+
+
 def test_replay_events_of_children_agent_turns_and_failed_children(tmp_path: Path) -> None:
     for name in ("composition.ipynb", "composition.person.json"):
         shutil.copy(ROOT / "notebooks" / name, tmp_path / name)

@@ -188,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail_input(str(exc))
     if args.cwd and not Path(args.cwd).is_dir():
         return _fail_input(f"--cwd {args.cwd}: no such folder")
+    if args.events and not Path(args.events).resolve().parent.is_dir():
+        return _fail_input(f"--events {args.events}: its folder does not exist")
     output = args.notebook if args.inplace else args.output
     if output and output != "-" and not Path(output).resolve().parent.is_dir():
         return _fail_input(f"-o {output}: its folder does not exist")
