@@ -355,8 +355,10 @@ def test_events_of_a_live_human_wait_say_when_it_was_asked_and_how_long_the_answ
     host = Host({"confirm": True, "Who ships?": "Ada"}, delay=0.2)
     runtime = Runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
     path = tmp_path / "events.jsonl"
-    install(runtime, [EventsSink(path)])
+    sink = EventsSink(path)
+    install(runtime, [sink])
     assert asyncio.run(runtime.execute(HUMAN, "[cell 1]", "cell-a")) == [{"ok": True, "who": "Ada"}]
+    sink.close()
     lines = events_of(path)
     assert [e["event"] for e in lines] == [
         "run.started",

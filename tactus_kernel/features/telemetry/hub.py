@@ -115,8 +115,6 @@ class Sink(Protocol):
 
     def checkpoint(self, run: RunInfo, call: Call) -> None: ...
 
-    def close(self) -> None: ...
-
 
 def error_of(error: Any) -> ErrorInfo:
     """An ErrorInfo from a run's error (the Lua table K.capture_error makes,
@@ -390,7 +388,3 @@ class TelemetryHub:
         del info.pending[depth:]
         for call in reversed(failed):
             self._finish(info, call, error)
-
-    def close(self) -> None:
-        for sink in self.sinks:
-            sink.close()

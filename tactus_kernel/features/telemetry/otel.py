@@ -241,6 +241,3 @@ class OtelSink:
                 "tactus.replayed": call.replayed,
             },
         )
-
-    def close(self) -> None:
-        return None
