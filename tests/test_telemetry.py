@@ -603,3 +603,30 @@ def test_a_replayed_kernel_exports_its_spans_to_the_console_not_into_the_noteboo
         for p in sorted(["approve_demo", "input_demo", "review_demo", "escalate_demo", "release"])
     ]
     assert "trace_id" not in (tmp_path / "out.ipynb").read_text(encoding="utf-8")
+
+
+def test_a_kernel_with_tactus_events_logs_a_card_answered_by_a_person(tmp_path: Path) -> None:
+    from tactus_kernel.testing import KernelDriver
+
+    path = tmp_path / "events.jsonl"
+    kernel = KernelDriver(tmp_path, env={**os.environ, "TACTUS_EVENTS": str(path)})
+    try:
+        run = kernel.start(
+            'procedure({name = "ship"}, function() return {ok = Human.approve({message = "Ship it?"})} end)',
+            cell_id="cell-ship",
+        )
+        kernel.card().approve()  # a click on the card, as JupyterLab sends it
+        assert kernel.wait(run).result == "{ok = true}"
+    finally:
+        kernel.shutdown()
+    lines = events_of(path)
+    assert [e["event"] for e in lines] == ["run.started", "human.requested", "human.answered", "run.completed"]
+    asked, answered = lines[1], lines[2]
+    assert {k: answered[k] for k in ("name", "request", "replayed", "source")} == {
+        "name": "Ship it?",
+        "request": "approve",
+        "replayed": False,
+        "source": "human",
+    }
+    assert answered["wait"] > 0 and answered["at"] >= asked["at"]
+    assert {(e["procedure"], e["cell"], e["cell_id"]) for e in lines} == {("ship", "[cell 1]", "cell-ship")}
