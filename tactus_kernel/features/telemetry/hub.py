@@ -75,7 +75,7 @@ class RunInfo:
         return "/" in self.key
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One recorded call of a run: a step, a human request, an agent turn,
     a child procedure, a sleep or another checkpoint kind."""

@@ -26,6 +26,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode
 
 from tactus_kernel import __version__
@@ -86,15 +87,16 @@ class OtelSink:
         # None: the global provider, looked up through the API's proxy, so a
         # provider the process sets later is used from then on
         self.tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider=tracer_provider)
-        # run id -> [its run span, the spans of its open agent turns (innermost last)]
-        self.scopes: dict[int, list[Span]] = {}
+        # run id -> [its run span, the spans of its open agent turns (innermost last)],
+        # each with the context that has it current (made once: a step's span needs it)
+        self.scopes: dict[int, list[tuple[Span, Context]]] = {}
         self.waits: dict[int, Span] = {}  # id(call) -> the span of a human request being waited for
         self.turns: dict[int, tuple[Span, object]] = {}  # id(call) -> an open agent turn's span and context token
 
     def _parent(self, run: RunInfo | None) -> Any:
         """The context a span of `run` starts in: its innermost open scope."""
         scope = self.scopes.get(run.id) if run is not None else None
-        return trace.set_span_in_context(scope[-1]) if scope else None
+        return scope[-1][1] if scope else None
 
     def _start(self, name: str, run: RunInfo, started: float, attributes: dict[str, Any]) -> Span:
         return self.tracer.start_span(name, context=self._parent(run), attributes=attributes, start_time=_ns(started))
@@ -102,7 +104,7 @@ class OtelSink:
     def _done(self, name: str, run: RunInfo, call: Call, attributes: dict[str, Any]) -> None:
         """The span of a call that is over, with its real start and end."""
         scope = self.scopes.get(run.id)
-        if not scope or not scope[0].is_recording():
+        if not scope or not scope[0][0].is_recording():
             return
         span = self._start(name, run, call.started, attributes)
         if call.error is not None:
@@ -128,14 +130,14 @@ class OtelSink:
         span = self.tracer.start_span(
             name, context=self._parent(run.parent), attributes=attributes, start_time=_ns(run.started)
         )
-        self.scopes[run.id] = [span]
+        self.scopes[run.id] = [(span, trace.set_span_in_context(span))]
         return span.is_recording()
 
     def run_ended(self, run: RunInfo) -> None:
         scope = self.scopes.pop(run.id, None)
         if not scope:
             return
-        span = scope[0]
+        span = scope[0][0]
         if run.procedure:
             span.set_attributes(
                 {
@@ -155,7 +157,7 @@ class OtelSink:
 
     def human_requested(self, run: RunInfo, call: Call) -> None:
         scope = self.scopes.get(run.id)
-        if scope and scope[0].is_recording():
+        if scope and scope[0][0].is_recording():
             attributes = {"tactus.human.name": call.name, "tactus.replayed": False}
             if call.request:
                 attributes["tactus.human.request"] = call.request
@@ -187,14 +189,15 @@ class OtelSink:
 
     def agent_turn_started(self, run: RunInfo, call: Call) -> None:
         scope = self.scopes.get(run.id)
-        if not scope or not scope[0].is_recording():
+        if not scope or not scope[0][0].is_recording():
             return
         span = self._start(
             f"agent {call.name}", run, call.started, {"tactus.agent.name": call.name, "gen_ai.agent.name": call.name}
         )
-        scope.append(span)
+        current = trace.set_span_in_context(span)
+        scope.append((span, current))
         # current while the turn runs: pydantic-ai's own spans nest under it
-        self.turns[id(call)] = span, otel_context.attach(trace.set_span_in_context(span))
+        self.turns[id(call)] = span, otel_context.attach(current)
 
     def agent_turn_ended(self, run: RunInfo, call: Call) -> None:
         opened = self.turns.pop(id(call), None)
@@ -203,8 +206,8 @@ class OtelSink:
         span, token = opened
         otel_context.detach(token)  # type: ignore[arg-type]
         scope = self.scopes.get(run.id)
-        if scope and span in scope:
-            scope.remove(span)
+        if scope:
+            scope[:] = [item for item in scope if item[0] is not span]
         entry = call.entry or {}
         attributes: dict[str, Any] = {"tactus.replayed": call.replayed}
         model = entry.get("model")
