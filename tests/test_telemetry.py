@@ -630,3 +630,23 @@ def test_a_kernel_with_tactus_events_logs_a_card_answered_by_a_person(tmp_path: 
     }
     assert answered["wait"] > 0 and answered["at"] >= asked["at"]
     assert {(e["procedure"], e["cell"], e["cell_id"]) for e in lines} == {("ship", "[cell 1]", "cell-ship")}
+
+
+def test_a_failed_agent_turn_ends_with_its_error_and_is_no_longer_current(tmp_path: Path) -> None:
+    t = Traced(tmp_path)
+    [out] = t.run("""
+    agent("remote", {model = "openai:gpt-4o-mini"})
+    procedure({name = "careful"}, function()
+      local ok, err = pcall(function() return Remote.turn({inject = "hello"}) end)
+      Step.run("after", function() return 1 end)
+      return {ok = ok}
+    end)
+    """)
+    assert out == {"ok": False}
+    turn, run = t.one("agent remote"), t.one("procedure careful")
+    assert turn.status.status_code == StatusCode.ERROR and parent_of(turn, run)
+    [event] = turn.events
+    assert event.attributes is not None and event.attributes["exception.type"] == "AgentError"
+    assert "needs the environment variable OPENAI_API_KEY" in str(event.attributes["exception.message"])
+    assert parent_of(t.one("step after"), run)  # the turn's scope ended with it
+    assert run.status.status_code == StatusCode.UNSET  # the procedure caught the error and went on
