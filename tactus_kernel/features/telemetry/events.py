@@ -68,7 +68,9 @@ class EventsSink:
             data = (json.dumps(line, ensure_ascii=False, default=str) + "\n").encode("utf-8")
             if self.fd is None:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            os.write(self.fd, data)
+            written = os.write(self.fd, data)
+            if written != len(data):  # a full disk: the line is cut, and no later line may follow it
+                raise OSError(f"only {written} of {len(data)} bytes of a line were written")
         except (OSError, ValueError) as exc:
             self.broken = True
             message = f"Tactus: warning: cannot write the events file {self.path}: {exc}; no more events are written\n"
