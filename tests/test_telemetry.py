@@ -422,6 +422,19 @@ def test_an_interrupted_wait_ends_the_wait_and_the_run_as_interrupted(tmp_path: 
     assert dict(spans["procedure release"].attributes or {})["tactus.run.outcome"] == "cancelled"
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full (every write: no space left)")
+def test_a_full_disk_under_the_events_file_warns_once_and_the_cells_run_on(tmp_path: Path) -> None:
+    host = Host()
+    runtime = Runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
+    install(runtime, [EventsSink("/dev/full", warn=lambda text: host.write("stderr", text))])
+    for _ in range(2):
+        assert asyncio.run(runtime.execute(STEPS, "[cell 1]", "cell-a")) == [{"status": "ok"}]
+    assert host.err == [
+        "Tactus: warning: cannot write the events file /dev/full: [Errno 28] No space left on device; "
+        "no more events are written\n"
+    ]
+
+
 def events_of(path: Path) -> list[dict[str, Any]]:
     lines = path.read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
