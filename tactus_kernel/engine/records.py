@@ -454,6 +454,9 @@ class RunLog:
         # The live timeline's event trail (tactus_kernel/features/timeline.py), told of
         # each call started, replayed and recorded; None costs nothing.
         self.trail: Any = None
+        # Told of the same calls (telemetry, features/telemetry): call_started(log, kind, name),
+        # call_replayed(log, entry), call_recorded(log, entry); empty, it costs one test per call.
+        self.observers: list[Any] = []
         # How a person knows the procedure (runtime.RunState.title), written
         # into the record as "title" by the run's first new checkpoint: never
         # by a replay, which must leave the record as it was.
@@ -493,6 +496,8 @@ class RunLog:
             self.check_live(kind, name)
             if self.trail is not None:
                 self.trail.started(kind, name)
+            for observer in self.observers:
+                observer.call_started(self, kind, name)
             return None
         if self.records.deferred:  # (an entry being recorded now is at the end)
             self.records.fill_deferred()
@@ -502,11 +507,15 @@ class RunLog:
             self.check_live(kind, name)
             if self.trail is not None:
                 self.trail.started(kind, name)
+            for observer in self.observers:
+                observer.call_started(self, kind, name)
             return None
         self.position += 1
         self.replayed += 1
         if self.trail is not None:
             self.trail.replayed(entry)
+        for observer in self.observers:
+            observer.call_replayed(self, entry)
         return entry
 
     def append(self, kind: str, name: str, value: Any, **extra: Any) -> dict[str, Any]:
@@ -539,6 +548,8 @@ class RunLog:
         records.changed(key, position)
         if self.trail is not None:
             self.trail.recorded(entry)
+        for observer in self.observers:
+            observer.call_recorded(self, entry)
         return entry
 
     def finish(self) -> None:

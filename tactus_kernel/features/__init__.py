@@ -23,6 +23,7 @@ EFFECT_MODULES = [
     "composition.effects",
     "evaluations.effects",
     "compat.effects",
+    "telemetry",  # last: it wraps the human and agent-turn effects
 ]
 
 

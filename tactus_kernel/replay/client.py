@@ -112,6 +112,7 @@ class ReplayOptions:
     startup_timeout: float = 60.0
     cwd: str | None = None  # the kernel's working folder; default: the notebook's
     kernel_name: str = KERNEL_NAME
+    events: str | None = None  # append the kernel's events here (TACTUS_EVENTS, docs/telemetry.md)
 
 
 @dataclass
@@ -406,6 +407,14 @@ class ReplayClient(NotebookClient):
 
 
 # ---------------------------------------------------------------- the replay
+def _kernel_env(options: ReplayOptions) -> dict[str, Any]:
+    """The kernel's environment, when the replay adds to it: ``--events``
+    reaches the kernel as TACTUS_EVENTS, so one code path writes events."""
+    if not options.events:
+        return {}
+    return {"env": {**os.environ, "TACTUS_EVENTS": options.events}}
+
+
 ProgressCallback = Callable[[CellReport, int], None]
 
 
@@ -457,7 +466,9 @@ async def replay(
     try:
         try:
             await asyncio.wait_for(
-                client.async_start_new_kernel(cwd=str(options.cwd or notebook_dir), stderr=kernel_log),
+                client.async_start_new_kernel(
+                    cwd=str(options.cwd or notebook_dir), stderr=kernel_log, **_kernel_env(options)
+                ),
                 options.startup_timeout,
             )
             result.kernel_pid = getattr(km.provisioner, "pid", None)

@@ -131,6 +131,11 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--startup-timeout", type=float, default=60.0, metavar="S", help="give the kernel S seconds to start (60)"
     )
     p.add_argument("--cwd", metavar="DIR", help="the kernel's working folder (default: the notebook's folder)")
+    p.add_argument(
+        "--events",
+        metavar="FILE.jsonl",
+        help="append the audit trail (runs, steps, human answers, agent turns) as JSON lines; see docs/telemetry.md",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary; errors only")
     p.set_defaults(func=run)
     return p
@@ -187,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout if args.timeout and args.timeout > 0 else None,
             startup_timeout=args.startup_timeout,
             cwd=args.cwd,
+            events=str(Path(args.events).resolve()) if args.events else None,
         )
     except InputError as exc:
         return _fail_input(str(exc))
@@ -194,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail_input(STRICT_CONFLICT.format(answer="--answer", divergence="--allow-divergence"))
     if args.cwd and not Path(args.cwd).is_dir():
         return _fail_input(f"--cwd {args.cwd}: no such folder")
+    if args.events and not Path(args.events).resolve().parent.is_dir():
+        return _fail_input(f"--events {args.events}: its folder does not exist")
     output = args.notebook if args.inplace else args.output
     if output and output != "-" and not Path(output).resolve().parent.is_dir():
         return _fail_input(f"-o {output}: its folder does not exist")
