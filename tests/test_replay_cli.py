@@ -514,8 +514,9 @@ def test_removed_human_request_is_a_divergence(greet: Path, tmp_path: Path, caps
 
 def test_replay_api_shuts_the_kernel_down(recorded: Path):
     """The engine the CLI and the plugin share reports the kernel it ran."""
-    from tactus_kernel.replay.client import ReplayOptions, prepare, read_notebook
     from tactus_kernel.replay.client import replay as run_replay
+    from tactus_kernel.replay.notebook_io import prepare, read_notebook
+    from tactus_kernel.replay.outcome import ReplayOptions
 
     nb = read_notebook(recorded)
     options = ReplayOptions()
@@ -547,7 +548,9 @@ def test_a_kernel_that_never_replies_fails_the_cell(recorded: Path, tmp_path: Pa
     """ipykernel sends no execute_reply when its handler raises; a replay
     must not wait for it forever, and shows the kernel's log."""
     from tactus_kernel.replay import client as replay_client
-    from tactus_kernel.replay.client import ReplayOptions, describe_failure, prepare, read_notebook
+    from tactus_kernel.replay.notebook_io import prepare, read_notebook
+    from tactus_kernel.replay.outcome import ReplayOptions
+    from tactus_kernel.replay.report import describe_failure
 
     spec = tmp_path / "kernels" / "broken"
     spec.mkdir(parents=True)
