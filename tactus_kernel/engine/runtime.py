@@ -372,7 +372,7 @@ class Runtime:
             try:
                 check_value(value, f"param '{key}'")
             except NotRecordable as exc:
-                failure = Failure("ParamError", f"procedure '{name}': {exc}", procedure=name, field=key)
+                failure = Failure("ParamError", f"procedure '{name}': {exc}", field=key)
                 raise CellError.of(failure) from None
         async with self._cell_run(CellRun(label, name, collecting=False, title=name)) as (cell, ctx):
             out = await self._drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))

@@ -135,18 +135,18 @@ class CompositionHub:
         try:
             given_py = to_json(given, "params") if given is not None else {}
         except NotRecordable as exc:
-            raise KernelError(Failure("ParamError", f"procedure '{name}': {exc}", procedure=name)) from None
+            raise KernelError(Failure("ParamError", f"procedure '{name}': {exc}")) from None
         if given_py == []:
             given_py = {}
         if not isinstance(given_py, dict):
             problem = f"procedure '{name}': params must be a table of name = value"
-            raise KernelError(Failure("ParamError", problem, procedure=name))
+            raise KernelError(Failure("ParamError", problem))
         from tactus_kernel.engine.fields import validate_params  # pydantic, loaded by the first declaration
 
         try:
             validated = validate_params(f"procedure '{name}'", spec.params, given_py)
         except ParamError as exc:
-            raise KernelError(replace(exc.failure(), procedure=name)) from None
+            raise KernelError(exc.failure()) from None
 
         counts = self.counts.setdefault(parent.id, {})
         self.count_cells[parent.id] = parent.cell
