@@ -51,10 +51,10 @@ KNOWN = {
 
 # Where Lua raised an error, ahead of its message: ``[cell 2]:3: `` (a chunk
 # name in brackets, a line), repeated when an error is raised again. The one
-# place this syntax is known (see positions and strip_positions).
+# place this syntax is known (see strip_positions and cell_positions).
 _POSITIONS = re.compile(r"^(?:\[[^\]]*\]:\d+: )+")
 _AT = re.compile(r"\[cell (\d+)\]:(\d+):")
-_NAMED = re.compile(r"^(?:\[[^\]]*\]:\d+: )*([A-Z][A-Za-z]*(?:Error|Interrupt|Answer|Timeout)): ")
+_NAMED = re.compile(r"^([A-Z][A-Za-z]*(?:Error|Interrupt|Answer|Timeout)): ")  # after the positions
 
 
 def strip_positions(message: str) -> str:
@@ -202,9 +202,9 @@ class ParamError(ValueError):
         super().__init__(message)
         self.field = field
 
-    def failure(self, kind: str = "ParamError", message: str | None = None) -> Failure:
-        """This error as data (an output's is an OutputError)."""
-        return Failure(kind, str(self) if message is None else message, field=self.field)
+    def failure(self) -> Failure:
+        """This error as data."""
+        return Failure("ParamError", str(self), field=self.field)
 
 
 @dataclass
@@ -257,7 +257,7 @@ def not_utf8(exc: UnicodeDecodeError) -> str:
 
 def classify(message: str) -> str:
     """The error name for a Lua error message."""
-    m = _NAMED.match(message)
+    m = _NAMED.match(strip_positions(message))
     if m and m.group(1) in KNOWN:
         return m.group(1)
     if "not enough memory" in message:
