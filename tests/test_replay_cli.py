@@ -233,6 +233,26 @@ def test_divergence_exits_3_and_shows_both_calls(kind: str, recorded: Path, tmp_
     assert errors and errors[0]["ename"] == "DivergenceError"
 
 
+CHILD = """procedure({name = "double", params = {n = {type = "number", required = true}}}, function()
+  return {v = Step.run("mul", function() return params.n * 2 end)}
+end)"""
+CALLER = 'procedure({name = "main"}, function() return Procedure.run("double", {n = 3}) end)'
+
+
+def test_a_child_called_with_other_params_diverges_with_both_params(tmp_path: Path, capsys):
+    """A params divergence is reported from its own fields: the recorded
+    and the new params of the same child procedure, side by side."""
+    path = tmp_path / "params.ipynb"
+    record_notebook(path, [CHILD, CALLER])
+    changed = edit_cell(path, tmp_path / "changed.ipynb", 1, CALLER.replace("n = 3", "n = 4"))
+    code, err = replay(capsys, changed)
+    assert code == 3, err
+    assert err.splitlines()[0] == f'{changed} cell 2, procedure "main": replay diverged from the recorded checkpoints'
+    row = next(line for line in err.splitlines() if line.split()[:2] == ["->", "1"])
+    was, now = "procedure 'double' with params {\"n\": 3}", "procedure 'double' with params {\"n\": 4}"
+    assert was in row and now in row and row.index(was) < row.index(now)
+
+
 def test_allow_divergence_records_the_new_calls(recorded: Path, tmp_path: Path, capsys):
     source = DIVERGENCES["renamed"][0]
     nb_path = edit_cell(recorded, tmp_path / "renamed.ipynb", 2, source)
