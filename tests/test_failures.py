@@ -262,3 +262,20 @@ def test_a_missing_answer_report_uses_the_answer_key_from_the_data():
     lines = describe_failure(_result(failure), "nb.ipynb", answer_flag="--tactus-answer").splitlines()
     assert lines[0] == 'nb.ipynb cell 2, procedure "greet": Human.approve "Ship it?" has no recorded answer'
     assert lines[1].endswith("or answer it here with --tactus-answer confirm=VALUE")
+
+
+def test_a_divergence_in_a_child_shows_the_childs_nested_record():
+    data = Failure(
+        "DivergenceError",
+        "x",
+        procedure="main/double#1",
+        divergence="call",
+        position=2,
+        recorded={"kind": "step", "name": "add"},
+        asked={"kind": "step", "name": "mul"},
+    )
+    child = {"checkpoints": [{"kind": "step", "name": "load"}, {"kind": "step", "name": "add"}]}
+    recorded = {"procedures": {"main": {"checkpoints": [], "children": {"double#1": child}}}}
+    lines = describe_failure(_result(ReplayFailure.of_cell(CELL, data, "x", []), recorded), "nb.ipynb").splitlines()
+    assert lines[2].split() == ["1", "step", "'load'", "step", "'load'"]
+    assert lines[3].split() == ["->", "2", "step", "'add'", "step", "'mul'"]

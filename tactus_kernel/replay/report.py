@@ -13,6 +13,7 @@ import shlex
 from typing import Any
 
 from tactus_kernel.engine.errors import Failure, call_text
+from tactus_kernel.engine.records import Records
 from tactus_kernel.replay.outcome import ReplayFailure, ReplayResult
 
 
@@ -58,7 +59,7 @@ def _divergence_table(data: Failure | None, evalue: str, recorded: dict[str, Any
     if data is None or data.position is None or data.procedure is None:
         return ["  " + line for line in evalue.splitlines()]
     key, pos, params = data.procedure, data.position, data.divergence == "params"
-    entries = (((recorded or {}).get("procedures") or {}).get(key) or {}).get("checkpoints") or []
+    entries = (_record(recorded, key) or {}).get("checkpoints") or []
     table: list[tuple[str, str, str]] = []
     for i in range(max(0, pos - 4), pos - 1):
         if i < len(entries):
@@ -74,6 +75,16 @@ def _divergence_table(data: Failure | None, evalue: str, recorded: dict[str, Any
     if later > 0:
         out.append(f"         ({later} more recorded after #{pos})")
     return out
+
+
+def _record(recorded: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
+    """The record at `key` (a child's is nested: ``main/build#1``) in a notebook's metadata.tactus."""
+    procedures = (recorded or {}).get("procedures")
+    if not isinstance(procedures, dict):
+        return None
+    records = Records(max_bytes=None)
+    records.procedures = procedures
+    return records.lookup(key)
 
 
 def _no_answer(failure: ReplayFailure, proc: str | None) -> tuple[str, str]:
