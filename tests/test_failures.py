@@ -160,11 +160,13 @@ def test_the_error_reply_and_message_carry_the_failure(kernel):
     }
     assert _data(run.error) == data
 
-    # a missing recorded answer (replay mode: fails at once)
+    # a missing recorded answer (replay mode: fails at once), read through the driver
     run = kernel.execute('procedure({name = "greet"}, function() return Human.input({message = "Name?"}) end)')
-    data = _data(run.reply["content"])
-    assert (data["kind"], data["procedure"], data["answer_key"]) == ("NoRecordedAnswer", "greet", "Name?")
-    assert data["request"]["kind"] == "input"
+    failure = run.failure
+    assert failure is not None and failure.to_json() == _data(run.reply["content"])
+    assert (failure.kind, failure.procedure, failure.answer_key) == ("NoRecordedAnswer", "greet", "Name?")
+    assert failure.request is not None and failure.request["kind"] == "input"
+    assert kernel.execute("return 1").failure is None
 
     # a param error of %tactus run
     kernel.execute('procedure({name = "p", params = {n = {type = "number", required = true}}}, function() end)')
