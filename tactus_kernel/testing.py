@@ -32,7 +32,7 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
-from tactus_kernel.engine.errors import Failure
+from tactus_kernel.engine.errors import FAILURE_KEY, Failure
 from tactus_kernel.replay.client import local_sockets
 
 
@@ -81,7 +81,7 @@ class CellRun:
         its error reply; None when the cell did not fail."""
         if self.reply is None or self.reply["content"].get("status") != "error":
             return None
-        return Failure.from_json(self.reply["content"].get("tactus"))
+        return Failure.from_json(self.reply["content"].get(FAILURE_KEY))
 
 
 _TAG = re.compile(r"<[^>]+>")

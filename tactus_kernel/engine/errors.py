@@ -49,6 +49,10 @@ KNOWN = {
     "InternalError",
 }
 
+# The key of a Failure (as JSON) in an error reply and an IOPub ``error``
+# message, beside ename/evalue/traceback; clients that do not know it ignore it.
+FAILURE_KEY = "tactus"
+
 # Where Lua raised an error, ahead of its message: ``[cell 2]:3: `` (a chunk
 # name in brackets, a line), repeated when an error is raised again. The one
 # place this syntax is known (see strip_positions and cell_positions).

@@ -28,7 +28,7 @@ from ipykernel.kernelbase import Kernel
 
 from tactus_kernel import __version__
 from tactus_kernel.engine.display import bundle
-from tactus_kernel.engine.errors import CellError, internal_error
+from tactus_kernel.engine.errors import FAILURE_KEY, CellError, internal_error
 from tactus_kernel.engine.records import Records
 from tactus_kernel.jupyter import completion, magics
 from tactus_kernel.jupyter.notebook_host import NotebookHost, RecordsChannel
@@ -37,10 +37,6 @@ if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import Runtime
 
 
-# The key of the structured failure (errors.Failure as JSON) in an error
-# reply and an ``error`` message, beside ename/evalue/traceback; clients
-# that do not know it ignore it (docs/replay.md).
-FAILURE_KEY = "tactus"
 T = TypeVar("T")
 _CONCURRENT: contextvars.ContextVar[bool] = contextvars.ContextVar("tactus_concurrent", default=False)
 COMM_MESSAGES = ("comm_open", "comm_msg", "comm_close")

@@ -40,14 +40,13 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
-from tactus_kernel.engine.errors import Failure
+from tactus_kernel.engine.errors import FAILURE_KEY, Failure
 from tactus_kernel.engine.records import SCHEMA_VERSION
 from tactus_kernel.replay.notebook_io import unwritable_metadata
 from tactus_kernel.replay.outcome import CellReport, ReplayFailure, ReplayOptions, ReplayResult
 from tactus_kernel.replay.params import INJECTED_TAG
 
 COMM_TARGET = "tactus"
-FAILURE_KEY = "tactus"  # where the kernel puts the failure, as data, in an error reply (jupyter/kernel.py)
 
 
 class CellIdKernelClient(AsyncKernelClient):
