@@ -107,13 +107,7 @@ def describe_failure(
     divergence_flag: str = "--allow-divergence",
 ) -> str:
     """The failure as the user reads it: a headline naming the notebook,
-        cell and procedure, then what to look at and how to fix it.
-
-    Everything here is read from the failure the kernel sent as data
-    (:class:`tactus_kernel.engine.errors.Failure`): the procedure, the
-    recorded and asked calls, the request and its ``--answer`` key, the failing
-    line. The message text is shown, never parsed.
-    """
+    cell and procedure, then what to look at and how to fix it."""
     failure = result.failure
     if failure is None:
         return ""
