@@ -54,8 +54,8 @@ def python_notebook() -> Any:
 
 
 def measure(quick: bool = False) -> dict[str, Any]:
-    from tactus_kernel.replay.client import ReplayOptions
     from tactus_kernel.replay.command import replay_file
+    from tactus_kernel.replay.outcome import ReplayOptions
 
     rounds = 2 if quick else 8
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,7 @@ from typing import Any
 import nbformat
 from nbformat.v4 import new_output, output_from_msg
 
-from tactus_kernel.replay.client import write_notebook
+from tactus_kernel.replay.notebook_io import write_notebook
 from tactus_kernel.testing import Card, CellRun, KernelDriver
 
 

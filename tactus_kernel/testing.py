@@ -33,6 +33,7 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
+from tactus_kernel.engine.errors import FAILURE_KEY, Failure
 from tactus_kernel.replay.client import local_sockets
 
 
@@ -73,6 +74,15 @@ class CellRun:
         """The cell's error (``ename``, ``evalue``, ``traceback``), or None."""
         errors = self.errors
         return errors[-1] if errors else None
+
+    @property
+    def failure(self) -> Failure | None:
+        """The cell's error as data (kind, procedure, recorded and asked
+        calls, request...: see docs/replay.md), as the kernel sent it with
+        its error reply; None when the cell did not fail."""
+        if self.reply is None or self.reply["content"].get("status") != "error":
+            return None
+        return Failure.from_json(self.reply["content"].get(FAILURE_KEY))
 
 
 _TAG = re.compile(r"<[^>]+>")

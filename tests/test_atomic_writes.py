@@ -39,7 +39,7 @@ atomic.os.fsync = held
 WRITERS = {
     "notebook": """
 import nbformat
-from tactus_kernel.replay.client import write_notebook
+from tactus_kernel.replay.notebook_io import write_notebook
 nb = nbformat.v4.new_notebook()
 nb.cells.append(nbformat.v4.new_markdown_cell("new " * 1_000_000))
 write_notebook(nb, TARGET)

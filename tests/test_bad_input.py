@@ -37,7 +37,8 @@ from tactus_kernel.cli import main
 from tactus_kernel.engine.records import Records, field_path
 from tactus_kernel.jupyter.notebook_host import RecordsChannel
 from tactus_kernel.protocol import MetadataError, parse_metadata
-from tactus_kernel.replay.client import ReplayOptions, prepare, read_notebook
+from tactus_kernel.replay.notebook_io import prepare, read_notebook
+from tactus_kernel.replay.outcome import ReplayOptions
 from tactus_kernel.replay.params import InputError
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"

@@ -30,7 +30,9 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from tactus_kernel.replay.client import ReplayOptions, ReplayResult, prepare, replay
+from tactus_kernel.replay.client import replay
+from tactus_kernel.replay.notebook_io import prepare
+from tactus_kernel.replay.outcome import ReplayOptions, ReplayResult
 
 CORPUS = Path(__file__).parent / "compat" / "agents"
 MCP_SERVER = Path(__file__).parent / "mcp_server.py"

@@ -233,6 +233,26 @@ def test_divergence_exits_3_and_shows_both_calls(kind: str, recorded: Path, tmp_
     assert errors and errors[0]["ename"] == "DivergenceError"
 
 
+CHILD = """procedure({name = "double", params = {n = {type = "number", required = true}}}, function()
+  return {v = Step.run("mul", function() return params.n * 2 end)}
+end)"""
+CALLER = 'procedure({name = "main"}, function() return Procedure.run("double", {n = 3}) end)'
+
+
+def test_a_child_called_with_other_params_diverges_with_both_params(tmp_path: Path, capsys):
+    """A params divergence is reported from its own fields: the recorded
+    and the new params of the same child procedure, side by side."""
+    path = tmp_path / "params.ipynb"
+    record_notebook(path, [CHILD, CALLER])
+    changed = edit_cell(path, tmp_path / "changed.ipynb", 1, CALLER.replace("n = 3", "n = 4"))
+    code, err = replay(capsys, changed)
+    assert code == 3, err
+    assert err.splitlines()[0] == f'{changed} cell 2, procedure "main": replay diverged from the recorded checkpoints'
+    row = next(line for line in err.splitlines() if line.split()[:2] == ["->", "1"])
+    was, now = "procedure 'double' with params {\"n\": 3}", "procedure 'double' with params {\"n\": 4}"
+    assert was in row and now in row and row.index(was) < row.index(now)
+
+
 def test_allow_divergence_records_the_new_calls(recorded: Path, tmp_path: Path, capsys):
     source = DIVERGENCES["renamed"][0]
     nb_path = edit_cell(recorded, tmp_path / "renamed.ipynb", 2, source)
@@ -514,8 +534,9 @@ def test_removed_human_request_is_a_divergence(greet: Path, tmp_path: Path, caps
 
 def test_replay_api_shuts_the_kernel_down(recorded: Path):
     """The engine the CLI and the plugin share reports the kernel it ran."""
-    from tactus_kernel.replay.client import ReplayOptions, prepare, read_notebook
     from tactus_kernel.replay.client import replay as run_replay
+    from tactus_kernel.replay.notebook_io import prepare, read_notebook
+    from tactus_kernel.replay.outcome import ReplayOptions
 
     nb = read_notebook(recorded)
     options = ReplayOptions()
@@ -547,7 +568,9 @@ def test_a_kernel_that_never_replies_fails_the_cell(recorded: Path, tmp_path: Pa
     """ipykernel sends no execute_reply when its handler raises; a replay
     must not wait for it forever, and shows the kernel's log."""
     from tactus_kernel.replay import client as replay_client
-    from tactus_kernel.replay.client import ReplayOptions, describe_failure, prepare, read_notebook
+    from tactus_kernel.replay.notebook_io import prepare, read_notebook
+    from tactus_kernel.replay.outcome import ReplayOptions
+    from tactus_kernel.replay.report import describe_failure
 
     spec = tmp_path / "kernels" / "broken"
     spec.mkdir(parents=True)

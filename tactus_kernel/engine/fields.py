@@ -84,10 +84,10 @@ def _kind_of(value: Any) -> str:
 def check_field(owner: str, what: str, name: str, spec: FieldSpec, value: Any) -> Any:
     ok, value = _type_ok(spec.type, value)
     if not ok:
-        raise ParamError(f"{owner}: {what} '{name}' must be {spec.type}, got {_kind_of(value)} {value!r:.60}")
+        raise ParamError(f"{owner}: {what} '{name}' must be {spec.type}, got {_kind_of(value)} {value!r:.60}", name)
     if spec.enum is not None and value not in spec.enum:
         choices = ", ".join(repr(c) for c in spec.enum)
-        raise ParamError(f"{owner}: {what} '{name}' must be one of {choices}, got {value!r:.60}")
+        raise ParamError(f"{owner}: {what} '{name}' must be one of {choices}, got {value!r:.60}", name)
     return value
 
 
@@ -97,7 +97,7 @@ def validate_params(owner: str, fields: dict[str, FieldSpec], given: dict[str, A
     unknown = sorted(set(given) - set(fields))
     if unknown and fields:
         known = ", ".join(sorted(fields)) or "none"
-        raise ParamError(f"{owner}: unknown param '{unknown[0]}' (declared: {known})")
+        raise ParamError(f"{owner}: unknown param '{unknown[0]}' (declared: {known})", unknown[0])
     out: dict[str, Any] = dict(given) if not fields else {}
     for name, spec in fields.items():
         if name in given and given[name] is not None:
@@ -105,7 +105,7 @@ def validate_params(owner: str, fields: dict[str, FieldSpec], given: dict[str, A
         elif spec.default is not None:  # checked too: a default may come from a global (``-p``)
             out[name] = check_field(owner, "default of param", name, spec, spec.default)
         elif spec.required:
-            raise ParamError(f"{owner}: required param '{name}' is missing")
+            raise ParamError(f"{owner}: required param '{name}' is missing", name)
     return out
 
 
@@ -121,7 +121,7 @@ def validate_outputs(owner: str, fields: dict[str, FieldSpec], value: Any) -> An
     for name, spec in fields.items():
         if value.get(name) is None:
             if spec.required:
-                raise ParamError(f"{owner}: required output '{name}' is missing")
+                raise ParamError(f"{owner}: required output '{name}' is missing", name)
             continue
         out[name] = check_field(owner, "output", name, spec, value[name])
     return out

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tactus_kernel.engine.errors import Failure, KernelError, call_text
+
 SCHEMA_VERSION = 1
 # Recorded data lives in Python, outside the Lua memory cap: it has its own budget.
 DEFAULT_MAX_RECORDS = 256 * 2**20
@@ -122,25 +124,48 @@ def describe_entry(key: str, index: int, entry: dict[str, Any]) -> str:
     return f"procedure {key!r}, checkpoint #{index + 1} ({entry.get('kind')} {entry.get('name')!r})"
 
 
-class DivergenceError(RuntimeError):
-    """Replay asked for a different call than the one recorded at its position."""
+class DivergenceError(KernelError):
+    """Replay asked for a different call than the one recorded at its position.
+
+    `position` is 0-based here; the failure counts checkpoints from 1, as
+    the message does."""
+
+    divergence = "call"
 
     def __init__(self, key: str, position: int, recorded: dict[str, Any] | None, asked: dict[str, Any]) -> None:
         self.key, self.position, self.recorded, self.asked = key, position, recorded, asked
-        if recorded is None:
-            rec = "nothing (the record ends here)"
-        else:
-            rec = f"{recorded['kind']} {recorded['name']!r}"
-        if asked.get("kind") == "end":
-            new = "the end of the procedure"
-        else:
-            new = f"{asked['kind']} {asked['name']!r}"
-        super().__init__(
+        params = self.divergence == "params"
+        message = (
             f"replay diverged in procedure {key!r} at checkpoint #{position + 1}:\n"
-            f"  recorded: {rec}\n"
-            f"  now:      {new}\n"
+            f"  recorded: {call_text(recorded, params)}\n"
+            f"  now:      {call_text(asked, params)}\n"
             f"Run `%tactus reset {key}` to record it afresh, or restore the code that made the record."
         )
+        super().__init__(
+            Failure(
+                "DivergenceError",
+                message,
+                procedure=key,
+                divergence=self.divergence,
+                position=position + 1,
+                recorded=_call(recorded, params),
+                asked=_call(asked, params),
+            )
+        )
+
+
+class ParamsDivergenceError(DivergenceError):
+    """Replay called the recorded child procedure with other params than
+    recorded: the entries shown carry their params."""
+
+    divergence = "params"
+
+
+def _call(entry: dict[str, Any] | None, params: bool) -> dict[str, Any] | None:
+    """What a divergence says of an entry: its kind and name (and its params, for a params divergence)."""
+    if entry is None:
+        return None
+    return {k: entry[k] for k in ("kind", "name", "params") if k in entry and (params or k != "params")}
 
 
 # How an error names each kind of recorded call.
@@ -154,17 +179,22 @@ _CALLS = {
 }
 
 
-class NotRecordedError(RuntimeError):
+class NotRecordedError(KernelError):
     """Strict mode (``replay --strict``): a call has no record, and strict
     mode never runs one live (no step function, no model, no person)."""
 
     def __init__(self, key: str, position: int, kind: str, name: str) -> None:
         self.key, self.position, self.kind, self.name = key, position, kind, name
         call = _CALLS.get(kind, kind)
-        super().__init__(
+        message = (
             f"strict mode: procedure {key!r}: {call} {name!r} (checkpoint #{position + 1}, kind {kind}) "
             "was not recorded, and strict mode runs nothing live; record it (run the notebook in JupyterLab "
             "or replay without --strict) and commit the notebook"
+        )
+        super().__init__(
+            Failure(
+                "NotRecordedError", message, procedure=key, position=position + 1, asked={"kind": kind, "name": name}
+            )
         )
 
 

@@ -28,7 +28,7 @@ from lupa import lua54
 
 from tactus_kernel.engine import errors
 from tactus_kernel.engine.display import displayable, lua_repr
-from tactus_kernel.engine.errors import CellError, ParamError, not_utf8, tagged
+from tactus_kernel.engine.errors import CellError, Failure, KernelError, ParamError, not_utf8, raise_text, tagged
 from tactus_kernel.engine.files import FileError, file_op
 from tactus_kernel.engine.host import ConsoleHost, Host
 from tactus_kernel.engine.interrupts import Interrupter
@@ -120,18 +120,19 @@ def cell_title(label: str, code: str) -> str:
 
 # Kernel exceptions that reach Lua as errors under their own name.
 _TAGGED: tuple[tuple[type[Exception], str], ...] = (
-    (DivergenceError, "DivergenceError"),
-    (NotRecordedError, "NotRecordedError"),
-    (ParamError, "ParamError"),
     (NotRecordable, "NotRecordableError"),
     (RecordLimitError, "NotRecordableError"),
     (FileError, "SandboxError"),
 )
-LUA_ERRORS: tuple[type[Exception], ...] = (BridgeError, *(cls for cls, _ in _TAGGED))
+LUA_ERRORS: tuple[type[Exception], ...] = (BridgeError, KernelError, ParamError, *(cls for cls, _ in _TAGGED))
 
 
 def lua_message(exc: Exception) -> str:
-    """The Lua error message for one of LUA_ERRORS."""
+    """The Lua error message for one of LUA_ERRORS (an error with data keeps it: see errors.raise_text)."""
+    if isinstance(exc, KernelError):
+        return raise_text(exc.failure)
+    if isinstance(exc, ParamError):
+        return raise_text(exc.failure())
     if isinstance(exc, BridgeError):
         return str(exc)
     for cls, name in _TAGGED:
@@ -377,7 +378,8 @@ class Runtime:
             try:
                 check_value(value, f"param '{key}'")
             except NotRecordable as exc:
-                raise CellError.simple("ParamError", f"procedure '{name}': {exc}") from None
+                failure = Failure("ParamError", f"procedure '{name}': {exc}", field=key)
+                raise CellError.of(failure) from None
         async with self._cell_run(CellRun(label, name, collecting=False, title=name)) as (cell, ctx):
             out = await self._drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))
             await self._settle(cell)
@@ -435,9 +437,9 @@ class Runtime:
             try:
                 log.finish()
             except DivergenceError as exc:
-                raise CellError.simple("DivergenceError", str(exc)) from None
+                raise CellError.of(exc.failure) from None
             except NotRecordedError as exc:  # strict mode: one that a pcall caught
-                raise CellError.simple("NotRecordedError", str(exc)) from None
+                raise CellError.of(exc.failure) from None
 
     def reset(self, keys: list[str] | None = None) -> list[str]:
         """Forget the recorded checkpoints and the declarations of the named
@@ -642,7 +644,7 @@ class Runtime:
         return key
 
     @_bridge
-    def _b_begin_run(self, key: str, given: Any, parent_run: Any, record_key: str | None = None) -> tuple[int, Any]:
+    def _b_begin_run(self, key: str, given: Any, record_key: str | None = None) -> tuple[int, Any]:
         """Start a run of procedure `key`; `record_key` (given for a child
         procedure, see primitives/composition.py) is where its record lives."""
         from tactus_kernel.engine.fields import validate_params
@@ -688,8 +690,10 @@ class Runtime:
         except (ParamError, NotRecordable) as exc:
             records.set(run.key, status="failed")
             problem = str(exc) if isinstance(exc, ParamError) else f"procedure '{run.key}': {exc}"
-            self._ended(run, False, tagged("OutputError", problem))
-            raise BridgeError(tagged("OutputError", problem)) from None
+            field = exc.field if isinstance(exc, ParamError) else None
+            failure = Failure("OutputError", problem, procedure=run.key, field=field)
+            self._ended(run, False, failure.text)
+            raise KernelError(failure) from None
         records.set(run.key, status="completed", output=out)
         self._ended(run, True, None)
         return to_lua(self.lua, out)

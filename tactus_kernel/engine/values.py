@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from lupa import lua54
@@ -227,6 +228,18 @@ def loads(text: str, what: str) -> Any:
     except NotRecordable as exc:
         raise UnfitJson(f"{what}: {exc}") from None
     return value
+
+
+def parse_value(text: str, what: str = "the value", load: Callable[[str, str], Any] = loads) -> Any:
+    """A value a person typed (a command-line option, a magic's argument, a
+    spec step's word): JSON when the text parses as JSON (``3``, ``true``,
+    ``{"a": 1}``), else the text itself (``prod``). `load` parses and vets
+    the JSON, raising its caller's error for JSON it will not take (the
+    default: :func:`loads`, whose UnfitJson names `what`)."""
+    try:
+        return load(text, what)
+    except json.JSONDecodeError:  # not JSON: the text is the value
+        return text
 
 
 def _plain_key(k: Any) -> str:

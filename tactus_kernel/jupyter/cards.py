@@ -344,7 +344,7 @@ def no_widgets_message(req: HumanRequest) -> str:
     answer = f"{json.dumps(req.name, ensure_ascii=False)} {_answer_hint(req)}"
     procedure = json.dumps(req.key or req.procedure, ensure_ascii=False)
     return (
-        f"NoRecordedAnswer: procedure {procedure}: {req.describe()} has no "
+        f"procedure {procedure}: {req.describe()} has no "
         "recorded answer, and no frontend that shows cards is connected (nbconvert, papermill and nbclient "
         "cannot show widgets). Answer it in JupyterLab and save the notebook, or replay with "
         f"`tactus-kernel replay NOTEBOOK --answer {json.dumps(req.name + '=VALUE', ensure_ascii=False)}`; "

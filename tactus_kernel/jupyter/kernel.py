@@ -18,7 +18,8 @@ import signal
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import comm
 from ipykernel.comm.comm import BaseComm
@@ -27,7 +28,7 @@ from ipykernel.kernelbase import Kernel
 
 from tactus_kernel import __version__
 from tactus_kernel.engine.display import bundle
-from tactus_kernel.engine.errors import CellError, internal_error
+from tactus_kernel.engine.errors import FAILURE_KEY, CellError, internal_error
 from tactus_kernel.engine.records import Records
 from tactus_kernel.jupyter import completion, magics
 from tactus_kernel.jupyter.notebook_host import NotebookHost, RanProcedures, RecordsChannel
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import Runtime
 
 
+T = TypeVar("T")
 _CONCURRENT: contextvars.ContextVar[bool] = contextvars.ContextVar("tactus_concurrent", default=False)
 COMM_MESSAGES = ("comm_open", "comm_msg", "comm_close")
 
@@ -255,7 +257,7 @@ class TactusKernel(Kernel):
                         "Tactus: no Tactus notebook extension is connected, so checkpoints stay in this kernel "
                         "and will not be saved into the notebook (they are lost when the kernel stops).\n",
                     )
-                result = await self._interruptible(self.runtime.execute(code, label, key))
+                result = await self.interruptible(self.runtime.execute(code, label, key))
             data = bundle(result) if result and not silent else None
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every cell gets one reply: see _as_cell_error
             err = self._as_cell_error(exc, label)
@@ -269,6 +271,7 @@ class TactusKernel(Kernel):
                 "ename": err.ename,
                 "evalue": err.evalue,
                 "traceback": err.traceback,
+                FAILURE_KEY: err.failure.to_json(),
             }
         self._flush(host, label)
         self._ending = (parent, host.metadata)
@@ -301,7 +304,7 @@ class TactusKernel(Kernel):
         traceback goes to the kernel log only."""
         if isinstance(exc, CellError):
             return exc
-        if isinstance(exc, KeyboardInterrupt):  # SIGINT outside _interruptible (a magic's own work)
+        if isinstance(exc, KeyboardInterrupt):  # SIGINT outside interruptible (a magic's own work)
             return CellError.simple("KeyboardInterrupt", "interrupted by the user")
         self.log.error("Tactus: internal error in %s", label, exc_info=exc)
         return internal_error(exc, label)
@@ -338,7 +341,7 @@ class TactusKernel(Kernel):
             self.runtime.interrupt()
             task.get_loop().call_soon_threadsafe(task.cancel)
 
-    async def _interruptible(self, work: Any) -> Any:
+    async def interruptible(self, work: Awaitable[T]) -> T:
         """Run `work` so that SIGINT stops it instead of killing the kernel.
 
         The SIGINT watcher arms the Lua threads (tight loops stop at the next
@@ -359,8 +362,17 @@ class TactusKernel(Kernel):
             self._running = None
             signal.signal(signal.SIGINT, previous)
 
+    def flush_records(self) -> None:
+        """Send the frontend the record changes made so far (magics.MagicHost)."""
+        self.channel.flush()
+
     def _send_error(self, parent: dict[str, Any], err: CellError, metadata: dict[str, Any] | None = None) -> None:
-        content = {"ename": err.ename, "evalue": err.evalue, "traceback": err.traceback}
+        content = {
+            "ename": err.ename,
+            "evalue": err.evalue,
+            "traceback": err.traceback,
+            FAILURE_KEY: err.failure.to_json(),
+        }
         assert self.session is not None
         self.session.send(
             self.iopub_socket, "error", content, parent=parent, ident=self._topic("error"), metadata=metadata

@@ -354,9 +354,9 @@ class NotebookHost:
         from tactus_kernel.jupyter import cards
 
         if not self.kernel.widget_frontend:
-            from tactus_kernel.engine.runtime import BridgeError
+            from tactus_kernel.features.human.effects import unanswered
 
-            raise BridgeError(cards.no_widgets_message(req))
+            raise unanswered(req, cards.no_widgets_message(req))
         self.flush()
         card = cards.Card(req, self, self.cell_id)
         try:

@@ -5,10 +5,7 @@ Every human request is answered from the notebook's recorded checkpoints
 cannot answer, and any call that differs from the record, ends the replay
 with a distinct exit code and one line that says where. See docs/replay.md.
 
-Exit codes: 0 every cell ran; 1 a cell failed (error, timeout, dead
-kernel) or the kernel did not start; 2 a human request has no recorded
-answer, or (--strict) a call was not recorded; 3 the replay diverged from the record; 4 unusable input (not a
-notebook, bad parameters, bad options); 130 interrupted.
+Exit codes: see exit_codes.py (one place) and docs/replay.md.
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from tactus_kernel.replay.exit_codes import ExitCode, usage_summary
 from tactus_kernel.replay.params import (
     InputError,
     load_parameters_file,
@@ -32,7 +30,6 @@ from tactus_kernel.replay.params import (
 
 # --strict records nothing new, so flags that would record something contradict it.
 STRICT_CONFLICT = "strict mode records nothing new: it cannot be combined with {answer} or {divergence}"
-EXIT_INPUT = 4  # same value as replay_client.EXIT_INPUT; not imported so --help stays light
 
 
 class _ReplayArgumentParser(argparse.ArgumentParser):
@@ -41,7 +38,7 @@ class _ReplayArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.INPUT, f"{self.prog}: error: {message}\n")
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         ns, extra = super().parse_known_args(args, namespace)
@@ -57,10 +54,7 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="run every cell of a recorded notebook, answering human requests from its checkpoints",
         description=(
             "Run every cell of NOTEBOOK on the Tactus kernel, answering each human request from the "
-            "notebook's recorded checkpoints (metadata.tactus); never waits for a person. "
-            "Exit codes: 0 ok, 1 a cell failed, 2 a human request has no recorded answer (or, with --strict, a "
-            "call was not recorded), "
-            "3 replay diverged from the record, 4 bad input, 130 interrupted."
+            "notebook's recorded checkpoints (metadata.tactus); never waits for a person. " + usage_summary()
         ),
     )
     # Same parser object, stricter usage errors (see _ReplayArgumentParser).
@@ -158,9 +152,9 @@ class Progress:
         self.stream.flush()
 
 
-def _fail_input(message: str) -> int:
+def _fail_input(message: str) -> ExitCode:
     sys.stderr.write(f"tactus-kernel replay: {message}\n")
-    return EXIT_INPUT
+    return ExitCode.INPUT
 
 
 def _skip_slow_optional_imports() -> None:
@@ -173,10 +167,10 @@ def _skip_slow_optional_imports() -> None:
         sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> ExitCode:
     """The ``replay`` subcommand; returns the exit code."""
     _skip_slow_optional_imports()
-    from tactus_kernel.replay.client import ReplayOptions
+    from tactus_kernel.replay.outcome import ReplayOptions
 
     try:
         parameters: dict[str, Any] = {}
@@ -210,39 +204,27 @@ def run(args: argparse.Namespace) -> int:
 
 def replay_file(
     notebook: str, output: str | None, options: Any, quiet: bool = False, stderr: IO[str] | None = None
-) -> int:
+) -> ExitCode:
     """Replay one notebook file, write the result, print the outcome."""
-    from tactus_kernel.replay.client import (
-        EXIT_INTERRUPTED,
-        check_notebook_bytes,
-        describe_failure,
-        mark_failure,
-        prepare,
-        read_notebook,
-        replay,
-        serialise_notebook,
-        write_notebook,
-    )
+    from tactus_kernel.replay.notebook_io import check_notebook_bytes, serialise_notebook, write_notebook
+    from tactus_kernel.replay.runner import replay_notebook
 
     err = stderr or sys.stderr
+
+    def warn(message: str) -> None:
+        if not quiet:
+            err.write(f"tactus-kernel replay: warning: {message}\n")
+
+    progress = Progress(err, enabled=not quiet and err.isatty())
     try:
-        nb = read_notebook(notebook)
-        warnings = prepare(nb, options)
+        run = _run_async(replay_notebook(notebook, options, notebook, on_warning=warn, on_cell=progress))
     except InputError as exc:
         return _fail_input(str(exc))
-    if not quiet:
-        for w in warnings:
-            err.write(f"tactus-kernel replay: warning: {w}\n")
-    progress = Progress(err, enabled=not quiet and err.isatty())
-    notebook_dir = Path(notebook).resolve().parent
-    try:
-        result = _run_async(replay(nb, options, notebook_dir, progress))
     except (KeyboardInterrupt, asyncio.CancelledError):
         err.write(f"tactus-kernel replay: {notebook}: interrupted; the kernel was shut down\n")
-        return EXIT_INTERRUPTED
-    if result.failure is not None:
-        mark_failure(nb, result.failure, describe_failure(result, notebook))
-    if result.failure is not None and result.failure.exit_code == EXIT_INPUT:
+        return ExitCode.INTERRUPTED
+    result, nb = run.result, run.notebook
+    if not run.writable:
         output = None  # the kernel's records cannot be written (see describe_failure): nothing is
     if output:
         try:
@@ -259,22 +241,21 @@ def replay_file(
                 write_notebook(nb, output)
         except InputError as exc:
             err.write(f"tactus-kernel replay: {notebook}: nothing written to {output}: {exc}\n")
-            return EXIT_INPUT
+            return ExitCode.INPUT
         except OSError as exc:
             err.write(f"tactus-kernel replay: cannot write {output}: {exc.strerror or exc}\n")
             if result.failure is None:
-                return EXIT_INPUT
-    if not quiet:
-        for w in result.warnings:
-            err.write(f"tactus-kernel replay: warning: {w}\n")
-    if result.failure is not None:
-        err.write(describe_failure(result, notebook) + "\n")
-        return result.exit_code
+                return ExitCode.INPUT
+    for w in result.warnings:
+        warn(w)
+    if run.message is not None:
+        err.write(run.message + "\n")
+        return run.exit_code
     if not quiet:
         where = f", wrote {output}" if output and output != "-" else ""
         cells = f"{len(result.cells)} cell{'' if len(result.cells) == 1 else 's'}"
         err.write(f"tactus-kernel replay: {notebook}: {cells} ran in {result.elapsed:.1f}s{where}\n")
-    return 0
+    return ExitCode.OK
 
 
 def _run_async(coro: Any) -> Any:

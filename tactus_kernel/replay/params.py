@@ -128,17 +128,20 @@ def check_depth(value: Any, where: str) -> Any:
     return value
 
 
-def parse_value(text: str, where: str = "value") -> Any:
-    """A command-line value: JSON when it parses, else the string itself.
-    JSON nested too deep is an InputError naming `where`."""
+def _load_checked(text: str, where: str) -> Any:
+    """JSON text, or InputError naming `where` when it nests too deep."""
     try:
         return check_depth(json.loads(text), where)
     except RecursionError:
         raise InputError(f"{where}: the value is nested more than {MAX_INPUT_DEPTH} levels deep") from None
-    except InputError:
-        raise
-    except ValueError:
-        return text
+
+
+def parse_value(text: str, where: str = "value") -> Any:
+    """A command-line value: JSON when it parses, else the string itself.
+    JSON nested too deep is an InputError naming `where`."""
+    from tactus_kernel.engine.values import parse_value as parse  # here: `replay --help` need not load lupa
+
+    return parse(text, where, _load_checked)
 
 
 def split_assignment(item: str, option: str) -> tuple[str, str]:

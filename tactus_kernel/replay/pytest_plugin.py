@@ -109,7 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
     failure per notebook."""
     if not config.getoption("tactus_replay", False):
         return
-    from tactus_kernel.replay.client import ReplayOptions
+    from tactus_kernel.replay.outcome import ReplayOptions
     from tactus_kernel.replay.params import InputError, parse_answers, parse_parameters, parse_procedure_params
 
     try:
@@ -195,42 +195,33 @@ class NotebookReplay(pytest.Item):
     def runtest(self) -> None:
         import asyncio
 
-        from tactus_kernel.replay.client import (
-            describe_failure,
-            mark_failure,
-            prepare,
-            read_notebook,
-            replay,
-            write_notebook,
-        )
+        from tactus_kernel.replay.exit_codes import ExitCode
+        from tactus_kernel.replay.notebook_io import write_notebook
         from tactus_kernel.replay.params import InputError
+        from tactus_kernel.replay.runner import Flags, replay_notebook
 
         options = self.config.stash[_OPTIONS_KEY]
-        try:
-            nb = read_notebook(self.path)
-            for warning in prepare(nb, options):
-                self.user_properties.append(("tactus-warning", warning))
-        except InputError as exc:
-            raise ReplayFailed(str(exc), 4) from None
-        result = asyncio.run(replay(nb, options, self.path.parent))
         label = self._label()
-        message = None
-        if result.failure is not None:
-            message = describe_failure(
-                result, label, answer_flag="--tactus-answer", divergence_flag="--tactus-allow-divergence"
-            )
-            mark_failure(nb, result.failure, message)
+        flags = Flags(answer="--tactus-answer", allow_divergence="--tactus-allow-divergence")
+
+        def warn(message: str) -> None:
+            self.user_properties.append(("tactus-warning", message))
+
+        try:
+            run = asyncio.run(replay_notebook(self.path, options, label, flags, on_warning=warn))
+        except InputError as exc:
+            raise ReplayFailed(str(exc), ExitCode.INPUT) from None
         out_dir = self.config.getoption("tactus_output_dir")
-        if out_dir and (result.failure is None or result.exit_code != 4):
+        if out_dir and run.writable:
             target = Path(out_dir) / label
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                write_notebook(nb, target)
+                write_notebook(run.notebook, target)
             except InputError as exc:
-                raise ReplayFailed(f"{label}: nothing written to {target}: {exc}", 4) from None
-        self.user_properties.append(("tactus-cells", len(result.cells)))
-        if message is not None:
-            raise ReplayFailed(message, result.exit_code)
+                raise ReplayFailed(f"{label}: nothing written to {target}: {exc}", ExitCode.INPUT) from None
+        self.user_properties.append(("tactus-cells", len(run.result.cells)))
+        if run.message is not None:
+            raise ReplayFailed(run.message, run.exit_code)
 
     def _label(self) -> str:
         try:

@@ -33,14 +33,13 @@ its ``inject`` option.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from tactus_kernel.engine.errors import CellError, ParamError, tagged
-from tactus_kernel.engine.records import DivergenceError, now_iso
+from tactus_kernel.engine.errors import CellError, Failure, KernelError, ParamError, tagged
+from tactus_kernel.engine.records import ParamsDivergenceError, now_iso
 from tactus_kernel.engine.values import NotRecordable, to_json, to_lua
 from tactus_kernel.features.timeline import Timeline, Trail
 
@@ -62,7 +61,6 @@ PASS_THROUGH = {
     "ParamError",
     "ProcedureError",
 }
-POSITION = re.compile(r"^(?:\[[^\]]*\]:\d+: )+")
 
 _HUBS: weakref.WeakKeyDictionary[Runtime, CompositionHub] = weakref.WeakKeyDictionary()
 
@@ -93,6 +91,7 @@ class Child:
     value: Any = None
     ename: str = ""
     evalue: str = ""
+    error: Failure | None = None  # why it failed, as data (see CompositionHub.failure)
     inbox: list[str] = field(default_factory=list)
     explicit_cancel: bool = False
     waited: bool = False  # some wait saw its outcome
@@ -139,17 +138,18 @@ class CompositionHub:
         try:
             given_py = to_json(given, "params") if given is not None else {}
         except NotRecordable as exc:
-            raise _bridge_error(tagged("ParamError", f"procedure '{name}': {exc}")) from None
+            raise KernelError(Failure("ParamError", f"procedure '{name}': {exc}")) from None
         if given_py == []:
             given_py = {}
         if not isinstance(given_py, dict):
-            raise _bridge_error(tagged("ParamError", f"procedure '{name}': params must be a table of name = value"))
+            problem = f"procedure '{name}': params must be a table of name = value"
+            raise KernelError(Failure("ParamError", problem))
         from tactus_kernel.engine.fields import validate_params  # pydantic, loaded by the first declaration
 
         try:
             validated = validate_params(f"procedure '{name}'", spec.params, given_py)
         except ParamError as exc:
-            raise _bridge_error(tagged("ParamError", str(exc))) from None
+            raise KernelError(exc.failure()) from None
 
         counts = self.counts.setdefault(parent.id, {})
         self.count_cells[parent.id] = parent.cell
@@ -188,7 +188,7 @@ class CompositionHub:
                 params=validated,
             )
         child.entry = entry
-        ok, *rest = rt._b_begin_run(name, given, parent.id, child_key)
+        ok, *rest = rt._b_begin_run(name, given, child_key)
         if not ok:
             entry.update(status="failed", error=str(rest[0]))
             log.entry_changed(entry)
@@ -226,10 +226,9 @@ class CompositionHub:
             log.clear_from(position)
             self.runtime.host.records_changed()
             return log.replay("procedure", name)  # None: record it afresh
-        recorded = dict(entry)
-        asked = {"kind": "procedure", "name": f"{name} with params {validated}"}
-        recorded["name"] = f"{name} with params {entry.get('params')}"
-        raise DivergenceError(parent.key, position, recorded, asked)
+        recorded = {"kind": "procedure", "name": name, "params": entry.get("params")}
+        asked = {"kind": "procedure", "name": name, "params": validated}
+        raise ParamsDivergenceError(parent.key, position, recorded, asked)
 
     # ------------------------------------------------------------ running
     async def _execute(self, child: Child) -> None:
@@ -239,6 +238,7 @@ class CompositionHub:
         try:
             values = await rt._drive(thread)
         except CellError as exc:
+            child.error = exc.failure
             self._finish(child, "failed", None, exc.ename, exc.evalue)
             return
         except asyncio.CancelledError:
@@ -306,14 +306,17 @@ class CompositionHub:
         if isinstance(trail, Trail):
             trail.finish_call(child.entry)
 
-    def failure(self, child: Child) -> str:
-        """The error the caller sees for a child that did not complete."""
+    def failure(self, child: Child) -> Failure:
+        """The error the caller sees for a child that did not complete: the
+        child's own (placed where the caller made the call) when it passes
+        through, else a ProcedureError whose cause is the child's."""
         if child.status == "cancelled":
-            return f"ProcedureError: procedure '{child.name}' was cancelled"
-        if child.ename in PASS_THROUGH:
-            return f"{child.ename}: {POSITION.sub('', child.evalue)}"
+            return Failure("ProcedureError", f"procedure '{child.name}' was cancelled", procedure=child.key)
+        error = child.error or CellError(child.ename or "LuaError", child.evalue).failure
+        if error.kind in PASS_THROUGH:
+            return replace(error, cell=None, line=None, trace=[])
         detail = child.evalue if child.ename in ("", "LuaError") else f"{child.ename}: {child.evalue}"
-        return f"ProcedureError: procedure '{child.name}' failed: {detail}"
+        return Failure("ProcedureError", f"procedure '{child.name}' failed: {detail}", procedure=child.key, cause=error)
 
     def _child(self, ident: Any) -> Child:
         child = self.children.get(int(ident)) if ident is not None else None
@@ -328,7 +331,7 @@ class CompositionHub:
         if not child.done:
             await self._execute(child)
         if child.status != "completed":
-            raise _bridge_error(self.failure(child))
+            raise KernelError(self.failure(child))
         return (to_lua(runtime.lua, child.value),)
 
     async def spawn_effect(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
@@ -383,7 +386,7 @@ class CompositionHub:
         for child in children:
             child.waited = True
             if child.status != "completed":
-                raise _bridge_error(self.failure(child))
+                raise KernelError(self.failure(child))
         if mode == "one":
             return (to_lua(runtime.lua, children[0].value),)
         return (to_lua(runtime.lua, [c.value for c in children]),)
@@ -392,7 +395,7 @@ class CompositionHub:
         child.waited = True
         if child.status == "completed":
             return index, to_lua(runtime.lua, child.value)
-        return index, None, self.failure(child)
+        return index, None, self.failure(child).text
 
     @staticmethod
     def _timed_out(mode: str) -> tuple[Any, ...]:

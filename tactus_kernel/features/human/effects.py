@@ -18,13 +18,13 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tactus_kernel.engine.errors import Failure, KernelError
 from tactus_kernel.engine.records import describe_entry, now_iso
 from tactus_kernel.engine.values import to_lua, to_plain
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import RunState, Runtime
 
-REQUESTS = ("approve", "input", "review", "escalate")
 HITL_TYPES = {
     "approval": "approve",
     "approve": "approve",
@@ -209,14 +209,15 @@ async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[A
         return _record(runtime, run, req, value, timed_out=False, source="supplied")
 
     if runtime.batch:
-        raise BridgeError(
-            f'NoRecordedAnswer: procedure "{run.key}": {req.describe()} has no recorded answer '
+        raise unanswered(
+            req,
+            f'procedure "{run.key}": {req.describe()} has no recorded answer '
             f"(record it by running the notebook interactively and saving it, or pass "
-            f"--answer {json.dumps(req.name + '=VALUE', ensure_ascii=False)})"
+            f"--answer {json.dumps(req.name + '=VALUE', ensure_ascii=False)})",
         )
     ask = getattr(host, "ask_human", None)
     if ask is None:
-        raise BridgeError(f"NoRecordedAnswer: {req.describe()}: nobody can answer here (no notebook frontend)")
+        raise unanswered(req, f"{req.describe()}: nobody can answer here (no notebook frontend)")
     while True:
         try:
             if req.timeout is not None:
@@ -227,9 +228,18 @@ async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[A
             if req.on_timeout == "retry":
                 continue
             if req.on_timeout == "error":
-                raise BridgeError(f"HumanTimeout: {req.describe()} got no answer within {req.timeout:g}s") from None
+                problem = f"{req.describe()} got no answer within {req.timeout:g}s"
+                raise unanswered(req, problem, "HumanTimeout") from None
             return _record(runtime, run, req, req.default, timed_out=True, source="timeout")
         return _record(runtime, run, req, value, timed_out=False, source="human")
+
+
+def unanswered(req: HumanRequest, message: str, kind: str = "NoRecordedAnswer") -> KernelError:
+    """The error of a request nobody answered, with the request as data
+    (the replay names it and says which ``--answer`` key answers it)."""
+    request = {"kind": req.request, "name": req.name, "message": req.message, "text": req.describe()}
+    failure = Failure(kind, message, procedure=req.key or None, request=request, answer_key=req.name)
+    return KernelError(failure)
 
 
 def _record(

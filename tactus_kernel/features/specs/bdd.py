@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from tactus_kernel.engine.errors import CellError
 from tactus_kernel.engine.records import Records
 from tactus_kernel.engine.values import NotRecordable, to_json, to_lua, to_plain
+from tactus_kernel.engine.values import parse_value as json_or_text
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import CellRun, Runtime
@@ -212,10 +213,7 @@ def parse_value(text: str) -> Any:
     text = text.strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         return text[1:-1]
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    return json_or_text(text, "the value", lambda t, _what: json.loads(t))
 
 
 def same(actual: Any, expected: Any) -> bool:
@@ -531,8 +529,8 @@ async def run_isolated(
         os.environ["TACTUS_OFFLINE"] = "1"
     hub = hub_of(rt)
     try:
-        top = rt._new_run(cell.key, None, cell)
-        ok, *rest = rt._b_begin_run(procedure, to_lua(rt.lua, params), top.id, procedure)
+        rt._new_run(cell.key, None, cell)  # the scenario's own run, as a cell's code has one
+        ok, *rest = rt._b_begin_run(procedure, to_lua(rt.lua, params), procedure)
         if not ok:
             return Outcome(False, None, str(rest[0]), None, "".join(host.parts), records)
         run_id, params_lua = rest
@@ -543,10 +541,11 @@ async def run_isolated(
             ok, error = True, ""
         except CellError as exc:
             ok, output, error = False, None, f"{exc.ename}: {exc.evalue}"
-            if exc.ename == "NoRecordedAnswer":
+            request = exc.failure.request
+            if exc.failure.kind == "NoRecordedAnswer" and request is not None:
                 error = (
-                    f"NoRecordedAnswer: {exc.evalue.split(' has no recorded answer')[0]} was not answered "
-                    'by the scenario (add e.g. Given the human approves "<message>")'
+                    f'NoRecordedAnswer: procedure "{exc.failure.procedure}": {request.get("text")} was not '
+                    'answered by the scenario (add e.g. Given the human approves "<message>")'
                 )
         if hub is not None:
             await hub.shutdown(cell)
