@@ -501,6 +501,10 @@ def test_changed_prompt_is_a_divergence(cells, monkeypatch):
     assert "agent 'researcher'" in err.evalue
     assert 'recorded "Research lupa."' in err.evalue and 'now      "Investigate lupa."' in err.evalue
     assert "%tactus reset research" in err.evalue
+    # as data too: which procedure, which checkpoint, and that the turn's request changed
+    assert err.failure.divergence == "request" and err.failure.procedure == "research"
+    assert err.failure.recorded == err.failure.asked == {"kind": "agent", "name": "researcher"}
+    assert err.failure.position == 1
 
 
 def test_changed_tools_or_history_are_divergences_too(cells):

@@ -108,9 +108,10 @@ class Failure:
     procedure: str | None = None  # the record key of the procedure it is about
     # DivergenceError: the checkpoint (1-based), what the record holds there
     # (None: the record ends) and what the code asked for ({"kind": "end"}:
-    # the procedure ended). `divergence` is "call" (another call) or
+    # the procedure ended). `divergence` is "call" (another call),
     # "params" (the same child procedure with other params: the entries then
-    # carry "params").
+    # carry "params") or "request" (the same agent turn sent another request:
+    # the message says which fields changed).
     divergence: str | None = None
     position: int | None = None
     recorded: dict[str, Any] | None = None

@@ -56,7 +56,8 @@ def source_excerpt(source: str, line_no: int | None, context: int = 2) -> list[s
 
 def _divergence_table(data: Failure | None, evalue: str, recorded: dict[str, Any] | None) -> list[str]:
     """Recorded vs new calls side by side, up to the first mismatch."""
-    if data is None or data.position is None or data.procedure is None:
+    if data is None or data.position is None or data.procedure is None or data.divergence == "request":
+        # an agent turn's request: the message says field by field what changed
         return ["  " + line for line in evalue.splitlines()]
     key, pos, params = data.procedure, data.position, data.divergence == "params"
     entries = (_record(recorded, key) or {}).get("checkpoints") or []

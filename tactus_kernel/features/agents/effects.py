@@ -30,8 +30,8 @@ Handler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
 def _guarded(method: Callable[..., Awaitable[tuple[Any, ...]]]) -> Callable[..., Awaitable[tuple[Any, ...]]]:
     """Turn any failure of a handler into a tagged Lua error.
 
-    The driver only converts BridgeError, DivergenceError, NotRecordedError
-    and NotRecordable; anything else escaping an effect would end the cell
+    The driver only converts BridgeError, KernelError (a divergence, strict
+    mode's refusal) and NotRecordable; anything else escaping an effect would end the cell
     with an internal error instead of an ``AgentError`` a procedure can ``pcall``.
     """
 
@@ -51,12 +51,12 @@ def _guarded(method: Callable[..., Awaitable[tuple[Any, ...]]]) -> Callable[...,
 def _as_lua_error(exc: Exception) -> Exception:
     """The error the driver reports for a failed agent effect (imports here:
     the hot path of a turn should not pay for them)."""
-    from tactus_kernel.engine.records import DivergenceError, NotRecordedError
+    from tactus_kernel.engine.errors import KernelError
     from tactus_kernel.engine.runtime import BridgeError
     from tactus_kernel.engine.values import NotRecordable
     from tactus_kernel.features.agents.config import ConfigError
 
-    if isinstance(exc, (BridgeError, DivergenceError, NotRecordedError, NotRecordable)):
+    if isinstance(exc, (BridgeError, KernelError, NotRecordable)):  # KernelError: divergences, strict mode
         return exc
     if isinstance(exc, (ConfigError, ParamError)):
         return BridgeError(f"AgentError: {exc}")

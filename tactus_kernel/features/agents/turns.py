@@ -24,6 +24,7 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse
 from pydantic_ai.models import Model
 from pydantic_ai.usage import UsageLimits
 
+from tactus_kernel.engine.errors import Failure, KernelError
 from tactus_kernel.engine.runtime import BridgeError
 from tactus_kernel.engine.values import to_lua, to_plain
 from tactus_kernel.features.agents import history as hist
@@ -91,7 +92,18 @@ class Turn:
                     log.clear_from(log.position - 1)
                     service.runtime.host.records_changed()
                     return None
-                raise BridgeError("DivergenceError: " + recording.divergence(run, spec.name, entry, now))
+                turn = {"kind": "agent", "name": spec.name}
+                raise KernelError(
+                    Failure(
+                        "DivergenceError",
+                        recording.divergence(run, spec.name, entry, now),
+                        procedure=run.key,
+                        divergence="request",
+                        position=log.position,  # already past the entry: the 1-based checkpoint
+                        recorded=turn,
+                        asked=turn,
+                    )
+                )
         try:
             messages, replaces, usage = recording.read_turn(entry)
         except ValueError as exc:
