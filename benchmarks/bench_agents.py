@@ -68,6 +68,7 @@ from pydantic_ai.models.test import TestModel
 
 from tactus_kernel.engine.host import NullHost
 from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.features import default_runtime
 from tactus_kernel.features.agents.service import AgentService
 
 CELL = """
@@ -214,7 +215,7 @@ def _warmed_runtime(cell: str, n: int, direct: DirectTurns) -> Iterator[Runtime]
     """A fresh runtime that has run the warm-up cell, with ``direct``'s
     agent made and warmed too: both take a turn before any clock starts."""
     with tempfile.TemporaryDirectory() as tmp:
-        rt = Runtime(root=tmp, host=NullHost())
+        rt = default_runtime(root=tmp, host=NullHost())
         asyncio.run(rt.execute(warm_cell(cell, n), "[warm]", "warm"))
         asyncio.run(direct.agent.run("warm up", event_stream_handler=direct.handler))
         yield rt

@@ -61,11 +61,11 @@ def region(side: str, n: int) -> None:
     import bench_agents
 
     from tactus_kernel.engine.host import NullHost
-    from tactus_kernel.engine.runtime import Runtime
+    from tactus_kernel.features import default_runtime
 
     direct = bench_agents.DirectTurns(streaming=False)
     cell = bench_agents.kernel_cell(n, quiet=True)
-    rt = Runtime(root=tempfile.mkdtemp(), host=NullHost())
+    rt = default_runtime(root=tempfile.mkdtemp(), host=NullHost())
     loop = asyncio.new_event_loop()
     loop.run_until_complete(rt.execute(bench_agents.warm_cell(cell, n), "[warm]", "warm"))
     loop.run_until_complete(direct.agent.run("warm up"))

@@ -338,6 +338,9 @@ class RunLog:
         # The live timeline's event trail (tactus_kernel/features/timeline.py), told of
         # each call started, replayed and recorded; None costs nothing.
         self.trail: Any = None
+        # Called with each appended entry when an observer wants
+        # checkpoint_recorded (engine/feature.py); None costs nothing.
+        self.on_record: Callable[[dict[str, Any]], None] | None = None
         # How a person knows the procedure (runtime.RunState.title), written
         # into the record as "title" by the run's first new checkpoint: never
         # by a replay, which must leave the record as it was.
@@ -397,6 +400,8 @@ class RunLog:
         records.touch(key)
         if self.trail is not None:
             self.trail.recorded(entry)
+        if self.on_record is not None:
+            self.on_record(entry)
         return entry
 
     def finish(self) -> None:

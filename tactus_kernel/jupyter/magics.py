@@ -127,7 +127,7 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
         log_command(runtime, args)
         return []
     if cmd == "test":
-        from tactus_kernel.features.specs.bdd import test_command
+        from tactus_kernel.features.specs.runner import test_command
 
         await kernel._interruptible(test_command(runtime, args))
         return []

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tactus_kernel.engine.host import BaseHost
 from tactus_kernel.engine.records import MetadataError, Records, parse_metadata
 from tactus_kernel.jupyter.comm_schema import CommInputError, parse_op, parse_open
 
@@ -185,8 +186,11 @@ class RecordsChannel:
         return len(ops)
 
 
-class NotebookHost:
+class NotebookHost(BaseHost):
     """Outputs of one cell, sent on IOPub under that cell's parent header."""
+
+    timeline_widgets = True  # the live timeline draws with ipywidgets
+    updates_displays = True
 
     def __init__(self, kernel: Any, parent: dict[str, Any], channel: RecordsChannel) -> None:
         self.kernel = kernel

@@ -361,7 +361,7 @@ function K.run_procedure(key, given)
   if depth > max_depth then
     raise("procedure '" .. key .. "': max_depth " .. max_depth .. " exceeded (recursion too deep)")
   end
-  local run_id, validated = bcall(B.begin_run, key, given, parent.run)
+  local run_id, validated = bcall(B.begin_run, key, given)
   local ctx = new_ctx(run_id, key, validated, depth)
   set_ctx(ctx)
   local ok, result = xpcall(function()

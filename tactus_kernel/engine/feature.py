@@ -1,0 +1,293 @@
+"""The seam between the engine and the features built on it.
+
+The engine (this package) runs sandboxed Lua cells, keeps records and
+drives coroutines; it knows no primitive beyond ``Step``, ``State``,
+``Json``, ``File`` and the like. Everything else (``Human.*``,
+``Procedure.*``, agents, specifications, evaluations, the timeline) is a
+:class:`Feature`, handed to the runtime by whoever builds it::
+
+    from tactus_kernel.features import default_features
+    runtime = Runtime(features=default_features())
+
+A feature declares three things, and the runtime owns all of them:
+
+* its **Lua preludes** (:class:`Prelude`), run in the order the features
+  are given, after ``engine/lua/primitives.lua`` and before
+  ``engine/lua/limits.lua`` (which stays last: it wraps the library
+  functions the preludes captured). Each chunk is called with ``(B, K)``:
+  the bridge table and the kernel's private Lua API;
+* its **per-runtime state**, made by :meth:`Feature.new_state` and held by
+  the runtime (``runtime.state(MyFeature)``), never in a module-level side
+  table, so it dies with its runtime and an isolated test run sees the
+  same one;
+* what it **installs**: effect handlers (``runtime.register_effect``; a
+  kind registered twice is refused with :class:`FeatureError`, so no
+  feature silently wraps another's handler) and observers
+  (``runtime.add_observer``).
+
+An effect is the Python half of a Lua primitive that waits: the Lua side
+yields ``{kind = "...", run = <run id>, ...}`` through ``K.perform``, the
+driver awaits ``handler(runtime, run, request)`` and resumes the coroutine
+with the values it returns (or raises ``BridgeError`` with a tagged
+message, raised as a Lua error at the call site).
+
+:class:`Observer` is how anything (the timeline, composition, telemetry)
+learns what happens in a run without wrapping another feature's code: the
+engine and the features call :class:`Observers`, which fans each event out
+to the observers that override it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from tactus_kernel.engine.runs import CellRun, RunState
+    from tactus_kernel.engine.runtime import Runtime
+
+EffectHandler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
+"""``handler(runtime, run, request) -> values``: what the Lua call returns."""
+
+S = TypeVar("S")
+
+
+class FeatureError(Exception):
+    """A feature set that cannot be installed (a kind registered twice, a
+    state asked of a feature the runtime does not have)."""
+
+
+@dataclass(frozen=True)
+class Prelude:
+    """One Lua chunk of a feature: a file inside a package, or source text.
+
+    ``Prelude("tactus_kernel.features.human", "human.lua")`` or
+    ``Prelude.text("counter", "Counter = {}")``.
+    """
+
+    package: str
+    name: str
+    source: str | None = None
+
+    @classmethod
+    def text(cls, name: str, source: str) -> Prelude:
+        """A chunk given as text (tests, small features)."""
+        return cls("", name, source)
+
+    @property
+    def chunk_name(self) -> str:
+        """How Lua error messages name it: ``[tactus human]``."""
+        return "[tactus " + self.name.rsplit("/", 1)[-1].removesuffix(".lua") + "]"
+
+    def read(self) -> str:
+        if self.source is not None:
+            return self.source
+        return resources.files(self.package).joinpath(self.name).read_text("utf-8")
+
+
+class Feature(Generic[S]):
+    """A primitive family: Lua preludes, effect handlers, per-runtime state.
+
+    Subclass it, set :attr:`name` and :attr:`preludes`, override
+    :meth:`new_state` if the feature keeps anything per runtime, and
+    :meth:`install` to register effects and observers. Instances hold no
+    per-runtime data, so one instance may serve several runtimes.
+    """
+
+    name: ClassVar[str] = ""
+    preludes: ClassVar[Sequence[Prelude]] = ()
+
+    def new_state(self, runtime: Runtime) -> S:
+        """The feature's state in `runtime` (``runtime.state(type(self))``).
+        Called once per runtime, after every prelude ran and before any
+        feature's :meth:`install`."""
+        return None  # type: ignore[return-value]
+
+    def install(self, runtime: Runtime, state: S) -> None:
+        """Register effects (``runtime.register_effect``) and observers
+        (``runtime.add_observer``). Called in the order the features are given."""
+
+
+class Observer:
+    """What happens in a runtime, told as it happens. Every method is a
+    no-op here: subclass and override the events you need (only overridden
+    methods are called, so an unused event costs nothing).
+
+    Order of events for one cell that runs a procedure which asks a person
+    and calls a child::
+
+        run_started(top)             the cell's own code (run.spec is None)
+        run_started(proc)            procedure(...) declared and run
+          checkpoint_recorded(proc, entry)     a Step, Sleep, agent turn ...
+          human_wait_started(proc, request)    a card is shown
+          human_wait_ended(proc, request)      answered, timed out or stopped
+          child_called(proc, "name", "run")
+          run_started(child)
+          child_started(proc, child, entry)
+          run_ended(child, True, None)
+          child_ended(proc, child, entry)      entry["status"] is the outcome
+        run_ended(proc, True, None)
+        cell_settling(cell)          awaited: spawned children may finish
+        cell_closed(cell)            always, also after an error or interrupt
+
+    Runs are :class:`~tactus_kernel.engine.runs.RunState` (``run.key`` is
+    its record key, ``run.title`` how a person knows it, ``run.id`` unique
+    in the kernel); entries are the record's checkpoint dicts
+    (docs/metadata.md). Observers must not raise: an exception here is a
+    kernel fault.
+    """
+
+    # -------------------------------------------------------------- runs
+    def run_started(self, run: RunState) -> None:
+        """A run began: a cell's own code, a procedure, or a child procedure."""
+
+    def run_ended(self, run: RunState, ok: bool, error: Any) -> None:
+        """A procedure run returned (`ok`) or failed (`error`: the message,
+        a string or the Lua error table). A cell's own code has no end
+        event; :meth:`cell_closed` ends it."""
+
+    def checkpoint_recorded(self, run: RunState, entry: dict[str, Any]) -> None:
+        """A new checkpoint was appended to the run's record (a step's
+        value, a human answer, an agent turn, a sleep, a wait outcome).
+        Replayed checkpoints are not told."""
+
+    def effect_failed(self, run: RunState, kind: str, error: BaseException, since: float) -> None:
+        """The handler of effect `kind` raised (or was cancelled); it began
+        at ``time.perf_counter() == since``."""
+
+    # ------------------------------------------------------------ humans
+    def human_wait_started(self, run: RunState, request: Any) -> None:
+        """The run now waits for a person (`request`: the HumanRequest the
+        host shows). Not told for answers taken from the record or given
+        in advance."""
+
+    def human_wait_ended(self, run: RunState, request: Any) -> None:
+        """The wait is over: answered, timed out, or stopped."""
+
+    # ------------------------------------------------------------ agents
+    def agent_turn_started(self, run: RunState, agent: str) -> None:
+        """An agent turn of `agent` begins (replayed turns included)."""
+
+    def agent_turn_ended(self, run: RunState, agent: str, ok: bool) -> None:
+        """The turn returned (`ok`) or failed."""
+
+    # ----------------------------------------------- child procedures
+    def child_called(self, parent: RunState, name: str, mode: str) -> None:
+        """``Procedure.run`` / ``spawn`` (`mode` ``"run"`` / ``"spawn"``) of
+        procedure `name` was called by `parent`, before its record is read."""
+
+    def child_started(self, parent: RunState, child: RunState, entry: dict[str, Any]) -> None:
+        """The child's run began; `entry` is the parent's checkpoint of the call."""
+
+    def child_ended(self, parent: RunState, child: RunState | None, entry: dict[str, Any]) -> None:
+        """The call has its outcome in ``entry["status"]`` (completed,
+        failed, cancelled, interrupted). `child` is None when the call
+        failed before its run began (bad params)."""
+
+    def message_injected(self, run: RunState, message: str) -> None:
+        """``Procedure.inject`` queued `message` for the run's next agent turn."""
+
+    # -------------------------------------------------------------- cells
+    async def cell_settling(self, cell: CellRun) -> None:
+        """The cell's code returned: awaited before the record is checked
+        (work started by the cell may still finish here)."""
+
+    async def cell_cancelling(self, cell: CellRun) -> None:
+        """An isolated run is over: stop what it started, and wait until it
+        has stopped (told before :meth:`cell_closed`)."""
+
+    def cell_closed(self, cell: CellRun) -> None:
+        """The cell is over, however it ended."""
+
+
+EVENTS = tuple(name for name, value in vars(Observer).items() if callable(value) and not name.startswith("_"))
+
+
+class Observers:
+    """The observers of one runtime, called as one: ``observers.run_started(run)``
+    calls ``run_started`` of every observer that overrides it, in the order
+    they were added."""
+
+    def __init__(self) -> None:
+        self.all: list[Observer] = []
+        self._subscribed: dict[str, list[Callable[..., Any]]] = {name: [] for name in EVENTS}
+
+    def add(self, observer: Observer) -> None:
+        if not isinstance(observer, Observer):
+            raise FeatureError(f"{observer!r} is not a tactus_kernel.engine.feature.Observer")
+        self.all.append(observer)
+        for name in EVENTS:
+            if getattr(type(observer), name) is not getattr(Observer, name):
+                self._subscribed[name].append(getattr(observer, name))
+
+    def wants(self, event: str) -> bool:
+        """Whether any observer listens to `event` (to skip preparing its data)."""
+        return bool(self._subscribed[event])
+
+    def run_started(self, run: RunState) -> None:
+        for f in self._subscribed["run_started"]:
+            f(run)
+
+    def run_ended(self, run: RunState, ok: bool, error: Any) -> None:
+        for f in self._subscribed["run_ended"]:
+            f(run, ok, error)
+
+    def checkpoint_recorded(self, run: RunState, entry: dict[str, Any]) -> None:
+        for f in self._subscribed["checkpoint_recorded"]:
+            f(run, entry)
+
+    def effect_failed(self, run: RunState, kind: str, error: BaseException, since: float) -> None:
+        for f in self._subscribed["effect_failed"]:
+            f(run, kind, error, since)
+
+    def human_wait_started(self, run: RunState, request: Any) -> None:
+        for f in self._subscribed["human_wait_started"]:
+            f(run, request)
+
+    def human_wait_ended(self, run: RunState, request: Any) -> None:
+        for f in self._subscribed["human_wait_ended"]:
+            f(run, request)
+
+    def agent_turn_started(self, run: RunState, agent: str) -> None:
+        for f in self._subscribed["agent_turn_started"]:
+            f(run, agent)
+
+    def agent_turn_ended(self, run: RunState, agent: str, ok: bool) -> None:
+        for f in self._subscribed["agent_turn_ended"]:
+            f(run, agent, ok)
+
+    def child_called(self, parent: RunState, name: str, mode: str) -> None:
+        for f in self._subscribed["child_called"]:
+            f(parent, name, mode)
+
+    def child_started(self, parent: RunState, child: RunState, entry: dict[str, Any]) -> None:
+        for f in self._subscribed["child_started"]:
+            f(parent, child, entry)
+
+    def child_ended(self, parent: RunState, child: RunState | None, entry: dict[str, Any]) -> None:
+        for f in self._subscribed["child_ended"]:
+            f(parent, child, entry)
+
+    def message_injected(self, run: RunState, message: str) -> None:
+        for f in self._subscribed["message_injected"]:
+            f(run, message)
+
+    async def cell_settling(self, cell: CellRun) -> None:
+        for f in self._subscribed["cell_settling"]:
+            await f(cell)
+
+    async def cell_cancelling(self, cell: CellRun) -> None:
+        for f in self._subscribed["cell_cancelling"]:
+            await f(cell)
+
+    def cell_closed(self, cell: CellRun) -> None:
+        for f in self._subscribed["cell_closed"]:
+            f(cell)
+
+
+def now() -> float:
+    """The clock of :meth:`Observer.effect_failed`'s `since`."""
+    return time.perf_counter()
