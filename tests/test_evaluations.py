@@ -512,12 +512,12 @@ def test_declarations_can_name_their_procedure_and_the_later_spelling_is_accepte
 
 
 def test_without_pydantic_evals_the_declaration_says_what_to_install(cells, monkeypatch):
-    import tactus_kernel
+    import tactus_kernel.features.evaluations
 
     monkeypatch.setitem(sys.modules, "pydantic_evals", None)
     monkeypatch.setitem(sys.modules, "pydantic_evals.evaluators", None)
     monkeypatch.delitem(sys.modules, "tactus_kernel.features.evaluations.evaluators", raising=False)
-    monkeypatch.delattr(tactus_kernel, "_evaluators", raising=False)
+    monkeypatch.delattr(tactus_kernel.features.evaluations, "evaluators", raising=False)
     err = cells.error(
         GREET + 'evaluations({dataset = {{inputs = {}}}, evaluators = {{type = "contains", value = "x"}}})'
     )

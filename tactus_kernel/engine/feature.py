@@ -39,7 +39,6 @@ to the observers that override it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -116,22 +115,32 @@ class Observer:
     no-op here: subclass and override the events you need (only overridden
     methods are called, so an unused event costs nothing).
 
-    Order of events for one cell that runs a procedure which asks a person
-    and calls a child::
+    The order of events for one cell that runs a procedure which records a
+    step, asks a person and calls a child that takes an agent turn (as
+    tests/test_feature_seam.py checks)::
 
-        run_started(top)             the cell's own code (run.spec is None)
-        run_started(proc)            procedure(...) declared and run
-          checkpoint_recorded(proc, entry)     a Step, Sleep, agent turn ...
-          human_wait_started(proc, request)    a card is shown
-          human_wait_ended(proc, request)      answered, timed out or stopped
-          child_called(proc, "name", "run")
+        run_started(top)                       the cell's own code (run.spec is None)
+        run_started(main)                      a procedure the cell declares
+          checkpoint_recorded(main, step)
+          human_wait_started(main, request)    a card is shown ...
+          human_wait_ended(main, request)      ... and answered (or timed out, or stopped)
+          checkpoint_recorded(main, human)
+          child_called(main, "child", "run")
+          checkpoint_recorded(main, procedure) the call's checkpoint, filled in at its end
           run_started(child)
-          child_started(proc, child, entry)
+          child_started(main, child, entry)
+            agent_turn_started(child, "helper")
+            checkpoint_recorded(child, agent)
+            agent_turn_ended(child, "helper", True)
           run_ended(child, True, None)
-          child_ended(proc, child, entry)      entry["status"] is the outcome
-        run_ended(proc, True, None)
-        cell_settling(cell)          awaited: spawned children may finish
-        cell_closed(cell)            always, also after an error or interrupt
+          child_ended(main, child, entry)      entry["status"] is the outcome
+        run_ended(main, True, None)
+        cell_settling(cell)                    awaited: spawned children may still finish
+        cell_closed(cell)                      always, also after an error or an interrupt
+
+    A replayed run tells only the runs, ``child_called`` and the cell events.
+    ``effect_failed`` and ``message_injected`` come where they happen;
+    ``cell_cancelling`` only at the end of an isolated run (a spec scenario).
 
     Runs are :class:`~tactus_kernel.engine.runs.RunState` (``run.key`` is
     its record key, ``run.title`` how a person knows it, ``run.id`` unique
@@ -213,7 +222,9 @@ class Observers:
 
     def __init__(self) -> None:
         self.all: list[Observer] = []
-        self._subscribed: dict[str, list[Callable[..., Any]]] = {name: [] for name in EVENTS}
+        # event -> the observers that override it (their methods are looked up
+        # at each call, so a method replaced later is the one called)
+        self._subscribed: dict[str, list[Observer]] = {name: [] for name in EVENTS}
 
     def add(self, observer: Observer) -> None:
         if not isinstance(observer, Observer):
@@ -221,73 +232,68 @@ class Observers:
         self.all.append(observer)
         for name in EVENTS:
             if getattr(type(observer), name) is not getattr(Observer, name):
-                self._subscribed[name].append(getattr(observer, name))
+                self._subscribed[name].append(observer)
 
     def wants(self, event: str) -> bool:
         """Whether any observer listens to `event` (to skip preparing its data)."""
         return bool(self._subscribed[event])
 
     def run_started(self, run: RunState) -> None:
-        for f in self._subscribed["run_started"]:
-            f(run)
+        for o in self._subscribed["run_started"]:
+            o.run_started(run)
 
     def run_ended(self, run: RunState, ok: bool, error: Any) -> None:
-        for f in self._subscribed["run_ended"]:
-            f(run, ok, error)
+        for o in self._subscribed["run_ended"]:
+            o.run_ended(run, ok, error)
 
     def checkpoint_recorded(self, run: RunState, entry: dict[str, Any]) -> None:
-        for f in self._subscribed["checkpoint_recorded"]:
-            f(run, entry)
+        for o in self._subscribed["checkpoint_recorded"]:
+            o.checkpoint_recorded(run, entry)
 
     def effect_failed(self, run: RunState, kind: str, error: BaseException, since: float) -> None:
-        for f in self._subscribed["effect_failed"]:
-            f(run, kind, error, since)
+        for o in self._subscribed["effect_failed"]:
+            o.effect_failed(run, kind, error, since)
 
     def human_wait_started(self, run: RunState, request: Any) -> None:
-        for f in self._subscribed["human_wait_started"]:
-            f(run, request)
+        for o in self._subscribed["human_wait_started"]:
+            o.human_wait_started(run, request)
 
     def human_wait_ended(self, run: RunState, request: Any) -> None:
-        for f in self._subscribed["human_wait_ended"]:
-            f(run, request)
+        for o in self._subscribed["human_wait_ended"]:
+            o.human_wait_ended(run, request)
 
     def agent_turn_started(self, run: RunState, agent: str) -> None:
-        for f in self._subscribed["agent_turn_started"]:
-            f(run, agent)
+        for o in self._subscribed["agent_turn_started"]:
+            o.agent_turn_started(run, agent)
 
     def agent_turn_ended(self, run: RunState, agent: str, ok: bool) -> None:
-        for f in self._subscribed["agent_turn_ended"]:
-            f(run, agent, ok)
+        for o in self._subscribed["agent_turn_ended"]:
+            o.agent_turn_ended(run, agent, ok)
 
     def child_called(self, parent: RunState, name: str, mode: str) -> None:
-        for f in self._subscribed["child_called"]:
-            f(parent, name, mode)
+        for o in self._subscribed["child_called"]:
+            o.child_called(parent, name, mode)
 
     def child_started(self, parent: RunState, child: RunState, entry: dict[str, Any]) -> None:
-        for f in self._subscribed["child_started"]:
-            f(parent, child, entry)
+        for o in self._subscribed["child_started"]:
+            o.child_started(parent, child, entry)
 
     def child_ended(self, parent: RunState, child: RunState | None, entry: dict[str, Any]) -> None:
-        for f in self._subscribed["child_ended"]:
-            f(parent, child, entry)
+        for o in self._subscribed["child_ended"]:
+            o.child_ended(parent, child, entry)
 
     def message_injected(self, run: RunState, message: str) -> None:
-        for f in self._subscribed["message_injected"]:
-            f(run, message)
+        for o in self._subscribed["message_injected"]:
+            o.message_injected(run, message)
 
     async def cell_settling(self, cell: CellRun) -> None:
-        for f in self._subscribed["cell_settling"]:
-            await f(cell)
+        for o in self._subscribed["cell_settling"]:
+            await o.cell_settling(cell)
 
     async def cell_cancelling(self, cell: CellRun) -> None:
-        for f in self._subscribed["cell_cancelling"]:
-            await f(cell)
+        for o in self._subscribed["cell_cancelling"]:
+            await o.cell_cancelling(cell)
 
     def cell_closed(self, cell: CellRun) -> None:
-        for f in self._subscribed["cell_closed"]:
-            f(cell)
-
-
-def now() -> float:
-    """The clock of :meth:`Observer.effect_failed`'s `since`."""
-    return time.perf_counter()
+        for o in self._subscribed["cell_closed"]:
+            o.cell_closed(cell)
