@@ -335,7 +335,7 @@ class RunLog:
         self.allow_divergence = allow_divergence
         self.replayed = 0
         self.recorded = 0
-        # The live timeline's event trail (tactus_kernel/features/timeline.py), told of
+        # The live timeline's event trail (tactus_kernel/features/timeline/trail.py), told of
         # each call started, replayed and recorded; None costs nothing.
         self.trail: Any = None
         # Called with each appended entry when an observer wants

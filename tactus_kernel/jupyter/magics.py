@@ -122,7 +122,7 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
         runtime.host.write("stdout", f"The next request {args[0]!r} will be answered with {args[1]}\n")
         return []
     if cmd == "log":
-        from tactus_kernel.features.timeline import log_command
+        from tactus_kernel.features.timeline.log import log_command
 
         log_command(runtime, args)
         return []
