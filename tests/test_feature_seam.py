@@ -7,6 +7,7 @@ the documented events in order."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,76 @@ def test_an_observer_hears_a_failed_effect_and_an_injected_message(tmp_path: Pat
             'answer (record it by running the notebook interactively and saving it, or pass --answer "Ship?=VALUE")',
         ),
     ]
+
+
+# ------------------------------------------------------------- isolated runs
+ISOLATED = """
+agent("helper", {model = "openai:gpt-4o-mini"})
+procedure({name = "iso", params = {n = {type = "number", required = true}}}, function(p)
+  Step.run("one", function() return p.n end)
+  Sleep(0.05)
+  return {reply = Helper.turn({inject = "hi"}).data}
+end)
+"""
+
+
+class Started(Observer):
+    """Sets `event` when a run of `key` starts."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.event = asyncio.Event()
+
+    def run_started(self, run: RunState) -> None:
+        if run.key == self.key:
+            self.event.set()
+
+
+def test_an_isolated_run_is_seen_only_by_its_own_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A scenario's run (features/specs/runner.py) replaces the records, host,
+    answers and agents' model only for itself: a task running meanwhile
+    sees the notebook's, and os.environ is never touched."""
+    from tactus_kernel.engine.runs import offline
+    from tactus_kernel.features.specs.runner import run_isolated
+
+    for var in ("TACTUS_OFFLINE", "OPENAI_API_KEY", "TACTUS_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    host = RecordingHost()
+    runtime = Runtime(root=tmp_path, host=host, features=default_features())
+    run_cell(runtime, ISOLATED)  # declared, not run: it needs its param
+    notebook_records = runtime.records
+    started = Started("iso")
+    runtime.add_observer(started)
+    seen: dict[str, Any] = {}
+
+    async def meanwhile() -> None:
+        await started.event.wait()  # the isolated run has begun, and now sleeps
+        seen.update(
+            host=runtime.host,
+            records=runtime.records,
+            batch=runtime.batch,
+            offline=offline(),
+            env=os.environ.get("TACTUS_OFFLINE"),
+        )
+
+    async def both() -> Any:
+        watcher = asyncio.ensure_future(meanwhile())
+        outcome = await run_isolated(runtime, "iso", {"n": 3}, {})
+        await watcher
+        return outcome
+
+    outcome = asyncio.run(both())
+    assert (outcome.ok, outcome.error) == (True, "")
+    assert isinstance(outcome.output["reply"], str)  # the offline model answered: no API key was needed
+    assert [c["name"] for c in outcome.records.procedures["iso"]["checkpoints"]] == ["one", "sleep 0.05s", "helper"]
+    assert seen == {"host": host, "records": notebook_records, "batch": False, "offline": False, "env": None}
+    assert runtime.records is notebook_records and "iso" not in notebook_records.procedures
+    # outside the isolated run the agent has no offline model: it needs its key
+    with pytest.raises(CellError) as info:
+        run_cell(runtime, 'return Procedure.run("iso", {n = 1})', "cell-b")
+    assert (info.value.ename, info.value.evalue) == (
+        "ProcedureError",
+        "procedure 'iso' failed: AgentError: [cell 1]:6: agent 'helper': model 'openai:gpt-4o-mini' needs the "
+        "environment variable OPENAI_API_KEY (set OPENAI_API_KEY, or run offline with TACTUS_OFFLINE=1 or "
+        'model = "test")',
+    )
