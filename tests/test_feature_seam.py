@@ -359,3 +359,77 @@ def test_an_isolated_run_is_seen_only_by_its_own_task(tmp_path: Path, monkeypatc
         "environment variable OPENAI_API_KEY (set OPENAI_API_KEY, or run offline with TACTUS_OFFLINE=1 or "
         'model = "test")',
     )
+
+
+# ------------------------------------------------------------------ layout
+PACKAGE = Path(__file__).resolve().parent.parent / "tactus_kernel"
+LAYERS = {"engine": 0, "features": 1, "jupyter": 2, "replay": 2}
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the tactus_kernel modules it imports when it runs (lazy
+    imports in functions included; ``if TYPE_CHECKING:`` blocks left out)."""
+    import ast
+
+    modules = {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PACKAGE.rglob("*.py")
+        if "labextension" not in p.parts
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text("utf-8"))
+        typing_only = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+            for n in ast.walk(node)
+        }
+        graph[name] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.get(parts[1]) if len(parts) > 1 else None
+
+
+def test_imports_point_down_and_make_no_circle():
+    graph = _imports()
+    upward = sorted(
+        (a, b) for a, bs in graph.items() for b in bs if None not in (_layer(a), _layer(b)) and _layer(b) > _layer(a)
+    )
+    assert upward == []
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph[start]:
+            if nxt == goal or (nxt not in seen and (seen.add(nxt) or reaches(nxt, goal, seen))):
+                return True
+        return False
+
+    circles = sorted(a for a in graph if reaches(a, a, set()))
+    assert circles == []
+
+
+def test_no_module_outside_the_engine_uses_its_private_names():
+    import re
+
+    private = re.compile(r"\b(?:runtime|rt|self\.runtime)\._[a-z]\w*|\._drive\b|_b_begin_run|engine\.\w+ import _")
+    found = [
+        f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
+        for part in ("features", "jupyter", "replay")
+        for path in (PACKAGE / part).rglob("*.py")
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if private.search(line)
+    ]
+    assert found == []
