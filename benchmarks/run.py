@@ -147,6 +147,7 @@ def steps(n: int) -> dict[str, Any]:
     """Step.run cost per step, recording and replaying, in-process."""
     from tactus_kernel.engine.host import ConsoleHost
     from tactus_kernel.engine.runtime import Runtime
+    from tactus_kernel.features import default_runtime
 
     def timed(rt: Runtime, code: str) -> float:
         # CPU time: the run is in-process and CPU-bound, and on a shared VM
@@ -156,11 +157,11 @@ def steps(n: int) -> dict[str, Any]:
         return time.process_time() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
-        base_rt = Runtime(root=tmp, host=ConsoleHost())
+        base_rt = default_runtime(root=tmp, host=ConsoleHost())
         baseline = min(timed(base_rt, BASELINE % n) for _ in range(5))
         record_s, replay_s = [], []
         for _ in range(5):
-            rt = Runtime(root=tmp, host=ConsoleHost())
+            rt = default_runtime(root=tmp, host=ConsoleHost())
             record_s.append(timed(rt, STEPS % n))
             replay_s.append(timed(rt, STEPS % n))
         rec = rt.records.snapshot()

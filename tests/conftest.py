@@ -15,10 +15,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from kernel_driver import KernelDriver
 
 from tactus_kernel.engine.errors import CellError
-from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.engine.host import BaseHost
+from tactus_kernel.features import default_runtime
 
 
-class RecordingHost:
+class RecordingHost(BaseHost):
     """A host that keeps what the runtime wrote, for assertions."""
 
     def __init__(self) -> None:
@@ -49,7 +50,7 @@ class Cells:
 
     def __init__(self, root: Path) -> None:
         self.host = RecordingHost()
-        self.runtime = Runtime(root=root, host=self.host)
+        self.runtime = default_runtime(root=root, host=self.host)
         self.count = 0
 
     def __call__(self, code: str, key: str = "cell-a") -> list[Any]:

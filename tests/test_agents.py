@@ -608,8 +608,8 @@ def test_declaration_errors(cells, code, message):
 def test_pydantic_ai_is_imported_only_by_the_first_agent():
     code = (
         "import sys, asyncio\n"
-        "from tactus_kernel.engine.runtime import Runtime\n"
-        "rt = Runtime()\n"
+        "from tactus_kernel.features import default_runtime\n"
+        "rt = default_runtime()\n"
         "asyncio.run(rt.execute('tool(\"t\", function() end)\\nprint(1)'))\n"
         "print('pydantic_ai' in sys.modules)\n"
         "asyncio.run(rt.execute('agent(\"a\", {})'))\n"
@@ -750,7 +750,7 @@ def test_a_recorded_history_replays_with_the_same_request_hashes(cells, tmp_path
     pydantic-ai's own messages when they load back the same, and the loaded
     copies otherwise (a retry part loads as a different class); either way
     replay in a fresh kernel, from the saved JSON, must hash the same."""
-    from tactus_kernel.engine.runtime import Runtime
+    from tactus_kernel.features import default_runtime
     from tactus_kernel.protocol import parse_metadata
 
     [first] = cells(MANY_KINDS_OF_TURN, key="kinds")
@@ -761,7 +761,7 @@ def test_a_recorded_history_replays_with_the_same_request_hashes(cells, tmp_path
 
     _forbid_models(monkeypatch)
     fresh = type(cells)(tmp_path)
-    fresh.runtime = Runtime(root=tmp_path, host=fresh.host)
+    fresh.runtime = default_runtime(root=tmp_path, host=fresh.host)
     fresh.runtime.records.load(parse_metadata(json.loads(saved)))
     fresh.runtime.batch = True
     assert fresh(MANY_KINDS_OF_TURN, key="kinds") == [first]

@@ -12,7 +12,8 @@ from typing import Any
 import nbformat
 import pytest
 
-from tactus_kernel.features.specs.bdd import parse_value, run_specs
+from tactus_kernel.features.specs.runner import run_specs
+from tactus_kernel.features.specs.steps import parse_value
 
 SHIP = """
 stages({"planning", "shipping", "done"})

@@ -19,8 +19,8 @@ import nbformat
 import pytest
 from conftest import Cells
 
-from tactus_kernel.features.specs.bdd import run_specs
 from tactus_kernel.features.specs.matchers import Matcher, MatcherError, from_plain
+from tactus_kernel.features.specs.runner import run_specs
 from tactus_kernel.jupyter import tacfile
 
 CORPUS = Path(__file__).parent / "compat" / "language"

@@ -15,6 +15,8 @@ from typing import Any
 
 from kernel_driver import KernelDriver
 
+from tactus_kernel.engine.feature import Observer
+
 # Each step burns ~100 ms in a Lua loop: no yield, so the event loop never runs meanwhile.
 COMPUTE = """
 procedure({name = "crunch"}, function()
@@ -124,7 +126,7 @@ BIG_RECORD = (
 )
 
 
-class _LogWatcher:
+class _LogWatcher(Observer):
     """A run observer keeping weak references to every run's RunLog."""
 
     def __init__(self) -> None:
@@ -133,19 +135,10 @@ class _LogWatcher:
     def run_started(self, run: Any) -> None:
         self.logs.append(weakref.ref(run.log))
 
-    def run_ended(self, run: Any, ok: bool, error: Any) -> None:
-        return None
-
-    async def cell_settling(self, cell: Any) -> None:
-        return None
-
-    def cell_closed(self, cell: Any) -> None:
-        return None
-
 
 def test_reset_frees_a_large_record_by_refcounting_alone(cells):
     watcher = _LogWatcher()
-    cells.runtime.run_observers.append(watcher)
+    cells.runtime.add_observer(watcher)
     gc.disable()  # no full collection may be needed: the run log and its trail hold no cycle
     tracemalloc.start()
     try:

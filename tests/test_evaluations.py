@@ -247,7 +247,7 @@ def test_datasets_from_jsonl_json_and_csv_files(cells, tmp_path):
         "zoe": "",
     }
     dee = cells.runtime  # the CSV's columns: inputs typed, expected_output and metadata filled
-    from tactus_kernel.features.evaluations.suite import load_cases
+    from tactus_kernel.features.evaluations.declarations import load_cases
 
     [case] = load_cases("cases.csv", dee.root)
     assert (case.name, case.inputs, case.expected_output, case.metadata) == (
@@ -375,7 +375,7 @@ evaluations({dataset = {{name = "one", inputs = {n = 1}}, {name = "two", inputs 
 
 def test_start_up_does_not_import_pydantic_evals():
     code = (
-        "import sys; from tactus_kernel.engine.runtime import Runtime; Runtime(root='.'); "
+        "import sys; from tactus_kernel.features import default_runtime; default_runtime(root='.'); "
         "print('pydantic_evals' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

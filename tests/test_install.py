@@ -32,8 +32,8 @@ def test_starting_the_kernel_does_not_import_pydantic_ai():
     code = (
         "import sys, asyncio\n"
         "import tactus_kernel.__main__, tactus_kernel.jupyter.kernel, tactus_kernel.cli\n"
-        "from tactus_kernel.engine.runtime import Runtime\n"
-        "asyncio.run(Runtime().execute('procedure({name = \"p\"}, function() return {} end)'))\n"
+        "from tactus_kernel.features import default_runtime\n"
+        "asyncio.run(default_runtime().execute('procedure({name = \"p\"}, function() return {} end)'))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic_ai', 'openai', 'anthropic')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -24,8 +24,8 @@ import pytest
 from conftest import Cells
 from replay_helpers import Cell, click, load, record_notebook
 
-from tactus_kernel.engine.runtime import Runtime
 from tactus_kernel.engine.sandbox import DEFAULT_MAX_MEMORY
+from tactus_kernel.features import default_runtime
 from tactus_kernel.protocol import parse_metadata
 
 STEPS = 100_000
@@ -103,7 +103,7 @@ def test_100000_steps_record_and_replay_in_bounded_memory(cells: Cells, tmp_path
     gc.collect()
     with PeakRss() as restart:
         fresh = Cells(tmp_path)
-        fresh.runtime = Runtime(root=tmp_path, host=fresh.host, max_memory=32 * 2**20)
+        fresh.runtime = default_runtime(root=tmp_path, host=fresh.host, max_memory=32 * 2**20)
         fresh.runtime.records.load(parse_metadata(json.loads(text)))
         fresh.runtime.batch = True
         fresh("RAN = 0", key="init")

@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 from kernel_driver import KernelDriver
 
 from tactus_kernel.engine.errors import KNOWN, CellError
+from tactus_kernel.engine.host import BaseHost
 from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.features import default_runtime
 
 SCALARS = [
     "nil",
@@ -125,7 +127,7 @@ PLACES = [
 CELL_ERRORS = (KNOWN | {"LuaError", "UsageError"}) - {"InternalError"}
 
 
-class AnsweringHost:
+class AnsweringHost(BaseHost):
     """A host where a person answers every request at once."""
 
     ANSWERS: dict[str, Any] = {"approve": True, "input": "text", "review": {"decision": "Approve"}, "escalate": True}
@@ -148,7 +150,7 @@ class AnsweringHost:
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, Any]]:
-    rt = Runtime(root=tmp_path_factory.mktemp("values"), host=AnsweringHost(), max_memory=64 * 2**20)
+    rt = default_runtime(root=tmp_path_factory.mktemp("values"), host=AnsweringHost(), max_memory=64 * 2**20)
     keys = itertools.count()
     asyncio.run(
         rt.execute(

@@ -23,6 +23,7 @@ from conftest import Cells
 
 from tactus_kernel.engine.errors import CellError
 from tactus_kernel.engine.runtime import BridgeError, Runtime
+from tactus_kernel.features import default_runtime
 
 SMALL_MEMORY = 64 * 2**20
 
@@ -66,7 +67,7 @@ def interrupt_after(cells: Cells, seconds: float) -> threading.Timer:
 def small(tmp_path: Path) -> Cells:
     """Cells on a runtime with a 64 MiB memory limit (resource attacks)."""
     c = Cells(tmp_path)
-    c.runtime = Runtime(root=tmp_path, host=c.host, max_memory=SMALL_MEMORY)
+    c.runtime = default_runtime(root=tmp_path, host=c.host, max_memory=SMALL_MEMORY)
     return c
 
 

@@ -290,9 +290,9 @@ def test_a_replayed_step_bigger_than_the_memory_left_is_a_memory_error(tmp_path)
     from conftest import RecordingHost
 
     from tactus_kernel.engine.errors import CellError
-    from tactus_kernel.engine.runtime import Runtime
+    from tactus_kernel.features import default_runtime
 
-    rt = Runtime(root=tmp_path, host=RecordingHost(), max_memory=48 * 2**20)
+    rt = default_runtime(root=tmp_path, host=RecordingHost(), max_memory=48 * 2**20)
     code = """
 procedure({name = "big"}, function()
   HOLD = HOLD_NEXT and string.rep("y", 30 * 2^20) or nil
@@ -317,9 +317,9 @@ def test_json_encode_of_text_bigger_than_the_memory_left_is_a_memory_error(tmp_p
     from conftest import RecordingHost
 
     from tactus_kernel.engine.errors import CellError
-    from tactus_kernel.engine.runtime import Runtime
+    from tactus_kernel.features import default_runtime
 
-    rt = Runtime(root=tmp_path, host=RecordingHost(), max_memory=48 * 2**20)
+    rt = default_runtime(root=tmp_path, host=RecordingHost(), max_memory=48 * 2**20)
     with pytest.raises(CellError) as info:
         asyncio.run(rt.execute("local s = string.rep('x', 30 * 2^20) local j = Json.encode({s}) return #j", "[cell 1]"))
     assert (info.value.ename, info.value.evalue) == (

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from tactus_kernel.engine.errors import CellError
 from tactus_kernel.engine.host import NullHost
 from tactus_kernel.engine.runtime import BridgeError, Runtime
+from tactus_kernel.features import default_runtime
 
 GLOBALS = [
     "io",
@@ -311,7 +312,7 @@ class Fuzz:
         self.outside.mkdir()
         (self.outside / "secret.txt").write_text("top secret", "utf-8")
         # output is not what this test looks at
-        self.runtime = Runtime(root=self.root, host=NullHost(), max_memory=64 * 2**20)
+        self.runtime = default_runtime(root=self.root, host=NullHost(), max_memory=64 * 2**20)
 
         async def refuse(runtime: Runtime, run: Any, request: Any) -> tuple[Any, ...]:
             raise BridgeError("SandboxError: effects are switched off in this test")

@@ -25,7 +25,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from tactus_kernel.engine.errors import CellError
-from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.engine.host import BaseHost
+from tactus_kernel.features import default_runtime
 from tactus_kernel.features.telemetry import install
 from tactus_kernel.features.telemetry.events import EventsSink
 from tactus_kernel.features.telemetry.otel import OtelSink
@@ -41,7 +42,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-class Host:
+class Host(BaseHost):
     """A console-like host that answers human requests after `delay` seconds
     (a person taking their time: the wait the spans must measure)."""
 
@@ -73,7 +74,7 @@ class Traced:
         self.provider = TracerProvider()
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.host = host or Host()
-        self.runtime = Runtime(root=root, host=self.host)  # type: ignore[arg-type]
+        self.runtime = default_runtime(root=root, host=self.host)  # type: ignore[arg-type]
         install(self.runtime, [OtelSink(self.provider)])
         self.count = 0
 
@@ -316,17 +317,17 @@ def test_with_no_tracer_provider_and_no_events_file_nothing_is_installed(
 
     monkeypatch.delenv("TACTUS_EVENTS", raising=False)
     monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
-    runtime = Runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
-    assert not any(isinstance(o, TelemetryHub) for o in runtime.run_observers)
-    assert runtime.effects["agent.turn"].__self__ is not None  # the agent hub's own bound method
+    runtime = default_runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
+    assert not any(isinstance(o, TelemetryHub) for o in runtime.observers.all)
+    assert not runtime.interceptors  # no effect call goes through telemetry
     monkeypatch.setenv("TACTUS_EVENTS", str(tmp_path / "events.jsonl"))
-    runtime = Runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
-    [hub] = [o for o in runtime.run_observers if isinstance(o, TelemetryHub)]
+    runtime = default_runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
+    [hub] = [o for o in runtime.observers.all if isinstance(o, TelemetryHub)]
     assert [type(s) for s in hub.sinks] == [EventsSink]  # no provider: no OpenTelemetry sink
 
 
 def test_a_run_whose_span_does_not_record_is_never_hooked(tmp_path: Path) -> None:
-    runtime = Runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
+    runtime = default_runtime(root=tmp_path, host=Host())  # type: ignore[arg-type]
     sink = OtelSink()  # the global provider: none is set in this process, so the API's no-op tracer
     hub = install(runtime, [sink])
     seen: list[Any] = []
@@ -341,7 +342,7 @@ def test_a_run_whose_span_does_not_record_is_never_hooked(tmp_path: Path) -> Non
 # ------------------------------------------------------------- JSON lines
 def test_an_events_file_that_cannot_be_written_warns_once_and_the_cell_runs_on(tmp_path: Path) -> None:
     host = Host()
-    runtime = Runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
+    runtime = default_runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
     path = tmp_path / "no-such-folder" / "events.jsonl"
     install(runtime, [EventsSink(path, warn=lambda text: host.write("stderr", text))])
     for _ in range(2):
@@ -353,7 +354,7 @@ def test_an_events_file_that_cannot_be_written_warns_once_and_the_cell_runs_on(t
 
 def test_events_of_a_live_human_wait_say_when_it_was_asked_and_how_long_the_answer_took(tmp_path: Path) -> None:
     host = Host({"confirm": True, "Who ships?": "Ada"}, delay=0.2)
-    runtime = Runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
+    runtime = default_runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
     path = tmp_path / "events.jsonl"
     sink = EventsSink(path)
     install(runtime, [sink])
@@ -395,7 +396,7 @@ class Waiting(Host):
 
 def test_an_interrupted_wait_ends_the_wait_and_the_run_as_interrupted(tmp_path: Path) -> None:
     host = Waiting()
-    runtime = Runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
+    runtime = default_runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
     path = tmp_path / "events.jsonl"
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -425,7 +426,7 @@ def test_an_interrupted_wait_ends_the_wait_and_the_run_as_interrupted(tmp_path: 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full (every write: no space left)")
 def test_a_full_disk_under_the_events_file_warns_once_and_the_cells_run_on(tmp_path: Path) -> None:
     host = Host()
-    runtime = Runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
+    runtime = default_runtime(root=tmp_path, host=host)  # type: ignore[arg-type]
     install(runtime, [EventsSink("/dev/full", warn=lambda text: host.write("stderr", text))])
     for _ in range(2):
         assert asyncio.run(runtime.execute(STEPS, "[cell 1]", "cell-a")) == [{"status": "ok"}]
@@ -574,9 +575,9 @@ def test_otel_traces_exporter_gives_a_kernel_process_an_sdk_and_its_spans_are_ex
     # standard variable is all it gets; the SDK's console exporter prints each span as JSON
     script = (
         "import asyncio, sys\n"
-        "from tactus_kernel.engine.runtime import Runtime\n"
+        "from tactus_kernel.features import default_runtime\n"
         "assert 'opentelemetry.trace' not in sys.modules\n"
-        f"rt = Runtime(root={str(tmp_path)!r})\n"
+        f"rt = default_runtime(root={str(tmp_path)!r})\n"
         f"print(asyncio.run(rt.execute({STEPS!r}, '[cell 1]', 'cell-a')), file=sys.stderr)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

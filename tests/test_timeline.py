@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tactus_kernel.features import timeline, timeline_view
+from tactus_kernel.features import timeline
+from tactus_kernel.features.timeline.log import latest_events
 
 BUSY = """
 function busy(s) local t = os.clock() while os.clock() - t < s do end end
@@ -43,7 +44,7 @@ def words(html_text: str) -> str:
 
 def events(cells: Any, key: str) -> list[dict[str, Any]]:
     """The events of the procedure's last run (a replay's stay out of the record: issue 24)."""
-    return timeline.latest_events(cells.runtime, key)
+    return latest_events(cells.runtime, key)
 
 
 def shape(evs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -180,7 +181,7 @@ def test_the_live_view_is_throttled(cells, monkeypatch):
     elapsed = time.monotonic() - started
     [view] = views
     assert view.widget is not None and cells.host.displayed == [{"text/plain": "timeline"}]
-    assert view.updates <= elapsed / timeline_view.INTERVAL + 3
+    assert view.updates <= elapsed / timeline.INTERVAL + 3
     assert view.widget.sets == view.updates - 1
     # the summary line (layout changed: a line of spans, the rows behind a toggle)
     assert words(view.widget.value).startswith("✓ busy done 13000 steps · ")
@@ -213,7 +214,7 @@ def test_the_view_ticks_once_a_second_while_a_run_waits_and_stops_with_the_cell(
     ticks = [(t, text) for t, text in drawn if "running" in text]
     assert 2 <= len(ticks) <= 4, ticks  # ~3 s of sleep: about 3 redraws, not a busy loop
     # at 1.3 s, 2.3 s (the timer) and when the Sleep ends (its event), never closer than the throttle
-    assert all(later - earlier >= timeline_view.INTERVAL for (earlier, _), (later, _) in itertools.pairwise(ticks))
+    assert all(later - earlier >= timeline.INTERVAL for (earlier, _), (later, _) in itertools.pairwise(ticks))
     seconds = [float(text.rsplit(" ", 2)[-2]) for _, text in ticks]  # "... 0 steps 1.3 s"
     assert seconds == sorted(seconds) and seconds[-1] - seconds[0] >= 1.0
     assert view._timer is None and not view.live  # stopped with the cell

@@ -28,7 +28,9 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tactus_kernel.engine.bridge import BridgeError
 from tactus_kernel.engine.errors import CellError, ParamError
+from tactus_kernel.engine.feature import Observer
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import CellRun, RunState, Runtime
@@ -73,9 +75,8 @@ class _Limit:
     declared: bool  # by the procedure's config (else the environment's default)
 
 
-class RunLimits:
-    """A run observer (runtime.run_observers) that ends a cell whose
-    procedure runs past its limit."""
+class RunLimits(Observer):
+    """A run observer that ends a cell whose procedure runs past its limit."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -88,6 +89,11 @@ class RunLimits:
         self.fired: _Limit | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @staticmethod
+    def check_declared(value: Any, where: str) -> None:
+        """A procedure's ``timeout``, checked where it is declared (ParamError if bad)."""
+        parse_timeout(value, where)
 
     # ------------------------------------------------------- the work clock
     def work_clock(self) -> float:
@@ -118,9 +124,6 @@ class RunLimits:
     def run_ended(self, run: RunState, ok: bool, error: Any) -> None:
         with self._cond:
             self._limits.pop(run.id, None)
-
-    async def cell_settling(self, cell: CellRun) -> None:
-        return None
 
     def cell_closed(self, cell: CellRun) -> None:
         with self._cond:
@@ -165,8 +168,6 @@ class RunLimits:
                 self._resume()
 
     def _stopped(self) -> Exception:
-        from tactus_kernel.engine.runtime import BridgeError
-
         return BridgeError("KeyboardInterrupt: stopped by the procedure's time limit")
 
     def _clear(self) -> None:

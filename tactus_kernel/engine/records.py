@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from tactus_kernel.engine.errors import Failure, KernelError, call_text
 
@@ -459,6 +459,19 @@ class Records:
         return {"version": SCHEMA_VERSION, "procedures": self.procedures}
 
 
+class LogObserver(Protocol):
+    """Told of each call a run log hands out or records (RunLog.observers)."""
+
+    def call_started(self, log: RunLog, kind: str, name: str) -> None:
+        """A call found no record to replay: it runs now."""
+
+    def call_replayed(self, log: RunLog, entry: dict[str, Any]) -> None:
+        """A call was answered from the record."""
+
+    def call_recorded(self, log: RunLog, entry: dict[str, Any]) -> None:
+        """A new checkpoint was appended."""
+
+
 class RunLog:
     """One run of one procedure: a cursor walking its record.
 
@@ -481,12 +494,13 @@ class RunLog:
         self.allow_divergence = allow_divergence
         self.replayed = 0
         self.recorded = 0
-        # The live timeline's event trail (tactus_kernel/features/timeline.py), told of
+        # The live timeline's event trail (tactus_kernel/features/timeline/trail.py), told of
         # each call started, replayed and recorded; None costs nothing.
         self.trail: Any = None
-        # Told of the same calls (telemetry, features/telemetry): call_started(log, kind, name),
-        # call_replayed(log, entry), call_recorded(log, entry); empty, it costs one test per call.
-        self.observers: list[Any] = []
+        # Told of its calls: call_started(log, kind, name), call_replayed(log, entry),
+        # call_recorded(log, entry) (LogObserver: telemetry, and the driver's tap for
+        # Observer.checkpoint_recorded); empty, it costs one test per call.
+        self.observers: list[LogObserver] = []
         # How a person knows the procedure (runtime.RunState.title), written
         # into the record as "title" by the run's first new checkpoint: never
         # by a replay, which must leave the record as it was.

@@ -1,182 +1,83 @@
-"""The procedure runtime: one sandboxed Lua state, its records, its driver.
+"""The procedure runtime: one sandboxed Lua state, its records, its features.
 
-Cell code and procedure bodies run as Lua coroutines. Whatever must wait
-(Sleep, a human answer, an agent turn) is yielded to :meth:`Runtime._drive`
-as an effect request, awaited here, and the coroutine resumed with the
-answer, so the event loop stays free while a procedure waits. Everything
-else the primitives need from Python goes through the synchronous bridge
-functions below, each of which returns ``ok, ...`` rather than raising:
-an exception object must never reach Lua code.
+A :class:`Runtime` runs cells (:meth:`Runtime.execute`) and the procedures
+they declare. It is made of three parts, each in its own module:
 
-This module is independent of Jupyter; the kernel is a :class:`Host`.
+* this one: the cells, the features and the session (records, host,
+  answers) runs read and write;
+* engine/bridge.py: the synchronous functions Lua calls (``B``);
+* engine/driver.py: the coroutine driver that answers effects.
+
+The primitives beyond the engine's own (``Human``, ``Procedure``, agents,
+specifications, evaluations, the timeline) are features handed to it
+(engine/feature.py); the engine never imports them. This module is
+independent of Jupyter; the kernel is a :class:`~tactus_kernel.engine.host.Host`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from lupa import lua54
+from typing import Any, TypeVar
 
 from tactus_kernel.engine import errors
-from tactus_kernel.engine.display import displayable, lua_repr
-from tactus_kernel.engine.errors import CellError, Failure, KernelError, ParamError, not_utf8, raise_text, tagged
-from tactus_kernel.engine.files import FileError, file_op
+from tactus_kernel.engine.bridge import LUA_ERRORS, Bridge, BridgeError, internal_message, lua_message
+from tactus_kernel.engine.display import displayable
+from tactus_kernel.engine.driver import Driver
+from tactus_kernel.engine.errors import CellError, Failure
+from tactus_kernel.engine.feature import EffectHandler, Feature, FeatureError, Interceptor, Observer, Observers
 from tactus_kernel.engine.host import ConsoleHost, Host
 from tactus_kernel.engine.interrupts import Interrupter
-from tactus_kernel.engine.limits import RunLimits, parse_timeout
-from tactus_kernel.engine.records import DivergenceError, NotRecordedError, RecordLimitError, Records, RunLog
+from tactus_kernel.engine.limits import RunLimits
+from tactus_kernel.engine.records import DivergenceError, NotRecordedError, Records
+from tactus_kernel.engine.runs import (
+    CURRENT,
+    CellRun,
+    ProcedureSpec,
+    RunState,
+    Scope,
+    Session,
+    cell_title,
+    scoped,
+    source_key,
+)
 from tactus_kernel.engine.sandbox import DEFAULT_MAX_MEMORY, HOOK_COUNT, load_prelude, new_lua
-from tactus_kernel.engine.values import NotRecordable, UnfitJson, check_value, loads, to_json, to_lua, to_plain
-from tactus_kernel.features import register_effects
+from tactus_kernel.engine.values import NotRecordable, check_value, to_lua
 
-if TYPE_CHECKING:
-    from tactus_kernel.engine.fields import FieldSpec
+__all__ = [
+    "LUA_ERRORS",
+    "BridgeError",
+    "CellRun",
+    "EffectHandler",
+    "ProcedureSpec",
+    "RunState",
+    "Runtime",
+    "Session",
+    "cell_title",
+    "internal_message",
+    "lua_message",
+    "source_key",
+]
 
 log = logging.getLogger("tactus_kernel")
 
-EffectHandler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
-
-
-class BridgeError(Exception):
-    """Raised inside a bridge function; its text (already tagged with an
-    error name) becomes the Lua error message."""
-
-
-@dataclass
-class ProcedureSpec:
-    """A declared procedure, as far as Python needs to know it."""
-
-    key: str
-    params: dict[str, FieldSpec]
-    outputs: dict[str, FieldSpec]
-    config: dict[str, Any]
-    cell: str
-
+S = TypeVar("S")
 
 # A line that begins so cannot begin an expression: the search for a
 # cell's trailing expression skips it instead of compiling twice to learn that.
 _NOT_AN_EXPRESSION = re.compile(r"(?:end|until|else|elseif|return|local|for|while|if|repeat|do|goto|break)\b|::|[)\]}]")
-# a dict of at most this many scalars is handed between Lua and Python as
-# plain arguments (see _b_step_replay and K.step_record in lua/sandbox.lua)
-_MAX_FLAT = 64
-_FLAT_VALUES = frozenset({str, int, float, bool})
 
 
-@dataclass
-class RunState:
-    """One running procedure (or a cell's top-level code)."""
+class Runtime(Bridge, Driver):
+    """A persistent Lua runtime with procedures, records and an effect driver.
 
-    id: int
-    key: str
-    log: RunLog
-    spec: ProcedureSpec | None
-    cell: CellRun
-    params: dict[str, Any] = field(default_factory=dict)
-    # How a person knows this run (cards, the timeline, the record's "title"):
-    # a named procedure by its key; a cell's own code, a procedure with no
-    # name (keyed by the cell id, a UUID) and their children by the cell
-    # ("cell 3: local ok = Human.approve(…"). See Runtime._new_run.
-    title: str = ""
-
-
-@dataclass
-class CellRun:
-    """What one cell execution has touched."""
-
-    label: str
-    key: str
-    logs: dict[str, RunLog] = field(default_factory=dict)
-    declared: list[str] = field(default_factory=list)
-    collecting: bool = True
-    title: str = ""  # see RunState.title and cell_title
-
-
-def source_key(code: str) -> str:
-    """Stable identity for a cell when the client sends no cell id."""
-    return "cell-" + hashlib.sha256(code.encode("utf-8")).hexdigest()[:12]
-
-
-TITLE_LINE = 48  # characters of a cell's first line in its title
-
-
-def cell_title(label: str, code: str) -> str:
-    """``cell 3: local ok = Human.approve({message = "Sh…``: the cell's label
-    (from its execution count) and its first non-blank line, shortened."""
-    name = label.strip("[]")
-    line = next((s.strip() for s in code.splitlines() if s.strip()), "")
-    if len(line) > TITLE_LINE:
-        line = line[: TITLE_LINE - 1].rstrip() + "…"
-    return f"{name}: {line}" if line else name
-
-
-# Kernel exceptions that reach Lua as errors under their own name.
-_TAGGED: tuple[tuple[type[Exception], str], ...] = (
-    (NotRecordable, "NotRecordableError"),
-    (RecordLimitError, "NotRecordableError"),
-    (FileError, "SandboxError"),
-)
-LUA_ERRORS: tuple[type[Exception], ...] = (BridgeError, KernelError, ParamError, *(cls for cls, _ in _TAGGED))
-
-
-def lua_message(exc: Exception) -> str:
-    """The Lua error message for one of LUA_ERRORS (an error with data keeps it: see errors.raise_text)."""
-    if isinstance(exc, KernelError):
-        return raise_text(exc.failure)
-    if isinstance(exc, ParamError):
-        return raise_text(exc.failure())
-    if isinstance(exc, BridgeError):
-        return str(exc)
-    for cls, name in _TAGGED:
-        if isinstance(exc, cls):
-            return tagged(name, str(exc))
-    raise TypeError(f"not a kernel error: {exc!r}")
-
-
-def internal_message(where: str, exc: BaseException) -> str:
-    """The Lua error message of a fault in the kernel's own Python code."""
-    return tagged("InternalError", errors.internal_error(exc, where).evalue)
-
-
-def _bridge(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Make a method safe to call from Lua: never raises, returns ok first."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any) -> Any:
-        try:
-            result = method(*args)
-        except LUA_ERRORS as exc:
-            return False, lua_message(exc)
-        except lua54.LuaMemoryError:
-            return False, "not enough memory"
-        except UnicodeDecodeError:
-            return False, tagged(
-                "NotRecordableError",
-                f"{method.__name__.removeprefix('_b_')}: a string in the value "
-                "is not valid UTF-8 text (decode binary data before recording it)",
-            )
-        except Exception as exc:
-            log.error("Tactus: internal error in %s", method.__name__, exc_info=exc)
-            return False, internal_message(method.__name__.removeprefix("_b_"), exc)
-        if result is None:
-            return (True,)
-        if isinstance(result, tuple):
-            return (True, *result)
-        return True, result
-
-    return wrapper
-
-
-class Runtime:
-    """A persistent Lua runtime with procedures, records and an effect driver."""
+    `features` are installed in the order given (their Lua preludes run in
+    that order); ``tactus_kernel.features.default_features()`` is the set a
+    kernel runs with, ``default_runtime(**kw)`` builds a runtime with it.
+    """
 
     def __init__(
         self,
@@ -186,19 +87,15 @@ class Runtime:
         hook_count: int = HOOK_COUNT,
         allow_divergence: bool = False,
         records: Records | None = None,
+        features: Iterable[Feature[Any]] = (),
     ) -> None:
         self.root = Path(root).resolve()
-        self.host: Host = host or ConsoleHost()
         self.max_memory = max_memory
-        self.allow_divergence = allow_divergence
-        # Batch mode (replay in CI): a human request with no recorded answer
-        # fails at once instead of waiting; `answers` may supply some.
-        self.batch = False
-        self.answers: dict[str, Any] = {}
-        # Params given from outside (``tactus-kernel replay -P``) for procedures
-        # run by their own cell: {procedure: {param: value}}.
-        self.param_overrides: dict[str, dict[str, Any]] = {}
-        self.records = records if records is not None else Records()
+        self.session = Session(
+            records=records if records is not None else Records(),
+            host=host or ConsoleHost(),
+            allow_divergence=allow_divergence,
+        )
         self.procedures: dict[str, ProcedureSpec] = {}
         # cell key -> (label, code) of each cell run, latest run last (%tactus export)
         self.cell_sources: dict[str, tuple[str, str]] = {}
@@ -207,14 +104,17 @@ class Runtime:
         self._next_run = 0
         self._cell: CellRun | None = None
         self._interrupted = False
-        # Told when a procedure run starts and ends and when a cell finishes:
-        # the composition hub and the live timeline (primitives/composition.py).
-        self.run_observers: list[Any] = []
+        self.observers = Observers()
+        self.interceptors: list[Interceptor] = []  # around every effect call, outermost first
         # Stop what features started outside Lua (MCP server processes) at
         # `%tactus reset` and kernel shutdown; each takes the seconds it may wait.
         self.closers: list[Callable[[float], None]] = []
         self.limits = RunLimits(self)  # procedure({timeout = ...}): see limits.py
-        self.run_observers.append(self.limits)
+        self.observers.add(self.limits)
+        self.features: tuple[Feature[Any], ...] = tuple(features)
+        self._states: dict[type, Any] = {}
+        self._owners: dict[str, str] = {}  # effect kind -> the feature that registered it
+        self._installing = "the runtime"
         self.lua = new_lua(max_memory)
         bridge = {
             name: getattr(self, "_b_" + name)
@@ -234,12 +134,140 @@ class Runtime:
             )
         }
         bridge["interrupted"] = self._poll_interrupt
-        self.K = load_prelude(self.lua, bridge, hook_count)
+        self.K = load_prelude(self.lua, bridge, hook_count, [p for f in self.features for p in f.preludes])
         self._step = self.K.step  # looked up once: the driver calls it at every effect
         self._interrupter = Interrupter(self.K)
-        register_effects(self)
         self._collectgarbage = self.lua.eval("collectgarbage")
         self._tostring = self.K.show_tostring
+        self._install()
+
+    # ------------------------------------------------------------- features
+    def _install(self) -> None:
+        for feature in self.features:
+            if type(feature) in self._states:
+                raise FeatureError(f"feature {feature.name or type(feature).__name__!r} is given twice")
+            self._states[type(feature)] = feature.new_state(self)
+        for feature in self.features:
+            self._installing = feature.name or type(feature).__name__
+            feature.install(self, self._states[type(feature)])
+        self._installing = "the runtime"
+
+    def register_effect(self, kind: str, handler: EffectHandler) -> None:
+        """Answer the Lua effect `kind` with `handler` (see engine/feature.py).
+        A kind has one handler: registering it again raises FeatureError."""
+        owner = self._owners.get(kind)
+        if owner is not None:
+            raise FeatureError(
+                f"effect kind {kind!r} is registered twice: by feature {owner!r} and by feature {self._installing!r}"
+            )
+        self._owners[kind] = self._installing
+        self.effects[kind] = handler
+
+    def add_observer(self, observer: Observer) -> None:
+        """Tell `observer` what happens in this runtime (engine/feature.py: Observer)."""
+        self.observers.add(observer)
+
+    def add_interceptor(self, interceptor: Interceptor) -> None:
+        """Run `interceptor` around every effect call (engine/feature.py: Interceptor)."""
+        if not isinstance(interceptor, Interceptor):
+            raise FeatureError(f"{interceptor!r} is not a tactus_kernel.engine.feature.Interceptor")
+        self.interceptors.append(interceptor)
+
+    def state(self, feature: type[Feature[S]]) -> S:
+        """The per-runtime state of an installed feature (what its ``new_state`` made)."""
+        try:
+            return self._states[feature]
+        except KeyError:
+            names = ", ".join(f.name or type(f).__name__ for f in self.features) or "none"
+            raise FeatureError(
+                f"feature {feature.__name__} is not installed in this runtime (its features: {names})"
+            ) from None
+
+    def has_feature(self, feature: type[Feature[Any]]) -> bool:
+        return feature in self._states
+
+    # -------------------------------------------------------------- session
+    def _session(self) -> Session:
+        scope = CURRENT.get()
+        return scope.session if scope is not None and scope.owner is self else self.session
+
+    @property
+    def records(self) -> Records:
+        """Where runs record (an isolated run's own, while one runs)."""
+        return self._session().records
+
+    @records.setter
+    def records(self, value: Records) -> None:
+        self.session.records = value
+
+    @property
+    def host(self) -> Host:
+        return self._session().host
+
+    @host.setter
+    def host(self, value: Host) -> None:
+        self.session.host = value
+
+    @property
+    def batch(self) -> bool:
+        return self._session().batch
+
+    @batch.setter
+    def batch(self, value: bool) -> None:
+        self.session.batch = value
+
+    @property
+    def answers(self) -> dict[str, Any]:
+        return self._session().answers
+
+    @answers.setter
+    def answers(self, value: dict[str, Any]) -> None:
+        self.session.answers = value
+
+    @property
+    def param_overrides(self) -> dict[str, dict[str, Any]]:
+        return self._session().param_overrides
+
+    @param_overrides.setter
+    def param_overrides(self, value: dict[str, dict[str, Any]]) -> None:
+        self.session.param_overrides = value
+
+    @property
+    def allow_divergence(self) -> bool:
+        return self._session().allow_divergence
+
+    @allow_divergence.setter
+    def allow_divergence(self, value: bool) -> None:
+        self.session.allow_divergence = value
+
+    def current_cell(self) -> CellRun | None:
+        """The cell being executed (an isolated run's own cell, while one runs)."""
+        scope = CURRENT.get()
+        return scope.cell if scope is not None and scope.owner is self else self._cell
+
+    @contextlib.asynccontextmanager
+    async def isolated(self, cell: CellRun, session: Session) -> AsyncIterator[RunState]:
+        """Run procedures in `cell` on `session` (its own records, host,
+        answers): for the code in the block, and the tasks it starts, the
+        runtime reads and writes `session`; everything else meanwhile (and
+        everything after) sees the runtime's own. Yields the cell's top run,
+        the parent to give :meth:`begin_run`. When the block ends, what the
+        cell started is stopped (observers' ``cell_cancelling``) and the cell
+        closed."""
+        with scoped(Scope(self, session, cell)):
+            try:
+                yield self._new_run(cell.key, None, cell)
+                await self.observers.cell_cancelling(cell)
+            finally:
+                self.observers.cell_closed(cell)
+                for run_id in [i for i, r in self.runs.items() if r.cell is cell]:
+                    del self.runs[run_id]
+
+    def reset_interrupt(self) -> None:
+        """Forget an earlier interrupt, as a cell's start does (a command that
+        runs procedures outside a cell, e.g. ``%tactus test``)."""
+        self._interrupted = False
+        self.K.reset_interrupt()
 
     # ------------------------------------------------------------------ API
     def interrupt(self) -> None:
@@ -249,6 +277,10 @@ class Runtime:
 
     def _poll_interrupt(self) -> bool:
         return self._interrupted
+
+    def was_interrupted(self) -> bool:
+        """Whether the running cell was interrupted (the button, or a procedure's time limit)."""
+        return self._interrupted or bool(self.K.was_interrupted())
 
     def compile_cell(self, code: str, label: str) -> Any:
         """Compile a cell; a trailing expression becomes its return value.
@@ -328,7 +360,7 @@ class Runtime:
         self.cell_sources.pop(cell_run.key, None)
         self.cell_sources[cell_run.key] = (label, code)
         async with self._cell_run(cell_run) as (cell, ctx):
-            values = await self._drive(self.K.start(fn, ctx))
+            values = await self.drive(self.K.start(fn, ctx))
             cell.collecting = False
             # nil from a trailing call (specifications(...), step(...), print(...))
             # is no result: the procedure's own result is shown instead
@@ -336,7 +368,7 @@ class Runtime:
             for proc_key in cell.declared:
                 if self._needs_params(proc_key):
                     continue  # declared, not run: it waits for its params (%tactus run)
-                out = await self._drive(self.K.start(self.K.procedure_main(proc_key), ctx))
+                out = await self.drive(self.K.start(self.K.procedure_main(proc_key), ctx))
                 if not shown and out and out[0] is not None:
                     shown = [self.show(out[0])]
             await self._settle(cell)
@@ -381,7 +413,7 @@ class Runtime:
                 failure = Failure("ParamError", f"procedure '{name}': {exc}", field=key)
                 raise CellError.of(failure) from None
         async with self._cell_run(CellRun(label, name, collecting=False, title=name)) as (cell, ctx):
-            out = await self._drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))
+            out = await self.drive(self.K.start(self.K.procedure_main(name, to_lua(self.lua, params or {})), ctx))
             await self._settle(cell)
             return self.show(out[0]) if out else None
 
@@ -396,8 +428,7 @@ class Runtime:
             yield cell, self.K.cell_ctx(top.id, cell.key)
             failed = False
         finally:
-            for observer in self.run_observers:
-                observer.cell_closed(cell)
+            self.observers.cell_closed(cell)
             # Run logs end with their cell; a view or widget that outlives the
             # cell must not keep their entries (a record `%tactus reset` drops).
             cell.logs.clear()
@@ -431,14 +462,11 @@ class Runtime:
     async def _settle(self, cell: CellRun) -> None:
         """Let spawned procedures nobody waited for finish, then check that
         every run used its whole record."""
-        for observer in self.run_observers:
-            await observer.cell_settling(cell)
+        await self.observers.cell_settling(cell)
         for log in cell.logs.values():
             try:
                 log.finish()
-            except DivergenceError as exc:
-                raise CellError.of(exc.failure) from None
-            except NotRecordedError as exc:  # strict mode: one that a pcall caught
+            except (DivergenceError, NotRecordedError) as exc:  # NotRecordedError: strict mode, one a pcall caught
                 raise CellError.of(exc.failure) from None
 
     def reset(self, keys: list[str] | None = None) -> list[str]:
@@ -480,313 +508,3 @@ class Runtime:
 
     def describe(self, path: str) -> str:
         return str(self.K.describe(path))
-
-    # --------------------------------------------------------------- driver
-    def _new_run(self, key: str, spec: ProcedureSpec | None, cell: CellRun) -> RunState:
-        log = cell.logs.get(key)
-        if log is None:
-            log = cell.logs[key] = RunLog(self.records, key, self.allow_divergence)
-        self._next_run += 1
-        root, slash, rest = key.partition("/")
-        declared = self.procedures.get(root)
-        named = declared is not None and bool(declared.config.get("name"))
-        title = cell.title + slash + rest if root == cell.key and cell.title and not named else key
-        run = RunState(self._next_run, key, log, spec, cell, title=title)
-        if not slash:  # a child's record is nested in its caller's, which has the title
-            log.title = title
-        self.runs[run.id] = run
-        for observer in self.run_observers:
-            observer.run_started(run)
-        return run
-
-    async def _drive(self, thread: int) -> list[Any]:
-        """Resume a coroutine until it finishes, answering its effects."""
-        send: tuple[Any, ...] = ()
-        self._interrupter.add(thread, self.K.address(thread))
-        if self._interrupted:
-            self._interrupter.arm()
-        try:
-            while True:
-                try:
-                    status, *rest = self._step(thread, *send)
-                except lua54.LuaMemoryError:
-                    raise self._memory_error() from None
-                if status == "done":
-                    packed = rest[0]
-                    try:
-                        return [packed[i] for i in range(1, int(packed["n"]) + 1)]
-                    except UnicodeDecodeError:  # text that is not UTF-8: show it with U+FFFD
-                        packed = self.K.safe_copy(packed)
-                        return [packed[i] for i in range(1, int(packed["n"]) + 1)]
-                if status == "error":
-                    raise self._lua_error(*rest)
-                request = rest[0]
-                if request is None:
-                    send = ()
-                    continue
-                send = await self._perform(request, rest[1], rest[2])
-        finally:
-            self.K.close_thread(thread)  # __close handlers may loop: still interruptible here
-            self._interrupter.remove(thread)
-            self.K.drop(thread)
-
-    async def _perform(self, request: Any, kind: Any, run_id: Any) -> tuple[Any, ...]:
-        """Answer one effect (K.step reads its kind and run in Lua and hands them over with it)."""
-        handler = self.effects.get(kind)
-        run = self.runs.get(run_id)
-        if handler is None or run is None:
-            return False, tagged("InternalError", f"no handler for effect {kind!r} of run {run_id!r}")
-        try:
-            values = await self.limits.bound(kind, handler(self, run, request))
-            for value in values:  # lupa copies an answer's text into Lua: it must fit under the cap
-                if type(value) is str:
-                    to_lua(self.lua, value)
-        except LUA_ERRORS as exc:
-            return False, lua_message(exc)
-        except lua54.LuaMemoryError:
-            return False, "not enough memory"
-        except UnicodeDecodeError as exc:  # lupa reading a string the effect was given
-            return False, tagged("SandboxError", not_utf8(exc))
-        except Exception as exc:
-            log.error("Tactus: internal error in the %s effect", kind, exc_info=exc)
-            return False, internal_message(f"the {kind} effect", exc)
-        return (True, *values)
-
-    def _lua_error(
-        self, message: Any, traceback: Any, ename: Any = None, trusted: Any = False, value: Any = None
-    ) -> CellError:
-        """The CellError of a failed thread. `trusted` says the kernel raised
-        the message itself (lua/sandbox.lua: mark_raised), so its "Name: "
-        prefix is a kind; a cell's own text never is. `value`: a table raised
-        as the error (``error({code = 42})``), shown as a Lua constructor
-        rather than its address (see K.step)."""
-        message = str(message)
-        if self._interrupted or bool(self.K.was_interrupted()):
-            return self.interrupted_error()
-        if "not enough memory" in message:
-            return self._memory_error()
-        for prefix in ("[tactus primitives]", "[tactus sandbox]"):
-            while message.startswith(prefix):
-                message = message.split(": ", 1)[-1]
-        tb = None if traceback is None else str(traceback)
-        shown = None
-        if value is not None:
-            with contextlib.suppress(Exception):  # a value that cannot be shown keeps its "table: 0x..."
-                shown = lua_repr(self.show(value))
-        return errors.from_lua(message, tb, None if ename is None else str(ename), shown, trusted=bool(trusted))
-
-    def interrupted_error(self) -> CellError:
-        """The error of an interrupted cell, naming the line of cell code
-        that was running when it came (if Lua code was running)."""
-        where = self.K.interrupted_at()
-        timed_out = self.limits.error(where)  # stopped by a procedure's time limit
-        if timed_out is not None:
-            return timed_out
-        return CellError.simple("KeyboardInterrupt", "interrupted by the user" + (f" at {where}" if where else ""))
-
-    def _memory_error(self) -> CellError:
-        self._collectgarbage("collect")
-        limit = f"{self.max_memory / 2**20:g} MiB" if self.max_memory else "the machine's"
-        msg = f"the cell ran out of memory (limit {limit}); the kernel is still running"
-        return CellError.simple("LuaMemoryError", msg)
-
-    def _run(self, run_id: int) -> RunState:
-        run = self.runs.get(run_id)
-        if run is None:
-            raise BridgeError("CheckpointError: this call was made outside a running cell or procedure")
-        return run
-
-    # ---------------------------------------------------------------- bridge
-    @_bridge
-    def _b_write(self, stream: str, text: str) -> None:
-        self.host.write("stderr" if stream == "stderr" else "stdout", str(text))
-
-    @_bridge
-    def _b_log(self, level: str, message: str, context: Any) -> None:
-        line = f"[{level.upper()}] {message}"
-        if context is not None:
-            try:
-                shown = json.dumps(displayable(context, self._tostring), ensure_ascii=False, default=str)
-            except UnicodeDecodeError:
-                shown = "(a context holding text that is not UTF-8)"
-            line += " " + shown
-        self.host.write("stderr" if level in ("warn", "error") else "stdout", line + "\n")
-
-    @_bridge
-    def _b_declare(self, config: Any) -> str:
-        from tactus_kernel.engine.fields import parse_fields  # pydantic, loaded by the first declaration
-
-        plain = to_plain(config) if config is not None else {}
-        if not isinstance(plain, dict):
-            plain = {}
-        cell = self._cell
-        name = plain.get("name")
-        if name is not None and not isinstance(name, str):
-            raise BridgeError("ProcedureError: procedure name must be a string")
-        if name is not None and "/" in name:  # "/" separates a child's record key from its caller's
-            raise BridgeError(f"ProcedureError: procedure name {name!r} must not contain '/'")
-        key = name or (cell.key if cell else None)
-        if not key:
-            raise BridgeError("ProcedureError: an unnamed procedure must be declared at the top level of a cell")
-        owner = f"procedure '{key}'"
-        parse_timeout(plain.get("timeout"), owner)  # a bad timeout is refused where it is declared
-        spec = ProcedureSpec(
-            key=key,
-            # input / output: the names some reference Tactus versions give params / outputs
-            params=parse_fields(plain.get("params", plain.get("input")), f"{owner}: params"),
-            outputs=parse_fields(plain.get("outputs", plain.get("output")), f"{owner}: outputs"),
-            config=plain,
-            cell=cell.label if cell else "",
-        )
-        self.procedures[key] = spec
-        if cell is not None and cell.collecting and key not in cell.declared:
-            cell.declared.append(key)
-        return key
-
-    @_bridge
-    def _b_begin_run(self, key: str, given: Any, record_key: str | None = None) -> tuple[int, Any]:
-        """Start a run of procedure `key`; `record_key` (given for a child
-        procedure, see primitives/composition.py) is where its record lives."""
-        from tactus_kernel.engine.fields import validate_params
-
-        spec = self.procedures.get(key)
-        if spec is None:
-            raise BridgeError(f"ProcedureError: unknown procedure '{key}'")
-        cell = self._cell
-        if cell is None:
-            raise BridgeError("ProcedureError: procedures run only inside a cell")
-        given_py = to_json(given, "params") if given is not None else {}
-        if given_py == []:
-            given_py = {}
-        if not isinstance(given_py, dict):
-            raise BridgeError(f"ParamError: procedure '{key}': params must be a table of name = value")
-        if record_key is None:
-            given_py = {**self.param_overrides.get(key, {}), **given_py}
-        validated = validate_params(f"procedure '{key}'", spec.params, given_py)
-        run = self._new_run(record_key or key, spec, cell)
-        run.params = validated
-        if self.records.lookup(run.key) is not None:  # a rerun leaves the record as it was, unless it changes it
-            run.log.first["status"] = "running"
-            self.records.set(run.key, params=validated)
-        else:
-            self.records.set(run.key, status="running", params=validated)
-        return run.id, to_lua(self.lua, validated)
-
-    @_bridge
-    def _b_end_run(self, run_id: int, ok: bool, result: Any) -> Any:
-        from tactus_kernel.engine.fields import validate_outputs
-
-        run = self.runs.pop(run_id)
-        records = self.records
-        if not ok:
-            records.set(run.key, status="failed")
-            self._ended(run, False, result)
-            return None
-        spec = run.spec
-        assert spec is not None
-        try:
-            value = to_json(result, "the returned value")
-            out = validate_outputs(f"procedure '{run.key}'", spec.outputs, value)
-        except (ParamError, NotRecordable) as exc:
-            records.set(run.key, status="failed")
-            problem = str(exc) if isinstance(exc, ParamError) else f"procedure '{run.key}': {exc}"
-            field = exc.field if isinstance(exc, ParamError) else None
-            failure = Failure("OutputError", problem, procedure=run.key, field=field)
-            self._ended(run, False, failure.text)
-            raise KernelError(failure) from None
-        records.set(run.key, status="completed", output=out)
-        self._ended(run, True, None)
-        return to_lua(self.lua, out)
-
-    def _ended(self, run: RunState, ok: bool, error: Any) -> None:
-        for observer in self.run_observers:
-            observer.run_ended(run, ok, error)
-
-    def _b_step_replay(self, run_id: int, name: str) -> tuple[Any, ...]:
-        """Step.run's look-up, the hottest call of all: a small flat table
-        comes back as ``"flat", k1, v1, ...`` for Lua to rebuild (cheaper
-        than lupa building it), anything else as ``"value", v``, and no
-        record as nothing. Catches its own errors, as ``_bridge`` would,
-        without the cost of the general wrapper."""
-        try:
-            run = self.runs.get(run_id) or self._run(run_id)  # _run, inlined but for its error
-            entry = run.log.replay("step", name)
-            if entry is None:
-                return (True,)
-            value: Any = entry.get("value")
-            if type(value) is dict and len(value) <= _MAX_FLAT:
-                out: list[Any] = [True, "flat"]
-                for item in value.items():
-                    if type(item[1]) not in _FLAT_VALUES:
-                        break
-                    out += item
-                else:
-                    return tuple(out)
-            return True, "value", to_lua(self.lua, value)
-        except LUA_ERRORS as exc:
-            return False, lua_message(exc)
-        except lua54.LuaMemoryError:
-            return False, "not enough memory"
-
-    @_bridge
-    def _b_record(self, run_id: int, kind: str, name: str, value: Any) -> None:
-        run = self._run(run_id)
-        try:
-            py = to_json(value, "the result")
-        except NotRecordable as exc:
-            raise BridgeError(
-                tagged(
-                    "NotRecordableError",
-                    f"Step '{name}': {exc}; a recorded value must be JSON (tables, strings, numbers, booleans, nil)",
-                )
-            ) from None
-        run.log.append(kind, name, py)
-        self.host.records_changed()
-
-    @_bridge
-    def _b_record_flat(self, run_id: int, kind: str, name: str, *entries: Any) -> None:
-        """:meth:`_b_record` of a small table of scalars with string keys,
-        handed over as ``k1, v1, k2, v2, ...`` (the Lua side checked them)."""
-        run = self._run(run_id)
-        run.log.append(kind, name, dict(sorted(zip(entries[::2], entries[1::2], strict=True))))
-        self.host.records_changed()
-
-    @_bridge
-    def _b_checkpoint(self, run_id: int, op: str, name: str | None = None) -> Any:
-        log = self._run(run_id).log
-        if op == "clear_all":
-            log.clear_from(0)
-            self.host.records_changed()
-            return None
-        index = log.find(str(name))
-        if op == "exists":
-            return index is not None
-        if op == "get":
-            return None if index is None else to_lua(self.lua, log.entries[index].get("value"))
-        if op == "clear_after":
-            if index is not None:
-                log.clear_from(index)
-                self.host.records_changed()
-            return None
-        raise BridgeError(f"CheckpointError: unknown operation {op}")
-
-    @_bridge
-    def _b_json_encode(self, value: Any) -> str:
-        try:
-            # lupa copies the text into Lua: it must fit under the cap (see make_room)
-            return to_lua(self.lua, json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":")))
-        except NotRecordable as exc:
-            raise BridgeError(f"Json.encode: {exc}") from None
-
-    @_bridge
-    def _b_json_decode(self, text: str) -> Any:
-        try:
-            return to_lua(self.lua, loads(text, "Json.decode"))
-        except json.JSONDecodeError as exc:
-            raise BridgeError(f"Json.decode: invalid JSON: {exc}") from None
-        except UnfitJson as exc:
-            raise BridgeError(str(exc)) from None
-
-    @_bridge
-    def _b_file(self, op: str, path: str, data: str | None = None) -> Any:
-        return to_lua(self.lua, file_op(self.root, op, path, data))  # a big file must fit under the cap

@@ -18,24 +18,20 @@ hook that polls for an interrupt.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
 from lupa import lua54
 
+from tactus_kernel.engine.feature import Prelude
+
 DEFAULT_MAX_MEMORY = 512 * 1024 * 1024
-# Lua files loaded after the sandbox, in order, as (package, file); each chunk gets (B, K).
-LUA_MODULES = [
-    ("tactus_kernel.engine", "lua/primitives.lua"),
-    ("tactus_kernel.features.human", "human.lua"),
-    ("tactus_kernel.features.agents", "agents.lua"),
-    ("tactus_kernel.features.composition", "composition.lua"),
-    ("tactus_kernel.features.evaluations", "evaluations.lua"),
-    ("tactus_kernel.features.compat", "compat.lua"),
-    # last: it wraps the library functions every module before it captured unwrapped
-    ("tactus_kernel.engine", "lua/limits.lua"),
-]
+# The engine's own Lua, around the features' preludes (engine/feature.py):
+# primitives first; limits last, as it wraps the library functions every
+# chunk before it captured unwrapped.
+PRIMITIVES = Prelude("tactus_kernel.engine", "lua/primitives.lua")
+LIMITS = Prelude("tactus_kernel.engine", "lua/limits.lua")
 HOOK_COUNT = 100_000
 
 
@@ -61,9 +57,14 @@ def new_lua(max_memory: int | None) -> lua54.LuaRuntime:
     )
 
 
-def load_prelude(lua: lua54.LuaRuntime, bridge: dict[str, Callable[..., Any]], hook_count: int = HOOK_COUNT) -> Any:
-    """Run the sandbox and primitives preludes; returns the kernel's private
-    Lua API table (``K``)."""
+def load_prelude(
+    lua: lua54.LuaRuntime,
+    bridge: dict[str, Callable[..., Any]],
+    hook_count: int = HOOK_COUNT,
+    preludes: Sequence[Prelude] = (),
+) -> Any:
+    """Run the sandbox, the primitives, the features' `preludes` (in order)
+    and the limits; returns the kernel's private Lua API table (``K``)."""
     b = lua.table_from(bridge)
     config = lua.table_from({"hook_count": hook_count})
     # the raw load, taken before the sandbox replaces it; always two results.
@@ -81,11 +82,10 @@ def load_prelude(lua: lua54.LuaRuntime, bridge: dict[str, Callable[..., Any]], h
         k.max_memory = lua.get_max_memory() or 0  # limits.lua bounds results against it
     except RuntimeError:  # a runtime made without a cap
         k.max_memory = 0
-    for package, name in LUA_MODULES:
-        stem = name.rsplit("/", 1)[-1].removesuffix(".lua")
-        chunk, err = load(lua_source(package, name), f"=[tactus {stem}]", "t")
+    for prelude in (PRIMITIVES, *preludes, LIMITS):
+        chunk, err = load(prelude.read(), "=" + prelude.chunk_name, "t")
         if chunk is None:
-            raise RuntimeError(f"tactus prelude {name} does not compile: {err}")
+            raise RuntimeError(f"tactus prelude {prelude.name} does not compile: {err}")
         chunk(b, k)
     # Last, once every module has its globals: give lupa (and Python's own
     # lua.eval helpers) a globals table of their own; see K.seal_globals.

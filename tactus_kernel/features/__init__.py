@@ -1,32 +1,48 @@
-"""Python halves of the primitives that wait (effects).
+"""The primitives built on the engine, each a :class:`~tactus_kernel.engine.feature.Feature`.
 
-A Lua primitive yields a request table ``{kind = ..., run = ...}``; the
-runtime's driver looks the kind up in ``runtime.effects`` and awaits the
-handler, which returns the values the Lua call returns (or raises
-BridgeError with a tagged message, raised as a Lua error at the call).
-Each module here registers its kinds.
+A runtime gets its features from whoever builds it (the kernel, the pytest
+plugins, the tests): ``default_runtime(**kw)`` builds one with
+:func:`default_features`, the set a kernel runs with.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.engine.feature import Feature
+from tactus_kernel.engine.runtime import Runtime
+from tactus_kernel.features.agents.effects import AgentsFeature
+from tactus_kernel.features.compat.effects import CompatFeature
+from tactus_kernel.features.composition.effects import CompositionFeature
+from tactus_kernel.features.evaluations.effects import EvaluationsFeature
+from tactus_kernel.features.human.effects import HumanFeature
+from tactus_kernel.features.sleep import SleepFeature
+from tactus_kernel.features.specs.registry import SpecsFeature
+from tactus_kernel.features.telemetry import TelemetryFeature
+from tactus_kernel.features.timeline import TimelineFeature
 
-# Modules with a ``register(runtime)`` function, registered in this order.
-EFFECT_MODULES = [
-    "sleep",
-    "human.effects",
-    "agents.effects",
-    "composition.effects",
-    "evaluations.effects",
-    "compat.effects",
-    "telemetry",  # last: it wraps the human and agent-turn effects
-]
+__all__ = ["default_features", "default_runtime"]
 
 
-def register_effects(runtime: Runtime) -> None:
-    for name in EFFECT_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(runtime)
+def default_features() -> list[Feature[Any]]:
+    """The features of a kernel, in the order their Lua preludes need:
+    composition wraps ``tool`` (agents) to check dependencies, and compat
+    builds on all the others. The timeline comes first so that, as an
+    observer, it hears of a run before the others act on it; telemetry
+    (installed only when spans or an events file are asked for) last."""
+    return [
+        TimelineFeature(),
+        SleepFeature(),
+        HumanFeature(),
+        AgentsFeature(),
+        CompositionFeature(),
+        SpecsFeature(),
+        EvaluationsFeature(),
+        CompatFeature(),
+        TelemetryFeature(),
+    ]
+
+
+def default_runtime(**kwargs: Any) -> Runtime:
+    """``Runtime(**kwargs)`` with :func:`default_features`."""
+    return Runtime(features=default_features(), **kwargs)

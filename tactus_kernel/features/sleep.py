@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from tactus_kernel.engine.feature import Feature
+
 if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import RunState, Runtime
+    from tactus_kernel.engine.runs import RunState
+    from tactus_kernel.engine.runtime import Runtime
 
 
 async def sleep_effect(runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
@@ -21,5 +24,10 @@ async def sleep_effect(runtime: Runtime, run: RunState, request: Any) -> tuple[A
     return ()
 
 
-def register(runtime: Runtime) -> None:
-    runtime.effects["sleep"] = sleep_effect
+class SleepFeature(Feature[None]):
+    """``Sleep(s)`` (its Lua half is in engine/lua/primitives.lua)."""
+
+    name = "sleep"
+
+    def install(self, runtime: Runtime, state: None) -> None:
+        runtime.register_effect("sleep", sleep_effect)

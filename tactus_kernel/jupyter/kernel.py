@@ -123,11 +123,11 @@ class TactusKernel(Kernel):
         comm), so the kernel answers kernel_info without paying for lupa,
         the sandbox preludes and the primitives."""
         if self._runtime is None:
-            from tactus_kernel.engine.runtime import Runtime
             from tactus_kernel.engine.sandbox import DEFAULT_MAX_MEMORY
+            from tactus_kernel.features import default_runtime
 
             max_memory = int(os.environ.get("TACTUS_MAX_MEMORY", DEFAULT_MAX_MEMORY)) or None
-            self._runtime = Runtime(root=os.getcwd(), max_memory=max_memory, records=self.records)
+            self._runtime = default_runtime(root=os.getcwd(), max_memory=max_memory, records=self.records)
         return self._runtime
 
     def _widget_target(self, target: str) -> Any:
@@ -215,8 +215,8 @@ class TactusKernel(Kernel):
             rt.allow_divergence = bool(options["allow_divergence"])
         if "replay" in options:
             rt.batch = bool(options["replay"])
-            if rt.batch and not any(isinstance(o, RanProcedures) for o in rt.run_observers):
-                rt.run_observers.append(RanProcedures(self.channel))
+            if rt.batch and not any(isinstance(o, RanProcedures) for o in rt.observers.all):
+                rt.add_observer(RanProcedures(self.channel))
         if "strict" in options:  # for the rest of the kernel session (records.Records.strict)
             rt.records.strict = bool(options["strict"])
         if isinstance(options.get("answers"), dict):

@@ -162,14 +162,14 @@ async def _answer(kernel: MagicHost, args: list[str], label: str) -> list[Any]:
 
 
 async def _log(kernel: MagicHost, args: list[str], label: str) -> list[Any]:
-    from tactus_kernel.features.timeline import log_command
+    from tactus_kernel.features.timeline.log import log_command
 
     log_command(kernel.runtime, args)
     return []
 
 
 async def _test(kernel: MagicHost, args: list[str], label: str) -> list[Any]:
-    from tactus_kernel.features.specs.bdd import test_command
+    from tactus_kernel.features.specs.runner import test_command
 
     await kernel.interruptible(test_command(kernel.runtime, args))
     return []

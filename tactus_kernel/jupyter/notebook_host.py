@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tactus_kernel.engine.feature import Observer
+from tactus_kernel.engine.host import BaseHost
 from tactus_kernel.engine.records import Records
 from tactus_kernel.protocol import (
     PROTOCOL,
@@ -207,7 +209,7 @@ class RecordsChannel:
         return len(ops)
 
 
-class RanProcedures:
+class RanProcedures(Observer):
     """A run observer that tells a replay client which procedures each cell
     ran (:meth:`RecordsChannel.ran`), in the order they started."""
 
@@ -220,12 +222,6 @@ class RanProcedures:
         if run.spec is not None and root not in self.keys:  # a procedure, not a cell's own code
             self.keys.append(root)
 
-    def run_ended(self, run: Any, ok: bool, error: Any) -> None:
-        return None
-
-    async def cell_settling(self, cell: Any) -> None:
-        return None
-
     def cell_closed(self, cell: Any) -> None:
         keys, self.keys = self.keys, []
         for key, log in cell.logs.items():  # a cell's own code that replayed or recorded a call
@@ -235,8 +231,11 @@ class RanProcedures:
         self.channel.ran([k for k in keys if k in self.channel.records.procedures])
 
 
-class NotebookHost:
+class NotebookHost(BaseHost):
     """Outputs of one cell, sent on IOPub under that cell's parent header."""
+
+    timeline_widgets = True  # the live timeline draws with ipywidgets
+    updates_displays = True
 
     def __init__(self, kernel: Any, parent: dict[str, Any], channel: RecordsChannel) -> None:
         self.kernel = kernel

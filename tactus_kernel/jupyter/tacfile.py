@@ -401,7 +401,7 @@ def export_command(runtime: Any, args: list[str]) -> None:
     folder, then name what the reference would refuse (on stderr)."""
     from tactus_kernel.engine.errors import CellError
     from tactus_kernel.engine.files import FileError, confined
-    from tactus_kernel.features.specs.bdd import registry
+    from tactus_kernel.features.specs.registry import registry
 
     if len(args) != 2 or not args[1].endswith(".tac"):
         raise CellError.simple("UsageError", "%tactus export NAME FILE.tac")

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tactus_kernel.features.specs import bdd
+from tactus_kernel.features.specs import runner
+from tactus_kernel.features.specs.registry import registry
+from tactus_kernel.features.specs.report import Report
 
 if TYPE_CHECKING:
     from _pytest._code.code import ExceptionInfo, TerminalRepr
@@ -35,12 +37,13 @@ def load_notebook(path: Path) -> tuple[Runtime, list[str]]:
     import nbformat
 
     from tactus_kernel.engine.errors import CellError
-    from tactus_kernel.engine.runtime import Runtime, source_key
+    from tactus_kernel.engine.runtime import source_key
+    from tactus_kernel.features import default_runtime
     from tactus_kernel.jupyter.magics import is_magic
     from tactus_kernel.protocol import parse_metadata
 
     nb = nbformat.read(str(path), as_version=4)
-    runtime = Runtime(root=path.parent, host=bdd.CaptureHost())
+    runtime = default_runtime(root=path.parent, host=runner.CaptureHost())
     runtime.records.load(parse_metadata(nb.metadata.get("tactus")))
     runtime.batch = True
     problems = []
@@ -58,7 +61,7 @@ def load_notebook(path: Path) -> tuple[Runtime, list[str]]:
 def spec_items(collector: pytest.File) -> Iterator[pytest.Item]:
     """One item per scenario of every specification the notebook declares."""
     runtime, problems = load_notebook(Path(collector.path))
-    specs = bdd.registry(runtime).specs
+    specs = registry(runtime).specs
     for spec in specs.values():
         for pickle in spec.pickles:
             yield SpecScenario.from_parent(
@@ -84,10 +87,10 @@ class SpecScenario(pytest.Item):
         self.problems = problems
 
     def runtest(self) -> None:
-        result = asyncio.run(bdd.run_scenario(self.runtime, self.procedure, self.pickle))
+        result = asyncio.run(runner.run_scenario(self.runtime, self.procedure, self.pickle))
         if result.passed:
             return
-        report = bdd.Report(1)
+        report = Report(1)
         report.add(result)
         message = report.failures()
         if self.problems:

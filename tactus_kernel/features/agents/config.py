@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from tactus_kernel.engine import runs
+
 OFFLINE_ENV = "TACTUS_OFFLINE"
 DEFAULT_MODEL_ENV = "TACTUS_MODEL"
 TEST_MODEL = "test"
@@ -119,8 +121,9 @@ class ConfigError(ValueError):
 
 
 def offline() -> bool:
-    """``TACTUS_OFFLINE=1``: every agent uses the offline model."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """``TACTUS_OFFLINE=1``, or an isolated run that asks for it (a spec
+    scenario, engine/runs.py): every agent uses the offline model."""
+    return runs.offline() or os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def parse_model(decl: Any, where: str) -> tuple[str | None, dict[str, Any]]:

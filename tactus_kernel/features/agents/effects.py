@@ -15,11 +15,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tactus_kernel.engine.errors import ParamError
+from tactus_kernel.engine.feature import Feature, Prelude
 from tactus_kernel.engine.values import to_plain
 from tactus_kernel.features.composition.effects import apply_injection
 
 if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import RunState, Runtime
+    from tactus_kernel.engine.runs import RunState
+    from tactus_kernel.engine.runtime import Runtime
     from tactus_kernel.features.agents.mcp import McpServers
     from tactus_kernel.features.agents.service import AgentService
     from tactus_kernel.features.agents.tools import ToolSpec
@@ -51,8 +53,8 @@ def _guarded(method: Callable[..., Awaitable[tuple[Any, ...]]]) -> Callable[...,
 def _as_lua_error(exc: Exception) -> Exception:
     """The error the driver reports for a failed agent effect (imports here:
     the hot path of a turn should not pay for them)."""
+    from tactus_kernel.engine.bridge import BridgeError
     from tactus_kernel.engine.errors import KernelError
-    from tactus_kernel.engine.runtime import BridgeError
     from tactus_kernel.engine.values import NotRecordable
     from tactus_kernel.features.agents.config import ConfigError
 
@@ -158,7 +160,15 @@ class AgentHub:
     @_guarded
     async def turn(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
         apply_injection(runtime, run, request)  # messages sent with Procedure.inject(handle, message)
-        return await self.service.turn(run, request)
+        agent = str(request["name"])
+        runtime.observers.agent_turn_started(run, agent)
+        ok = False
+        try:
+            values = await self.service.turn(run, request)
+            ok = True
+            return values
+        finally:
+            runtime.observers.agent_turn_ended(run, agent, ok)
 
     @_guarded
     async def history(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
@@ -173,9 +183,22 @@ class AgentHub:
         return (self.service.messages(int(request["turn"]), str(request["which"])),)
 
 
-def register(runtime: Runtime) -> None:
-    hub = AgentHub(runtime)
-    effects: dict[str, Handler] = {
+class AgentsFeature(Feature[AgentHub]):
+    """``agent``, ``tool``, ``toolset``, ``Name.turn``, ``MessageHistory``, ``default_model``."""
+
+    name = "agents"
+    preludes = (Prelude("tactus_kernel.features.agents", "agents.lua"),)
+
+    def new_state(self, runtime: Runtime) -> AgentHub:
+        return AgentHub(runtime)
+
+    def install(self, runtime: Runtime, state: AgentHub) -> None:
+        for kind, handler in _effects(state).items():
+            runtime.register_effect(kind, handler)
+
+
+def _effects(hub: AgentHub) -> dict[str, Handler]:
+    return {
         "agent.tool": hub.declare_tool,
         "agent.declare": hub.declare_agent,
         "agent.default_model": hub.default_model,
@@ -186,4 +209,3 @@ def register(runtime: Runtime) -> None:
         "agent.history": hub.history,
         "agent.messages": hub.messages,
     }
-    runtime.effects.update(effects)

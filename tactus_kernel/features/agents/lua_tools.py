@@ -80,7 +80,7 @@ async def call_tool(runtime: Runtime, deps: TurnDeps, spec: ToolSpec, kwargs: di
         raise ModelRetry(str(exc)) from None
     main = runtime.K.agent_tool_main(spec.name, to_lua(runtime.lua, args))
     try:
-        values = await runtime._drive(runtime.K.start(main, deps.lua_ctx))
+        values = await runtime.drive(runtime.K.start(main, deps.lua_ctx))
     except CellError as exc:
         if exc.ename in PASS_THROUGH:
             raise BridgeError(f"{exc.ename}: {exc.evalue}") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tactus_kernel.engine.feature import Feature, Prelude
 from tactus_kernel.features.specs.matchers import MatcherError, search
 
 if TYPE_CHECKING:
@@ -26,5 +27,11 @@ def regex_search(pattern: Any, text: Any) -> tuple[bool, Any]:
         return False, f"internal error in matches: {type(exc).__name__}: {exc}"
 
 
-def register(runtime: Runtime) -> None:
-    runtime.K.regex_search = regex_search
+class CompatFeature(Feature[None]):
+    """The reference Tactus's language forms (compat.lua) and its ``matches``."""
+
+    name = "compat"
+    preludes = (Prelude("tactus_kernel.features.compat", "compat.lua"),)
+
+    def install(self, runtime: Runtime, state: None) -> None:
+        runtime.K.regex_search = regex_search

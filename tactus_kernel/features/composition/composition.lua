@@ -1,6 +1,6 @@
 -- Composition: Procedure.run / spawn / wait / cancel / inject, dependency
--- checks, BDD declarations (specifications, step), and the stage tracking
--- the live timeline reads. Python half: tactus_kernel/primitives/composition.py.
+-- checks, and the stage tracking the live timeline reads. Python half:
+-- tactus_kernel/features/composition/effects.py.
 --
 -- Every child procedure runs in a coroutine of its own (started by Python
 -- with K.child_main), in a context of its own: a synchronous Procedure.run
@@ -292,53 +292,3 @@ Procedure = {
   run = run, spawn = spawn, status = status, wait = wait, wait_any = wait_any, wait_all = wait_all,
   is_complete = is_complete, all_complete = all_complete, cancel = cancel, inject = inject,
 }
-
-------------------------------------------------------------------------------
--- BDD: specifications([[Gherkin]]) (parsed and kept by Python) and
--- step(text, fn), kept here and run by the scenario runner (bdd.py) in the
--- context of the finished run, so a step reads its State, Stage, Tool calls.
-------------------------------------------------------------------------------
-function specifications(a, b)
-  local proc, text = nil, a
-  if b ~= nil then proc, text = a, b end
-  if proc ~= nil and type(proc) ~= "string" then
-    raise("specifications: the procedure must be given by name, got " .. type(proc))
-  end
-  if type(text) ~= "string" then
-    raise("specifications: expected Gherkin text, e.g. specifications([[Feature: ...]]), got " .. type(text))
-  end
-  perform({kind = "bdd.specifications", run = current_ctx().run, procedure = proc, text = text})
-end
-
-local STEPS = {}
-function step(text, fn)
-  if type(text) ~= "string" then raise("step: argument #1 must be the step's text, got " .. type(text)) end
-  if type(fn) ~= "function" then raise("step: argument #2 must be a function, got " .. type(fn)) end
-  STEPS[text] = fn
-end
-
--- The step function for `text` and its arguments: an exact match first,
--- then each step text as a Lua pattern (in sorted order, so it is stable).
-local function find_step(text)
-  local fn = STEPS[text]
-  if fn ~= nil then return fn, {n = 0} end
-  for _, pat in ipairs(names_of(STEPS)) do
-    local ok, caps = pcall(function() return pack(match(text, "^" .. pat .. "$")) end)
-    if ok and caps[1] ~= nil then
-      if not match(pat, "%(") then caps = {n = 0} end
-      return STEPS[pat], caps
-    end
-  end
-  return nil
-end
-
-function K.has_step(text) return find_step(text) ~= nil end
-
-function K.step_main(text)
-  return function()
-    local fn, args = find_step(text)
-    if fn == nil then return "undefined" end
-    if fn(unpack(args, 1, args.n)) == false then raise("the step returned false") end
-    return "passed"
-  end
-end

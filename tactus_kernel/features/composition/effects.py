@@ -17,7 +17,7 @@ same on every run of deterministic code, and a child interrupted half-way
 goes on where it stopped.
 
 Concurrency. Every child runs as its own Lua coroutine (``K.child_main``)
-driven by ``Runtime._drive``; a spawned child's driver is an asyncio task
+driven by ``Runtime.drive``; a spawned child's driver is an asyncio task
 of its own, so a child waiting for a human does not block its siblings and
 several cards can wait in one cell, answered in any order. ``wait``,
 ``wait_any`` and ``wait_all`` are effects that await those tasks. Which
@@ -28,23 +28,30 @@ Injection. ``Procedure.inject(handle, message)`` queues a message on the
 child; :func:`apply_injection` (called by the agent turn effect in
 ``primitives/agents.py``) hands the queue to the child's next agent turn as
 its ``inject`` option.
+
+Observers (engine/feature.py) hear of each call (``child_called``,
+``child_started``, ``child_ended``, ``message_injected``): the timeline
+draws the calls from them. A child waiting for a human is told to this hub
+as an observer too (``human_wait_started``), which is how
+``Procedure.status`` says ``waiting_for_human``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from tactus_kernel.engine.errors import CellError, Failure, KernelError, ParamError, tagged
+from tactus_kernel.engine.bridge import LUA_ERRORS, BridgeError, lua_message
+from tactus_kernel.engine.errors import CellError, Failure, KernelError, ParamError
+from tactus_kernel.engine.feature import Feature, Observer, Prelude
 from tactus_kernel.engine.records import ParamsDivergenceError, now_iso
 from tactus_kernel.engine.values import NotRecordable, to_json, to_lua
-from tactus_kernel.features.timeline import Timeline, Trail
 
 if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import CellRun, RunState, Runtime
+    from tactus_kernel.engine.runs import CellRun, RunState
+    from tactus_kernel.engine.runtime import Runtime
 
 FINISHED = ("completed", "failed", "cancelled")
 # Errors of a child that reach the caller under their own name; any other
@@ -62,12 +69,8 @@ PASS_THROUGH = {
     "ProcedureError",
 }
 
-_HUBS: weakref.WeakKeyDictionary[Runtime, CompositionHub] = weakref.WeakKeyDictionary()
-
 
 def _bridge_error(message: str) -> Exception:
-    from tactus_kernel.engine.runtime import BridgeError
-
     return BridgeError(message)
 
 
@@ -112,12 +115,11 @@ class Child:
             self.info["status"] = status
 
 
-class CompositionHub:
+class CompositionHub(Observer):
     """Children of one runtime, their effects, and their records."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.timeline = Timeline(runtime)
         self.children: dict[int, Child] = {}
         self.by_run: dict[int, Child] = {}
         self.counts: dict[int, dict[str, int]] = {}  # caller run id -> procedure -> calls so far
@@ -156,7 +158,7 @@ class CompositionHub:
         count = counts[name] = counts.get(name, 0) + 1
         child_key = f"{parent.key}/{name}#{count}"
         log = parent.log
-        self.timeline.trail_for(parent, self._depth(parent))
+        rt.observers.child_called(parent, name, mode)
         entry = log.replay("procedure", name)
         if entry is not None and entry.get("params", validated) != validated:
             entry = self._params_diverged(parent, name, entry, validated)
@@ -188,34 +190,24 @@ class CompositionHub:
                 params=validated,
             )
         child.entry = entry
-        ok, *rest = rt._b_begin_run(name, given, child_key)
-        if not ok:
-            entry.update(status="failed", error=str(rest[0]))
+        try:
+            child.run, params_lua = rt.begin_run(name, given, parent.cell, child_key)
+        except LUA_ERRORS as exc:
+            message = lua_message(exc)
+            entry.update(status="failed", error=message)
             log.entry_changed(entry)
-            self._trail_finish(child)
-            raise _bridge_error(str(rest[0]))
-        run_id, params_lua = rest
-        child.run = rt.runs[run_id]
+            rt.observers.child_ended(parent, None, entry)
+            raise _bridge_error(message) from None
+        run_id = child.run.id
         child.params = params_lua
         child.ctx = rt.K.new_ctx(run_id, child_key, params_lua, int(request["depth"]))
         if child.info is not None:
             child.info["ctx"] = child.ctx
         child.set_status("running")
         self.by_run[run_id] = child
-        trail = child.run.log.trail
-        if trail is not None:
-            trail.depth = self._depth(parent) + 1
+        rt.observers.child_started(parent, child.run, entry)
         rt.host.records_changed()
         return child
-
-    def _depth(self, run: RunState) -> int:
-        """How deep a run is in the call tree (its own cell's procedures are 0)."""
-        depth = 0
-        child = self.by_run.get(run.id)
-        while child is not None:
-            depth += 1
-            child = self.by_run.get(child.parent.id)
-        return depth
 
     def _params_diverged(
         self, parent: RunState, name: str, entry: dict[str, Any], validated: dict[str, Any]
@@ -236,7 +228,7 @@ class CompositionHub:
         rt = self.runtime
         thread = rt.K.start(rt.K.child_main(child.name, child.params), child.ctx)
         try:
-            values = await rt._drive(thread)
+            values = await rt.drive(thread)
         except CellError as exc:
             child.error = exc.failure
             self._finish(child, "failed", None, exc.ename, exc.evalue)
@@ -267,14 +259,11 @@ class CompositionHub:
         if run is not None:
             # a run that never reached end_run (cancelled, or its cell was
             # interrupted; then the runtime may have dropped it already):
-            # close its record and trail
+            # close its record (observers close the rest in child_ended)
             rt.runs.pop(run.id, None)
             rec = rt.records.lookup(run.key)
             if rec is not None and rec.get("status") == "running":
                 rt.records.set(run.key, status="cancelled")
-            trail = run.log.trail
-            if trail is not None and trail.run_id == run.id and trail.running:
-                trail.end("cancelled", "cancelled")
         if run is not None and status != "completed":
             # its record stays for the next run; it need not have been used up
             child.cell.logs.pop(run.key, None)
@@ -298,13 +287,8 @@ class CompositionHub:
             if "error" not in outcome:
                 entry.pop("error", None)
             child.parent.log.entry_changed(entry)
-        self._trail_finish(child)
+        rt.observers.child_ended(child.parent, run, entry)
         rt.host.records_changed()
-
-    def _trail_finish(self, child: Child) -> None:
-        trail = child.parent.log.trail
-        if isinstance(trail, Trail):
-            trail.finish_call(child.entry)
 
     def failure(self, child: Child) -> Failure:
         """The error the caller sees for a child that did not complete: the
@@ -431,73 +415,27 @@ class CompositionHub:
             return (False,)
         message = str(request["message"])
         child.inbox.append(message)
-        if child.run is not None and isinstance(child.run.log.trail, Trail):
-            child.run.log.trail.note("inject", "message", message)
+        if child.run is not None:
+            runtime.observers.message_injected(child.run, message)
         return (True,)
 
-    async def specifications_effect(self, runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
-        from tactus_kernel.features.specs.bdd import SpecError, registry
+    # ------------------------------------------------------------ observer
+    def human_wait_started(self, run: RunState, request: Any) -> None:
+        """A child waiting for a human says so (``Procedure.status``)."""
+        child = self.by_run.get(run.id)
+        if child is None:
+            return
+        child.waiting += 1
+        if not child.done:
+            child.set_status("waiting_for_human")
 
-        proc = request["procedure"]
-        try:
-            registry(runtime).declare(str(request["text"]), None if proc is None else str(proc), run.cell)
-        except SpecError as exc:
-            raise _bridge_error(tagged("SpecificationError", str(exc))) from None
-        return ()
-
-    # ------------------------------------------- waiting for a human (status)
-    def human_wrapper(self, inner: Any) -> Any:
-        """The human effect, marking the asking child as waiting meanwhile
-        (``Procedure.status`` says ``waiting_for_human``; its row says so)."""
-
-        async def human(runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
-            child = self.by_run.get(run.id)
-            if child is None:
-                return await inner(runtime, run, request)
-            child.waiting += 1
-            if not child.done:
-                child.set_status("waiting_for_human")
-            self._mark_waiting(child, True)
-            try:
-                return await inner(runtime, run, request)
-            finally:
-                child.waiting -= 1
-                if child.waiting == 0 and not child.done:
-                    child.set_status("running")
-                    self._mark_waiting(child, False)
-
-        return human
-
-    def _mark_waiting(self, child: Child, waiting: bool) -> None:
-        node: Child | None = child
-        while node is not None:
-            trail = node.parent.log.trail
-            if isinstance(trail, Trail):
-                trail.set_waiting(node.entry, waiting)
-            node = self.by_run.get(node.parent.id)
-
-    def failing_wrapper(self, inner: Any) -> Any:
-        """Any effect: calls it started and that can no longer complete
-        (its handler raised) are marked failed in the timeline at once."""
-
-        async def effect(runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
-            since = time.perf_counter()
-            try:
-                return await inner(runtime, run, request)
-            except BaseException as exc:
-                trail = run.log.trail
-                if isinstance(trail, Trail) and trail.run_id == run.id:
-                    trail.fail_open(str(exc) if not isinstance(exc, asyncio.CancelledError) else "cancelled", since)
-                raise
-
-        return effect
-
-    # -------------------------------------------------------- run observer
-    def run_started(self, run: RunState) -> None:
-        return None
-
-    def run_ended(self, run: RunState, ok: bool, error: Any) -> None:
-        return None
+    def human_wait_ended(self, run: RunState, request: Any) -> None:
+        child = self.by_run.get(run.id)
+        if child is None:
+            return
+        child.waiting -= 1
+        if child.waiting == 0 and not child.done:
+            child.set_status("running")
 
     async def cell_settling(self, cell: CellRun) -> None:
         """The cell's procedures returned: wait for children still running
@@ -515,11 +453,7 @@ class CompositionHub:
                 )
 
     def cell_closed(self, cell: CellRun) -> None:
-        """The cell is over (or was interrupted): cancel what still runs, and
-        give its specifications([[...]]) to the procedure it declared."""
-        from tactus_kernel.features.specs.bdd import registry
-
-        registry(self.runtime).resolve(cell)
+        """The cell is over (or was interrupted): cancel what still runs."""
         for child in list(self.children.values()):
             if child.cell is cell and child.task is not None and not child.task.done():
                 child.task.cancel()
@@ -531,8 +465,8 @@ class CompositionHub:
             self.counts.pop(run_id, None)
             del self.count_cells[run_id]
 
-    async def shutdown(self, cell: CellRun) -> None:
-        """Cancel the cell's children and wait until they have stopped."""
+    async def cell_cancelling(self, cell: CellRun) -> None:
+        """Cancel the cell's children and wait until they have stopped (an isolated run ended)."""
         tasks = [c.task for c in self.children.values() if c.cell is cell and c.task is not None and not c.done]
         for task in tasks:
             task.cancel()
@@ -540,15 +474,11 @@ class CompositionHub:
             await asyncio.wait(tasks)
 
 
-def hub_of(runtime: Runtime) -> CompositionHub | None:
-    return _HUBS.get(runtime)
-
-
 def apply_injection(runtime: Runtime, run: RunState, request: Any) -> None:
     """Hook for the agent turn effect (primitives/agents.py): messages given
     to this run with ``Procedure.inject`` become the turn's ``inject``
     option (before any inject the turn gives itself), once."""
-    hub = _HUBS.get(runtime)
+    hub = runtime.state(CompositionFeature) if runtime.has_feature(CompositionFeature) else None
     child = hub.by_run.get(run.id) if hub is not None else None
     if child is None or not child.inbox:
         return
@@ -564,23 +494,19 @@ def apply_injection(runtime: Runtime, run: RunState, request: Any) -> None:
     target["inject"] = text if own is None else f"{text}\n\n{own}"
 
 
-def register(runtime: Runtime) -> None:
-    hub = CompositionHub(runtime)
-    _HUBS[runtime] = hub
-    runtime.run_observers.extend([hub.timeline, hub])
-    effects = runtime.effects
-    if "human" in effects:
-        effects["human"] = hub.human_wrapper(effects["human"])
-    for kind in ("human", "sleep"):
-        if kind in effects:
-            effects[kind] = hub.failing_wrapper(effects[kind])
-    effects.update(
-        {
-            "procedure.run": hub.run_effect,
-            "procedure.spawn": hub.spawn_effect,
-            "procedure.wait": hub.wait_effect,
-            "procedure.cancel": hub.cancel_effect,
-            "procedure.inject": hub.inject_effect,
-            "bdd.specifications": hub.specifications_effect,
-        }
-    )
+class CompositionFeature(Feature[CompositionHub]):
+    """``Procedure.run / spawn / wait / cancel / inject``, dependencies and stages."""
+
+    name = "composition"
+    preludes = (Prelude("tactus_kernel.features.composition", "composition.lua"),)
+
+    def new_state(self, runtime: Runtime) -> CompositionHub:
+        return CompositionHub(runtime)
+
+    def install(self, runtime: Runtime, state: CompositionHub) -> None:
+        runtime.add_observer(state)
+        runtime.register_effect("procedure.run", state.run_effect)
+        runtime.register_effect("procedure.spawn", state.spawn_effect)
+        runtime.register_effect("procedure.wait", state.wait_effect)
+        runtime.register_effect("procedure.cancel", state.cancel_effect)
+        runtime.register_effect("procedure.inject", state.inject_effect)

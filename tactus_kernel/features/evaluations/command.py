@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tactus_kernel.engine.errors import CellError
-from tactus_kernel.features.evaluations.running import _registry, consistency_rows, run_consistency, run_suite
+from tactus_kernel.features.evaluations.effects import registry
+from tactus_kernel.features.evaluations.running import consistency_rows, run_consistency, run_suite
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import Runtime
@@ -45,7 +46,7 @@ def parse_eval_args(args: list[str]) -> tuple[str | None, int | None]:
 
 def selected(runtime: Runtime, procedure: str | None) -> list[tuple[str, str]]:
     """("evaluations" | "evaluation", procedure) pairs to run."""
-    reg = _registry(runtime)
+    reg = registry(runtime)
     pairs = [("evaluations", p) for p in reg.suites] + [("evaluation", p) for p in reg.consistency]
     if procedure is not None:
         pairs = [(k, p) for k, p in pairs if p == procedure]

@@ -1,8 +1,8 @@
-"""Running evaluations: a suite through pydantic-evals, consistency runs through bdd.
+"""Running evaluations: a suite through pydantic-evals, consistency runs through the specifications runner.
 
 The task pydantic-evals runs for each case runs the procedure on the
 kernel's own machinery, exactly as a specification scenario does
-(``bdd.run_isolated``): a fresh run on throw-away records in batch mode, so
+(``specs.runner.run_isolated``): a fresh run on throw-away records in batch mode, so
 an evaluation never replays, reads or writes the notebook's checkpoints.
 What the run did (tool calls, state, stage, iterations, agent turns,
 tokens, cost) is handed to the evaluators as the case's attributes and
@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tactus_kernel.engine.errors import CellError
+from tactus_kernel.features.evaluations.effects import registry
+from tactus_kernel.features.specs.registry import registry as spec_registry
+from tactus_kernel.features.specs.runner import run_isolated, run_specs
+from tactus_kernel.features.specs.steps import plain
 
 if TYPE_CHECKING:
     from pydantic_evals.reporting import EvaluationReport
@@ -107,11 +111,9 @@ class EvaluationRunError(RuntimeError):
 
 def _trace(outcome: Any) -> tuple[dict[str, Any], dict[str, float]]:
     """The run's attributes (what the trace evaluators read) and metrics."""
-    from tactus_kernel.features.specs.bdd import _plain
-
     ctx = outcome.ctx
-    calls = (_plain(ctx["tool_calls"]) or []) if ctx is not None else []
-    state = (_plain(ctx["state"]) or {}) if ctx is not None else {}
+    calls = (plain(ctx["tool_calls"]) or []) if ctx is not None else []
+    state = (plain(ctx["state"]) or {}) if ctx is not None else {}
     turns: dict[str, int] = {}
     tokens = 0
     cost = 0.0
@@ -133,7 +135,7 @@ def _trace(outcome: Any) -> tuple[dict[str, Any], dict[str, float]]:
     attributes = {
         "tool_calls": [c.get("name") for c in calls if isinstance(c, dict)],
         "state": state if isinstance(state, dict) else {},
-        "stage": _plain(ctx["stage"]) if ctx is not None else None,
+        "stage": plain(ctx["stage"]) if ctx is not None else None,
         "agent_turns": turns,
     }
     iterations = int(ctx["iterations"] or 0) if ctx is not None else 0
@@ -144,14 +146,11 @@ async def run_suite(runtime: Runtime, procedure: str, runs: int | None = None) -
     """Run one procedure's evaluations with pydantic-evals and check the thresholds."""
     from pydantic_evals.dataset import increment_eval_metric, set_eval_attribute
 
-    from tactus_kernel.features.specs.bdd import run_isolated
-
-    suite = _registry(runtime).suites[procedure]
+    suite = registry(runtime).suites[procedure]
     if procedure not in runtime.procedures:
         raise CellError.simple("UsageError", f"procedure {procedure!r} is not declared in this kernel")
     runs = runs or suite.runs
-    runtime._interrupted = False  # as a cell run does; an interrupt meanwhile cancels this task
-    runtime.K.reset_interrupt()
+    runtime.reset_interrupt()  # as a cell run does; an interrupt meanwhile cancels this task
 
     async def task(inputs: dict[str, Any]) -> Any:
         outcome = await run_isolated(runtime, procedure, dict(inputs), {}, offline=False)
@@ -248,12 +247,6 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and not math.isinf(value) else str(value)
 
 
-def _registry(runtime: Runtime) -> Any:
-    from tactus_kernel.features.evaluations.effects import registry
-
-    return registry(runtime)
-
-
 # ------------------------------------------------------ consistency (evaluation)
 def consistency_rows(report: Any) -> list[dict[str, Any]]:
     """bdd's rows for a --runs report, with each scenario's consistency: the
@@ -280,10 +273,7 @@ def consistency_rows(report: Any) -> list[dict[str, Any]]:
 
 async def run_consistency(runtime: Runtime, procedure: str, runs: int | None = None) -> tuple[Any, list[str]]:
     """Run the procedure's specifications N times; (bdd report, problems)."""
-    from tactus_kernel.features.specs.bdd import registry as spec_registry
-    from tactus_kernel.features.specs.bdd import run_specs
-
-    decl = _registry(runtime).consistency[procedure]
+    decl = registry(runtime).consistency[procedure]
     if procedure not in spec_registry(runtime).specs:
         raise CellError.simple(
             "EvaluationError",

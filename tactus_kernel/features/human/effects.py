@@ -18,12 +18,16 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tactus_kernel.engine.bridge import BridgeError
 from tactus_kernel.engine.errors import Failure, KernelError
+from tactus_kernel.engine.feature import Feature, Prelude
+from tactus_kernel.engine.host import NoAnswerer
 from tactus_kernel.engine.records import describe_entry, now_iso
 from tactus_kernel.engine.values import to_lua, to_plain
 
 if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import RunState, Runtime
+    from tactus_kernel.engine.runs import RunState
+    from tactus_kernel.engine.runtime import Runtime
 
 HITL_TYPES = {
     "approval": "approve",
@@ -178,8 +182,6 @@ def _presupplied(runtime: Runtime, req: HumanRequest) -> tuple[bool, Any]:
 
 
 async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[Any, ...]:
-    from tactus_kernel.engine.runtime import BridgeError
-
     try:
         req = build_request(runtime, run, lua_req)
     except HumanError as exc:
@@ -195,9 +197,7 @@ async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[A
                 f"Human.approve answer must be true or false, found {json.dumps(recorded)[:60]}; fix it in "
                 f"the notebook's metadata.tactus, or run `%tactus reset {run.key}` to be asked again"
             )
-        show = getattr(host, "show_answered", None)
-        if show is not None:
-            show(req, entry, _index(run, entry))
+        host.show_answered(req, entry, _index(run, entry))
         return _results(runtime, req, entry.get("value"), bool(entry.get("timed_out", False)))
 
     given, raw = _presupplied(runtime, req)
@@ -215,23 +215,32 @@ async def human_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[A
             f"(record it by running the notebook interactively and saving it, or pass "
             f"--answer {json.dumps(req.name + '=VALUE', ensure_ascii=False)})",
         )
-    ask = getattr(host, "ask_human", None)
-    if ask is None:
-        raise unanswered(req, f"{req.describe()}: nobody can answer here (no notebook frontend)")
+    runtime.observers.human_wait_started(run, req)
+    try:
+        value, timed_out = await _ask(host, req)
+    except NoAnswerer as exc:
+        raise unanswered(req, f"{req.describe()}: {exc}") from None
+    finally:
+        runtime.observers.human_wait_ended(run, req)
+    if timed_out:
+        return _record(runtime, run, req, req.default, timed_out=True, source="timeout")
+    return _record(runtime, run, req, value, timed_out=False, source="human")
+
+
+async def _ask(host: Any, req: HumanRequest) -> tuple[Any, bool]:
+    """The host's answer, and whether it timed out (and so is the default)."""
     while True:
         try:
             if req.timeout is not None:
-                value = await asyncio.wait_for(ask(req), req.timeout)
-            else:
-                value = await ask(req)
+                return await asyncio.wait_for(host.ask_human(req), req.timeout), False
+            return await host.ask_human(req), False
         except TimeoutError:
             if req.on_timeout == "retry":
                 continue
             if req.on_timeout == "error":
                 problem = f"{req.describe()} got no answer within {req.timeout:g}s"
                 raise unanswered(req, problem, "HumanTimeout") from None
-            return _record(runtime, run, req, req.default, timed_out=True, source="timeout")
-        return _record(runtime, run, req, value, timed_out=False, source="human")
+            return req.default, True
 
 
 def unanswered(req: HumanRequest, message: str, kind: str = "NoRecordedAnswer") -> KernelError:
@@ -252,9 +261,7 @@ def _record(
         extra["source"] = source
     entry = run.log.append("human", req.name, value, **extra)
     runtime.host.records_changed()
-    recorded = getattr(runtime.host, "human_recorded", None)
-    if recorded is not None:  # the card turns static, showing the answer as recorded
-        recorded(req, entry, _index(run, entry))
+    runtime.host.human_recorded(req, entry, _index(run, entry))  # the card turns static, showing the answer
     return _results(runtime, req, value, timed_out)
 
 
@@ -266,8 +273,6 @@ def _index(run: RunState, entry: dict[str, Any]) -> int | None:
 
 async def notice_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[Any, ...]:
     """``Human.notify`` / ``System.alert``: shown, never waited for, not recorded."""
-    from tactus_kernel.engine.runtime import BridgeError
-
     which = str(lua_req["request"])
     opts = to_plain(lua_req["opts"]) if lua_req["opts"] is not None else {}
     if not isinstance(opts, dict) or opts.get("message") is None:
@@ -284,16 +289,16 @@ async def notice_effect(runtime: Runtime, run: RunState, lua_req: Any) -> tuple[
         "procedure": run.key,
         "at": dt.datetime.now(dt.UTC).strftime("%H:%M:%S"),
     }
-    show = getattr(runtime.host, "notice", None)
-    if show is not None:
-        show(notice)
-    else:
-        runtime.host.write(
-            "stderr" if level in ("error", "critical") else "stdout", f"[{which} {level}] {notice['message']}\n"
-        )
+    runtime.host.notice(notice)
     return ()
 
 
-def register(runtime: Runtime) -> None:
-    runtime.effects["human"] = human_effect
-    runtime.effects["notice"] = notice_effect
+class HumanFeature(Feature[None]):
+    """``Human.approve / input / review / escalate / notify`` and ``System.alert``."""
+
+    name = "human"
+    preludes = (Prelude("tactus_kernel.features.human", "human.lua"),)
+
+    def install(self, runtime: Runtime, state: None) -> None:
+        runtime.register_effect("human", human_effect)
+        runtime.register_effect("notice", notice_effect)

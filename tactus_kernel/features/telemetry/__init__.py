@@ -1,8 +1,8 @@
 """Telemetry: OpenTelemetry spans and the JSON-lines audit trail.
 
-``register(runtime)`` (called with the other features when a runtime is
-made) installs a :class:`~tactus_kernel.features.telemetry.hub.TelemetryHub`
-with the sinks this process asks for: the OpenTelemetry sink when the
+:class:`TelemetryFeature` (the last of the default features) installs a
+:class:`~tactus_kernel.features.telemetry.hub.TelemetryHub` with the sinks
+this process asks for: the OpenTelemetry sink when the
 ``opentelemetry-api`` package is installed (the ``telemetry`` extra), and
 the events sink when ``TACTUS_EVENTS`` names a file. See docs/telemetry.md.
 """
@@ -14,6 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from tactus_kernel.engine.feature import Feature
 from tactus_kernel.features.telemetry.events import ENV, EventsSink
 from tactus_kernel.features.telemetry.hub import Sink, TelemetryHub
 
@@ -22,15 +23,11 @@ if TYPE_CHECKING:
 
 
 def install(runtime: Runtime, sinks: list[Sink]) -> TelemetryHub:
-    """Feed `sinks` from `runtime`'s runs: observe its runs and wrap its
-    human and agent-turn effects (so call it after they are registered)."""
+    """Feed `sinks` from `runtime`'s runs: observe its runs, and intercept
+    its human and agent-turn effects (a span covers the whole call)."""
     hub = TelemetryHub(runtime, sinks)
-    runtime.run_observers.append(hub)
-    effects = runtime.effects
-    if "human" in effects:
-        effects["human"] = hub.human_wrapper(effects["human"])
-    if "agent.turn" in effects:
-        effects["agent.turn"] = hub.turn_wrapper(effects["agent.turn"])
+    runtime.add_observer(hub)
+    runtime.add_interceptor(hub)
     return hub
 
 
@@ -57,7 +54,17 @@ def _wants_otel() -> bool:
     return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
+class TelemetryFeature(Feature[None]):
+    """Spans and the audit trail, for the runtimes whose process asks for them."""
+
+    name = "telemetry"
+
+    def install(self, runtime: Runtime, state: None) -> None:
+        register(runtime)
+
+
 def register(runtime: Runtime) -> None:
+    """Install telemetry in `runtime` with the sinks this process asks for (if any)."""
     sinks: list[Sink] = []
     if _wants_otel():
         from tactus_kernel.features.telemetry.otel import OtelSink

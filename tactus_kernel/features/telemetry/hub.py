@@ -1,14 +1,14 @@
 """Turns the engine's notifications into telemetry events for the sinks.
 
-The engine tells this hub when a run starts and ends and when a cell closes
-(``Runtime.run_observers``), and, for the runs a sink wants, of each call
-its :class:`~tactus_kernel.engine.records.RunLog` sees start, replay and
-record (``RunLog.observers``). The human and agent-turn effects are wrapped,
-so a wait or a turn that fails is ended with its error and an agent turn is
-a scope (its span is current while pydantic-ai runs). From these the hub
-makes one call per event on each sink (:class:`Sink`: OpenTelemetry spans,
-JSON lines), with plain data (:class:`RunInfo`, :class:`Call`), so a sink is
-a thin adapter that knows nothing of the engine.
+The hub is an observer of the runtime (``runtime.add_observer``: a run
+starts and ends, a cell closes), of the run logs of the runs a sink wants
+(``RunLog.observers``: each call starts, replays or is recorded) and an
+interceptor of its effects (``runtime.add_interceptor``): the human and
+agent-turn calls are seen whole, so a wait or a turn that fails is ended
+with its error and an agent turn is a scope (its span is current while
+pydantic-ai runs). From these the hub makes one call per event on each
+sink (:class:`Sink`: OpenTelemetry spans, JSON lines), with plain data
+(:class:`RunInfo`, :class:`Call`), so a sink is a thin adapter that knows nothing of the engine.
 
 A run no sink wants (its span is not sampled, say) costs one span and
 nothing per call: the hub hooks a run's log only when a sink asks for it.
@@ -17,13 +17,13 @@ nothing per call: the hub hooks a run's log only when a sink asks for it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tactus_kernel.engine import errors
+from tactus_kernel.engine.feature import Interceptor, Observer
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.records import RunLog
@@ -151,8 +151,8 @@ def error_of(error: Any) -> ErrorInfo:
 INTERRUPTED = ErrorInfo("KeyboardInterrupt", "interrupted by the user")
 
 
-class TelemetryHub:
-    """A run observer and run-log observer that feeds the sinks."""
+class TelemetryHub(Observer, Interceptor):
+    """A run observer, run-log observer and effect interceptor that feeds the sinks."""
 
     def __init__(self, runtime: Runtime, sinks: list[Sink]) -> None:
         self.runtime = runtime
@@ -206,9 +206,6 @@ class TelemetryHub:
         if info is not None:
             self._end(info, "completed" if ok else "failed", None if ok else error_of(error))
 
-    async def cell_settling(self, cell: CellRun) -> None:
-        return None
-
     def cell_closed(self, cell: CellRun) -> None:
         """The cell is over: runs still open were stopped (an interrupt, an
         error Lua could not catch, a spawned child cancelled); the cell's own
@@ -228,7 +225,7 @@ class TelemetryHub:
             del self.latest[key]
 
     def _interrupted(self) -> bool:
-        return self.runtime._interrupted or bool(self.runtime.K.was_interrupted())
+        return self.runtime.was_interrupted()
 
     def _error(self, exc: BaseException) -> ErrorInfo:
         """An effect's exception; a cancellation by the interrupt button is the KeyboardInterrupt the cell shows."""
@@ -330,57 +327,55 @@ class TelemetryHub:
             else:  # a sleep, a wait, an agent turn the wrapper did not see
                 sink.checkpoint(info, call)
 
-    # ------------------------------------------------------ effect wrappers
-    def human_wrapper(self, inner: Handler) -> Handler:
+    # ---------------------------------------------------------- interceptor
+    async def intercept(
+        self, kind: str, run: RunState, request: Any, proceed: Callable[[], Awaitable[tuple[Any, ...]]]
+    ) -> tuple[Any, ...]:
+        info = self.runs.get(run.id)
+        if info is None or not info.traced or kind not in ("human", "agent.turn"):
+            return await proceed()
+        if kind == "human":
+            return await self._human(info, request, proceed)
+        return await self._turn(info, request, proceed)
+
+    async def _human(
+        self, info: RunInfo, request: Any, proceed: Callable[[], Awaitable[tuple[Any, ...]]]
+    ) -> tuple[Any, ...]:
         """A human request that fails (no recorded answer, a timeout that
         errors, an interrupt) ends its wait with the error."""
+        depth = len(info.pending)
+        info.asking = str(request["request"])  # the request's kind, before its answer tells it
+        try:
+            return await proceed()
+        except BaseException as exc:
+            self._fail_from(info, depth, self._error(exc))
+            raise
+        finally:
+            info.asking = ""
 
-        @functools.wraps(inner)
-        async def effect(runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
-            info = self.runs.get(run.id)
-            if info is None or not info.traced:
-                return await inner(runtime, run, request)
-            depth = len(info.pending)
-            info.asking = str(request["request"])  # the request's kind, before its answer tells it
-            try:
-                return await inner(runtime, run, request)
-            except BaseException as exc:
-                self._fail_from(info, depth, self._error(exc))
-                raise
-            finally:
-                info.asking = ""
-
-        return effect
-
-    def turn_wrapper(self, inner: Handler) -> Handler:
+    async def _turn(
+        self, info: RunInfo, request: Any, proceed: Callable[[], Awaitable[tuple[Any, ...]]]
+    ) -> tuple[Any, ...]:
         """An agent turn is a scope: started before pydantic-ai runs (the
         OpenTelemetry sink makes its span current, so pydantic-ai's own
         instrumentation nests under it) and ended however it ends."""
-
-        @functools.wraps(inner)
-        async def effect(runtime: Runtime, run: RunState, request: Any) -> tuple[Any, ...]:
-            info = self.runs.get(run.id)
-            if info is None or not info.traced:
-                return await inner(runtime, run, request)
-            turn = Call("agent", str(request["name"]), time.time(), time.perf_counter())
-            info.turns.append(turn)
-            depth = len(info.pending)
-            for sink in self.sinks:
-                sink.agent_turn_started(info, turn)
-            try:
-                return await inner(runtime, run, request)
-            except BaseException as exc:
-                turn.error = self._error(exc)
-                self._fail_from(info, depth, turn.error)
-                raise
-            finally:
-                info.turns.remove(turn)
-                turn.done = True
-                turn.duration = time.perf_counter() - turn.clock
-                for sink in reversed(self.sinks):
-                    sink.agent_turn_ended(info, turn)
-
-        return effect
+        turn = Call("agent", str(request["name"]), time.time(), time.perf_counter())
+        info.turns.append(turn)
+        depth = len(info.pending)
+        for sink in self.sinks:
+            sink.agent_turn_started(info, turn)
+        try:
+            return await proceed()
+        except BaseException as exc:
+            turn.error = self._error(exc)
+            self._fail_from(info, depth, turn.error)
+            raise
+        finally:
+            info.turns.remove(turn)
+            turn.done = True
+            turn.duration = time.perf_counter() - turn.clock
+            for sink in reversed(self.sinks):
+                sink.agent_turn_ended(info, turn)
 
     def _fail_from(self, info: RunInfo, depth: int, error: ErrorInfo) -> None:
         """Calls started by a failed effect (past `depth` in the pending list)."""

@@ -1,49 +1,53 @@
-"""The live step timeline and the audit trail of each procedure run.
-
-Every recorded call of a procedure (a step, a human request, an agent turn,
-a ``Sleep``, a child procedure, a wait) already passes through its
-:class:`~tactus_kernel.engine.records.RunLog`: ``replay()`` when it starts (a
-miss means "it runs now", a hit means "replayed from the record") and
-``append()`` when its value is recorded. A :class:`Trail` hooked to the
-log turns those calls into events, so no primitive needs code of its own
-and ``Step.run``'s hot path gains only a few list operations:
-
-* a step is kept as a tiny pending entry while it runs and becomes an
-  event dict only when it ends (or when the view is drawn meanwhile);
-* consecutive replayed steps, and consecutive steps that took less than
-  ``FAST`` seconds, merge into one event with a ``count``: replaying or
-  recording 10,000 steps costs one event, not 10,000;
-* the view (:mod:`.timeline_view`) is redrawn at most every ``INTERVAL``
-  seconds (from the event hook itself, so a CPU-bound loop that never
-  yields still updates it, plus a timer for the last change), and only
-  appears once a run has gone on for ``SHOW_AFTER`` seconds: quick runs
-  and replays show nothing.
-
-The events of a run that changes its record become ``record["events"]``
-(with its first new checkpoint, or when it ends), so the audit trail of
-the last recording run is saved with the notebook (see docs/metadata.md).
-A replay that matches its record leaves the record as it was: its own
-events stay in the kernel (:func:`latest_events`), for the view and
-``%tactus log``.
-"""
+"""A run's audit trail: the events of its calls, as its RunLog sees them
+(see the package's docstring for how they merge and when they draw)."""
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import json
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from tactus_kernel.engine.records import now_iso
-from tactus_kernel.features.timeline_view import CellTimeline, duration_text, lua_fields
 
 if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import CellRun, RunState, Runtime
+    from tactus_kernel.engine.runs import RunState
+    from tactus_kernel.features.timeline.view import CellTimeline
 
 FAST = 0.005  # seconds: quicker steps merge into one event
+INTERVAL = 0.1  # seconds between two redraws of the view (<= 10 updates/s)
+SHOW_AFTER = 0.3  # seconds a cell's procedures run before the view appears
+MAX_ROWS = 40  # rows drawn (the newest); the record keeps every event
 PREVIEW = 60  # characters of a value preview
+
+TICK = 1.0  # seconds between two redraws while nothing changes but the clock (a card waiting)
+
+ICONS = {"running": "›", "waiting": "?", "completed": "✓", "failed": "✗", "replayed": "↺", "cancelled": "⊘"}
+LABELS = {
+    "running": "running",
+    "waiting": "waiting for a human",
+    "completed": "done",
+    "failed": "failed",
+    "replayed": "replayed from record",
+    "cancelled": "cancelled",
+}
+# JupyterLab's theme variables (light, dark and high-contrast themes read
+# well), with fallbacks for pages without them (GitHub, nbviewer).
+MUTED = "var(--jp-ui-font-color2, #57606a)"
+COLORS = {
+    "running": "var(--jp-brand-color1, #1976d2)",
+    "waiting": "var(--jp-warn-color1, #b7791f)",
+    "completed": "var(--jp-success-color1, #2f855a)",
+    "failed": "var(--jp-error-color1, #c53030)",
+    "replayed": MUTED,
+    "cancelled": MUTED,
+}
+BOX = (
+    "font-family:var(--jp-ui-font-family, system-ui, -apple-system, sans-serif);"
+    "font-size:var(--jp-ui-font-size1, 13px);color:var(--jp-ui-font-color1, #1f2328);"
+    "border:1px solid var(--jp-border-color2, #d0d7de);border-radius:4px;"
+    "background:var(--jp-layout-color1, #ffffff);padding:4px 8px;margin:4px 0"
+)
 # A child call's record status -> its event state.
 CALL_STATES = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "interrupted": "cancelled"}
 
@@ -70,6 +74,22 @@ def preview(value: Any) -> str:
     cut = len(text) > 8 * PREVIEW
     text = " ".join(text[: 8 * PREVIEW].split())
     return text if len(text) <= PREVIEW and not cut else text[: PREVIEW - 1] + "…"
+
+
+def lua_fields(table: Any) -> dict[Any, Any]:
+    """A Lua table's fields as a dict.
+
+    Read with ``items()``, never ``table[key]``: this code runs inside Lua
+    coroutines (RunLog hooks are called from bridge functions), where lupa
+    2.8's ``__getitem__`` on a table made elsewhere returns the coroutine
+    object along with the value.
+    """
+    if table is None or not hasattr(table, "items"):
+        return {}
+    try:
+        return dict(table.items())
+    except (TypeError, ValueError):
+        return {}
 
 
 def error_text(error: Any) -> str:
@@ -342,164 +362,3 @@ class Trail:
 
 def _start(ev: dict[str, Any]) -> float:
     return -1.0 if ev["kind"] == "run" else float(ev["t"])
-
-
-class Timeline:
-    """Creates the trails and views as runs start and end (a run observer)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.views: dict[int, CellTimeline] = {}
-        self.last_key: str | None = None
-        # the events of each procedure's last run in this kernel, by record path
-        self.latest: dict[str, list[dict[str, Any]]] = {}
-        # Lua tables are fetched here, never inside a coroutine (see lua_fields)
-        self.stages = getattr(runtime.K, "STAGE_OF", None)
-        self.forget_stages = getattr(runtime.K, "forget_stages", None)
-
-    def view_for(self, cell: CellRun) -> CellTimeline:
-        view = self.views.get(id(cell))
-        if view is None:
-            host = self.runtime.host
-            live = bool(getattr(host, "timeline_widgets", type(host).__name__ == "NotebookHost"))
-            view = self.views[id(cell)] = CellTimeline(self.runtime, cell, live and not self.runtime.batch, self.stages)
-        return view
-
-    def trail_for(self, run: RunState, depth: int = 0) -> Trail:
-        """The run's trail, made now if it has none (a cell's own code that calls a procedure)."""
-        trail = run.log.trail
-        if trail is not None and trail.run_id == run.id:
-            return trail
-        rec = self.runtime.records.lookup(run.key)
-        expected = len(run.log.entries) if rec is not None and rec.get("status") == "completed" else 0
-        events: list[dict[str, Any]] = []
-        run.log.first["events"] = events  # into the record with the run's first new checkpoint
-        self.latest[run.key] = events
-        view = self.view_for(run.cell)
-        trail = Trail(run, events, view if view.live else None, depth, expected)
-        run.log.trail = trail
-        view.attach(trail)
-        self.last_key = run.key.split("/", 1)[0]
-        return trail
-
-    # ------------------------------------------------------ run observer
-    def run_started(self, run: RunState) -> None:
-        if run.spec is not None:
-            self.trail_for(run)
-
-    def run_ended(self, run: RunState, ok: bool, error: Any) -> None:
-        trail = run.log.trail
-        if trail is None or trail.run_id != run.id or not trail.running:
-            return
-        trail.end("completed" if ok else "failed", "" if ok else error_text(error))
-        self._keep(run.log, trail)
-
-    def _keep(self, log: Any, trail: Trail) -> None:
-        """A run that changed its record (new checkpoints, dropped ones, a
-        new status or output) saves its events there; a matching replay does not."""
-        records = self.runtime.records
-        if log.changed_record or records.pending(log.key):
-            records.set(log.key, events=trail.events)
-
-    async def cell_settling(self, cell: CellRun) -> None:
-        return None
-
-    def cell_closed(self, cell: CellRun) -> None:
-        view = self.views.pop(id(cell), None)
-        trails = [log.trail for log in cell.logs.values() if log.trail is not None]
-        for trail in [*(view.trails if view is not None else []), *trails]:
-            if trail.running:  # interrupted: nothing else will end it
-                trail.end("cancelled", "the cell stopped")
-                with contextlib.suppress(ReferenceError):  # the trail's log went with its cell
-                    self._keep(trail.log, trail)
-        if view is not None:
-            view.close()
-        if self.forget_stages is not None:
-            self.forget_stages()
-
-
-# ------------------------------------------------------------ %tactus log
-def latest_events(runtime: Runtime, key: str) -> list[dict[str, Any]]:
-    """The events of the last run of the procedure at `key`: this kernel's
-    (a replay's too), else the ones saved in its record."""
-    timeline = next((o for o in runtime.run_observers if isinstance(o, Timeline)), None)
-    if timeline is not None and key in timeline.latest:
-        return timeline.latest[key]
-    rec = runtime.records.lookup(key)
-    return list((rec or {}).get("events") or [])
-
-
-def collect_events(
-    rec: dict[str, Any], key: str, latest: dict[str, list[dict[str, Any]]] | None = None
-) -> list[dict[str, Any]]:
-    """A record's events and its children's, each with its procedure key and
-    absolute start/end times (from the run's start and the offsets); a
-    run's `latest` events (this kernel's last run, a replay's too) first."""
-    out: list[dict[str, Any]] = []
-    events = (latest or {}).get(key) or rec.get("events") or []
-    base = None
-    if events and events[0].get("kind") == "run":
-        try:
-            base = dt.datetime.fromisoformat(str(events[0]["at"]).replace("Z", "+00:00"))
-        except (KeyError, ValueError):
-            base = None
-    for ev in events:
-        row = {"procedure": key, **ev}
-        if base is not None:
-            start = base + dt.timedelta(seconds=float(ev.get("t", 0.0)))
-            row["started_at"] = _iso(start)
-            if ev.get("duration") is not None:
-                row["ended_at"] = _iso(start + dt.timedelta(seconds=float(ev["duration"])))
-        out.append(row)
-    for name, child in (rec.get("children") or {}).items():
-        out.extend(collect_events(child, f"{key}/{name}", latest))
-    return out
-
-
-def _iso(t: dt.datetime) -> str:
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def log_command(runtime: Runtime, args: list[str]) -> None:
-    """``%tactus log [procedure] [--json]``: the audit trail of a procedure's last run."""
-    from tactus_kernel.engine.display import bundle, text_table
-    from tactus_kernel.engine.errors import CellError
-
-    as_json = "--json" in args
-    names = [a for a in args if a != "--json"]
-    records = runtime.records.procedures
-    timeline = next((o for o in runtime.run_observers if isinstance(o, Timeline)), None)
-    latest = timeline.latest if timeline is not None else {}
-    with_events = [k for k, r in records.items() if r.get("events") or latest.get(k)]
-    if len(names) > 1:
-        raise CellError.simple("UsageError", "%tactus log [procedure] [--json]")
-    if names:
-        key = names[0]
-    else:
-        key = (
-            timeline.last_key if timeline and timeline.last_key in records else (with_events[-1] if with_events else "")
-        )
-    rec = runtime.records.lookup(key) if key else None
-    if rec is None or not (rec.get("events") or latest.get(key)):
-        known = ", ".join(with_events) or "(none yet)"
-        raise CellError.simple(
-            "UsageError", f"no events recorded for {key or 'any procedure'!r}; procedures with events: {known}"
-        )
-    events = collect_events(rec, key, latest)
-    if as_json:
-        runtime.host.write("stdout", json.dumps(events, indent=2, ensure_ascii=False) + "\n")
-        return
-    rows = [
-        {
-            "procedure": e["procedure"],
-            "kind": e["kind"],
-            "name": f"{e['name']} … {e['last']} ({e['count']})" if "count" in e else e["name"],
-            "state": e["state"],
-            "started": str(e.get("started_at", ""))[11:23],
-            "duration": duration_text(e.get("duration")),
-            "detail": e.get("error") or e.get("preview", ""),
-        }
-        for e in events
-    ]
-    shown = bundle([rows])
-    runtime.host.display({"text/plain": text_table(rows), "text/html": shown.get("text/html", "")})

@@ -1,10 +1,4 @@
-"""The live view of a cell's procedure runs: a summary line and rows, as HTML.
-
-Drawn with ipywidgets while the cell runs, at most every ``INTERVAL``
-seconds and only once its runs have gone on for ``SHOW_AFTER`` seconds;
-left as static HTML when the cell ends, so a saved notebook, GitHub and
-nbviewer show it. The events it draws are the trails' (:mod:`.timeline`).
-"""
+"""The live view of a cell's runs: ipywidgets while it runs, static HTML after."""
 
 from __future__ import annotations
 
@@ -13,57 +7,23 @@ import html
 import time
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import CellRun, Runtime
-    from tactus_kernel.features.timeline import Trail
-
-INTERVAL = 0.1  # seconds between two redraws of the view (<= 10 updates/s)
-SHOW_AFTER = 0.3  # seconds a cell's procedures run before the view appears
-MAX_ROWS = 40  # rows drawn (the newest); the record keeps every event
-TICK = 1.0  # seconds between two redraws while nothing changes but the clock (a card waiting)
-
-ICONS = {"running": "›", "waiting": "?", "completed": "✓", "failed": "✗", "replayed": "↺", "cancelled": "⊘"}
-LABELS = {
-    "running": "running",
-    "waiting": "waiting for a human",
-    "completed": "done",
-    "failed": "failed",
-    "replayed": "replayed from record",
-    "cancelled": "cancelled",
-}
-# JupyterLab's theme variables (light, dark and high-contrast themes read
-# well), with fallbacks for pages without them (GitHub, nbviewer).
-MUTED = "var(--jp-ui-font-color2, #57606a)"
-COLORS = {
-    "running": "var(--jp-brand-color1, #1976d2)",
-    "waiting": "var(--jp-warn-color1, #b7791f)",
-    "completed": "var(--jp-success-color1, #2f855a)",
-    "failed": "var(--jp-error-color1, #c53030)",
-    "replayed": MUTED,
-    "cancelled": MUTED,
-}
-BOX = (
-    "font-family:var(--jp-ui-font-family, system-ui, -apple-system, sans-serif);"
-    "font-size:var(--jp-ui-font-size1, 13px);color:var(--jp-ui-font-color1, #1f2328);"
-    "border:1px solid var(--jp-border-color2, #d0d7de);border-radius:4px;"
-    "background:var(--jp-layout-color1, #ffffff);padding:4px 8px;margin:4px 0"
+from tactus_kernel.features.timeline.trail import (
+    BOX,
+    COLORS,
+    ICONS,
+    INTERVAL,
+    LABELS,
+    MAX_ROWS,
+    MUTED,
+    SHOW_AFTER,
+    TICK,
+    Trail,
+    lua_fields,
 )
 
-
-def lua_fields(table: Any) -> dict[Any, Any]:
-    """A Lua table's fields as a dict.
-
-    Read with ``items()``, never ``table[key]``: this code runs inside Lua
-    coroutines (RunLog hooks are called from bridge functions), where lupa
-    2.8's ``__getitem__`` on a table made elsewhere returns the coroutine
-    object along with the value.
-    """
-    if table is None or not hasattr(table, "items"):
-        return {}
-    try:
-        return dict(table.items())
-    except (TypeError, ValueError):
-        return {}
+if TYPE_CHECKING:
+    from tactus_kernel.engine.runs import CellRun
+    from tactus_kernel.engine.runtime import Runtime
 
 
 class CellTimeline:
@@ -181,10 +141,9 @@ class CellTimeline:
         )
         bundle = self.box._repr_mimebundle_()
         bundle["text/plain"] = self.plain_text()
-        if getattr(self.host, "update_display", None) is not None:  # a host that can replace it (NotebookHost)
+        if self.host.updates_displays:  # it can be replaced by a static view at the end
             self.display_id = uuid.uuid4().hex
-            show: Any = self.host.display
-            show(bundle, {"tactus": {"timeline": True}}, display_id=self.display_id)
+            self.host.display(bundle, {"tactus": {"timeline": True}}, display_id=self.display_id)
         else:
             self.host.display(bundle, {"tactus": {"timeline": True}})
         self.last = time.monotonic()
@@ -211,10 +170,9 @@ class CellTimeline:
 
     def _finish(self) -> None:
         """The cell ended: the view becomes static HTML and its widgets go."""
-        update = getattr(self.host, "update_display", None)
-        if update is None or self.display_id is None:
+        if not self.host.updates_displays or self.display_id is None:
             return
-        update(
+        self.host.update_display(
             {"text/html": self.html(), "text/plain": self.plain_text()},
             self.display_id,
             metadata={"tactus": {"timeline": True}},
@@ -313,7 +271,7 @@ class CellTimeline:
                 rate = steps / elapsed
                 text += f" · {rate:.0f}/s" if rate >= 10 else f" · {rate:.1f}/s"
             parts.append(f"<span style='color:{MUTED}'>{text}</span>")
-        parts.append(f"<span style='color:{MUTED};font-variant-numeric:tabular-nums'>{duration_text(seconds)}</span>")
+        parts.append(f"<span style='color:{MUTED};font-variant-numeric:tabular-nums'>{_duration(seconds)}</span>")
         return (
             "<div class='tactus-timeline-summary' style='display:inline-flex;flex-wrap:wrap;"
             "align-items:center;gap:8px'>" + "".join(parts) + "</div>"
@@ -353,7 +311,7 @@ class CellTimeline:
         key = main.key.split("/", 1)[0] if main else "?"
         return (
             f"[Tactus timeline] {main.label if main else '?'}: {LABELS.get(state, state)}, "
-            f"{duration_text(seconds)} (`%tactus log {key}` lists its events)"
+            f"{_duration(seconds)} (`%tactus log {key}` lists its events)"
         )
 
 
@@ -374,12 +332,12 @@ def _row(trail: Trail, ev: dict[str, Any]) -> str:
         f"<td style='padding:1px 8px 1px {indent}px'>{html.escape(label)}</td>"
         f"<td style='color:{color};padding:1px 8px'>{html.escape(LABELS.get(state, state))}</td>"
         "<td style='text-align:right;padding:1px 8px;font-variant-numeric:tabular-nums'>"
-        f"{duration_text(dur)}</td>"
+        f"{_duration(dur)}</td>"
         f"<td style='color:{MUTED};padding:1px 4px'>{html.escape(str(detail))}</td></tr>"
     )
 
 
-def duration_text(seconds: float | None) -> str:
+def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
     if seconds < 1:
@@ -387,3 +345,6 @@ def duration_text(seconds: float | None) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+# Effects whose calls still open in the trail fail with them (the others

@@ -1,25 +1,7 @@
-"""Evaluation declarations: ``evaluations({...})`` and ``evaluation({...})``, checked.
-
-The suites are run by :mod:`.running` and ``%tactus eval`` is
-:mod:`.command`; this module only reads declarations and dataset files,
-so a bad key or case fails in the declaring cell, naming it.
-
-``evaluations({dataset, dataset_file, evaluators, runs, parallel, thresholds})``
-becomes a ``pydantic_evals.Dataset`` of ``Case``s (one per dataset entry:
-its ``inputs`` are the procedure's params), with one pydantic-evals
-evaluator per entry of ``evaluators`` (the reference Tactus's types; the
-built-in ``Contains``, ``EqualsExpected``, ``IsInstance`` and ``LLMJudge``
-where they fit, small ``Evaluator`` subclasses for the rest). The task
-pydantic-evals runs for each case runs the procedure on the kernel's own
-machinery, exactly as a specification scenario does (``bdd.run_isolated``):
-a fresh run on throw-away records in batch mode, so an evaluation never
-replays, reads or writes the notebook's checkpoints. What the run did (tool
-calls, state, stage, iterations, agent turns, tokens, cost) is handed to the
-evaluators as the case's attributes and metrics.
-
-``evaluation({runs, parallel})`` asks for consistency runs of the
-procedure's specifications: each scenario runs ``runs`` times and the
-report gives each one's success rate, consistency and flakiness.
+"""Declarations of evaluations: ``evaluations({...})`` (a :class:`Suite`: its
+cases, evaluators and thresholds) and ``evaluation({runs})`` (a
+:class:`Consistency` run of the procedure's specifications), checked when
+the cell runs. Running them is :mod:`tactus_kernel.features.evaluations.running`.
 """
 
 from __future__ import annotations
