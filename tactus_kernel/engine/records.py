@@ -13,7 +13,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Literal
 
 SCHEMA_VERSION = 1
@@ -204,15 +204,12 @@ class Records:
         self.procedures: dict[str, dict[str, Any]] = {}
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
-        # Fields of recorded entries still to be filled in (see defer).
-        self.deferred: list[Callable[[], None]] = []
         # The record budget (-1: from the environment; None: no budget) and
         # what the records hold, by record_size (recounted when records go).
         self.max_bytes = max_records_from_env() if max_bytes == -1 else max_bytes
         self.used = 0
 
     def load(self, procedures: dict[str, dict[str, Any]]) -> None:
-        self.fill_deferred()
         self.procedures = procedures
         self.dirty.clear()
         self.deleted.clear()
@@ -230,24 +227,6 @@ class Records:
     def recount(self) -> None:
         """Measure what the records hold now (after records were dropped or merged in)."""
         self.used = record_size(self.procedures)
-
-    def defer(self, fill: Callable[[], None]) -> None:
-        """Have ``fill`` complete an entry just recorded, before anyone reads it.
-
-        Why: right after a model call, serialising an agent turn's messages
-        and hashing its request meet cold caches and cost several times what
-        they cost done together, many turns at a time. Every way of reading
-        the records (the comm update, a snapshot, replay, the end of a cell)
-        calls :meth:`fill_deferred` first, so no reader ever sees a gap.
-        ``fill`` must not raise: it records its own failure in the entry.
-        """
-        self.deferred.append(fill)
-
-    def fill_deferred(self) -> None:
-        while self.deferred:
-            pending, self.deferred = self.deferred, []
-            for fill in pending:
-                fill()
 
     # A key with "/" names a child procedure's record nested in its caller's:
     # "deploy/build#1" is procedures["deploy"]["children"]["build#1"] (see
@@ -301,7 +280,6 @@ class Records:
 
     def take_changes(self) -> list[dict[str, Any]]:
         """The comm ops that bring a frontend up to date, and forget them."""
-        self.fill_deferred()
         ops: list[dict[str, Any]] = []
         if self.dirty:
             ops.append({"op": "update", "procedures": {k: self.procedures[k] for k in sorted(self.dirty)}})
@@ -312,7 +290,6 @@ class Records:
         return ops
 
     def snapshot(self) -> dict[str, Any]:
-        self.fill_deferred()
         return {"version": SCHEMA_VERSION, "procedures": self.procedures}
 
 
@@ -358,8 +335,6 @@ class RunLog:
             if self.trail is not None:
                 self.trail.started(kind, name)
             return None
-        if self.records.deferred:  # (an entry being recorded now is at the end)
-            self.records.fill_deferred()
         entry = self.entries[self.position]
         if entry["kind"] != kind or entry["name"] != name:
             self._diverge({"kind": kind, "name": name})

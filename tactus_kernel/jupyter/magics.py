@@ -73,7 +73,6 @@ async def run(kernel: TactusKernel, code: str, label: str) -> list[Any]:
         return []
     cmd, args = words[0], words[1:]
     runtime = kernel.runtime
-    runtime.records.fill_deferred()
     records = runtime.records.procedures
     if cmd in ("records", "status"):
         if not records:

@@ -74,7 +74,6 @@ class RecordsChannel:
             return
         # The kernel is the source of truth for what it already ran; the
         # notebook fills in the rest (typically: everything, after a restart).
-        self.records.fill_deferred()
         for key, rec in stored.items():
             self.records.procedures.setdefault(key, rec)
         self.records.recount()
