@@ -223,15 +223,21 @@ def _click_samples(kernel_name: str, n: int) -> list[float]:
             k.open_tactus(None)
             run = k.submit(CLICKS[kernel_name] % n, cell_id="clicks")
             samples = []
-            for i in range(1, n + 1):
-                k.wait_until(
-                    lambda i=i: len(k.widgets_where(_model_name="ButtonModel", description="Approve")) == i, timeout=30
-                )
+            clicked: set[str] = set()
+
+            def next_card() -> bool:
+                # an answered card's widgets are closed: wait for a button not clicked yet
+                buttons = k.widgets_where(_model_name="ButtonModel", description="Approve")
+                return any(b not in clicked and not k.widgets[b].get("disabled") for b in buttons)
+
+            for _ in range(n):
+                k.wait_until(next_card, timeout=30)
                 button = k.button("Approve")
+                clicked.add(button)
                 seen = len(k.comm_msgs)
                 sent = dt.datetime.now(dt.UTC)
                 k.click(button)
-                while not k.widgets[button].get("disabled"):
+                while button in k.widgets and not k.widgets[button].get("disabled"):
                     k.drain(0.0005)
                 # the kernel's own send time of the "disabled" update (same clock), so
                 # the client's polling does not count

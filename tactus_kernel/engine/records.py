@@ -14,7 +14,7 @@ import copy
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from tactus_kernel.engine.errors import Failure, KernelError, call_text
@@ -220,8 +220,6 @@ class Records:
         self._fields: set[str] = set()  # paths whose other fields may differ
         self._whole: set[str] = set()  # top keys to send whole
         self.deleted: set[str] = set()
-        # Fields of recorded entries still to be filled in (see defer).
-        self.deferred: list[Callable[[], None]] = []
         # The record budget (-1: from the environment; None: no budget) and
         # what the records hold, by record_size (recounted when records go).
         self.max_bytes = max_records_from_env() if max_bytes == -1 else max_bytes
@@ -234,7 +232,6 @@ class Records:
 
     def load(self, procedures: dict[str, dict[str, Any]]) -> None:
         """Take these records (as a frontend holds them) in place of ours."""
-        self.fill_deferred()
         self.procedures = procedures
         self._forget_changes()
         self.deleted.clear()
@@ -247,7 +244,6 @@ class Records:
         kernel already ran, the notebook fills in the rest (typically:
         everything, after a restart). Records the frontend lacks or holds
         differently are sent to it whole by the next take_changes."""
-        self.fill_deferred()
         for key, rec in stored.items():
             self.procedures.setdefault(key, rec)
         self._forget_changes()
@@ -286,32 +282,6 @@ class Records:
     def recount(self) -> None:
         """Measure what the records hold now (after records were dropped or merged in)."""
         self.used = record_size(self.procedures)
-
-    def defer(self, fill: Callable[[], None]) -> None:
-        """Have ``fill`` complete an entry just recorded, before anyone reads it.
-
-        Why: right after a model call, serialising an agent turn's messages
-        and hashing its request meet cold caches and cost several times what
-        they cost done together, many turns at a time. Every way of reading
-        the records (the comm update, a snapshot, replay, the end of a cell)
-        calls :meth:`fill_deferred` first, so no reader ever sees a gap.
-        ``fill`` must not raise: it records its own failure in the entry.
-
-        Kept after issue 22 asked whether it pays: filling at once (the
-        ablation in ``python benchmarks/run.py --quick --only agents`` with
-        ``Records.defer = lambda self, fill: fill()``, interleaved, two rounds)
-        cost 0.47-0.69 ms more per quiet turn (+11-16%, ratio to
-        pydantic-ai 1.12 -> 1.20) and 0.1-1.0 ms per short one (ratio 1.05 ->
-        1.14), over the 10% the issue allows, though the harness's control
-        wandered by as much (0.94-1.10).
-        """
-        self.deferred.append(fill)
-
-    def fill_deferred(self) -> None:
-        while self.deferred:
-            pending, self.deferred = self.deferred, []
-            for fill in pending:
-                fill()
 
     # A key with "/" names a child procedure's record nested in its caller's:
     # "deploy/build#1" is procedures["deploy"]["children"]["build#1"] (see
@@ -393,7 +363,6 @@ class Records:
     def take_changes(self, whole: bool = False) -> list[dict[str, Any]]:
         """The ops that bring the frontend's copy up to date, and forget them.
         `whole`: only ``update``/``delete`` (a protocol 1.0 frontend knows no ``append``)."""
-        self.fill_deferred()
         replace = set(self._whole)
         appends: dict[str, dict[str, Any]] = {}
         for path in sorted(set(self._from) | self._fields):
@@ -455,7 +424,6 @@ class Records:
         return gone
 
     def snapshot(self) -> dict[str, Any]:
-        self.fill_deferred()
         return {"version": SCHEMA_VERSION, "procedures": self.procedures}
 
 
@@ -543,8 +511,6 @@ class RunLog:
             for observer in self.observers:
                 observer.call_started(self, kind, name)
             return None
-        if self.records.deferred:  # (an entry being recorded now is at the end)
-            self.records.fill_deferred()
         entry = self.entries[self.position]
         if entry["kind"] != kind or entry["name"] != name:
             self._diverge({"kind": kind, "name": name})

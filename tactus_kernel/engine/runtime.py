@@ -432,7 +432,6 @@ class Runtime(Bridge, Driver):
             # Run logs end with their cell; a view or widget that outlives the
             # cell must not keep their entries (a record `%tactus reset` drops).
             cell.logs.clear()
-            self.records.fill_deferred()
             self._close_unfinished()
             self._cell = None
             self.runs = {}

@@ -90,7 +90,6 @@ async def run(kernel: MagicHost, code: str, label: str) -> list[Any]:
     handler = COMMANDS.get(cmd)
     if handler is None:
         raise _usage(f"unknown %tactus command {cmd!r}")
-    kernel.runtime.records.fill_deferred()
     return await handler(kernel, args, label)
 
 

@@ -285,7 +285,6 @@ def check_reference(text: str, outcome: Outcome) -> bool:
 
 def _agent_context(records: Records) -> str:
     """What the run's agents were given: each turn's system prompt and message."""
-    records.fill_deferred()
     parts: list[str] = []
     for rec in records.procedures.values():
         for entry in rec.get("checkpoints", []):
