@@ -186,9 +186,7 @@ class McpServers:
         self.running: dict[str, _Running] = {}
         self.starts = 0  # servers started (tests read it)
         self.config_read = False  # .tactus/config.yml's mcp_servers (the reference's place for them)
-        runtime_closers = getattr(runtime, "closers", None)
-        if runtime_closers is not None:
-            runtime_closers.append(self.stop_all)
+        runtime.closers.append(self.stop_all)  # %tactus reset and kernel shutdown stop the servers
 
     # ------------------------------------------------------------ declare
     def declare(self, name: str, raw: Any) -> bool:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_ai import RunContext
 from pydantic_ai.messages import AgentStreamEvent, PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
+
+if TYPE_CHECKING:
+    from tactus_kernel.engine.host import Host
 
 
 class Streamer:
     """Writes a turn's text into the cell as the model streams it."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self.flusher = Flusher(host)
         self.last = ""  # the last chunk written
@@ -53,19 +56,18 @@ class Flusher:
 
     DELAY = 0.05
 
-    def __init__(self, host: Any) -> None:
-        self.flush = getattr(host, "flush", None)
+    def __init__(self, host: Host) -> None:
+        self.flush = host.flush  # every host has one (engine/host.py); the console's does nothing
         self.handle: asyncio.TimerHandle | None = None
 
     def soon(self) -> None:
-        if self.flush is None or self.handle is not None:
+        if self.handle is not None:
             return
         self.handle = asyncio.get_running_loop().call_later(self.DELAY, self._run)
 
     def _run(self) -> None:
         self.handle = None
-        if self.flush is not None:
-            self.flush()
+        self.flush()
 
     def cancel(self) -> None:
         if self.handle is not None:
