@@ -361,8 +361,8 @@ def test_agents_without_mcp_servers_do_not_import_the_mcp_client(tmp_path: Path)
     """A declaration imports nothing, and an agent with no MCP tools never loads the MCP client."""
     code = f"""
 import asyncio, sys
-from tactus_kernel.engine.runtime import Runtime
-rt = Runtime(root={str(tmp_path)!r})
+from tactus_kernel.features import default_runtime
+rt = default_runtime(root={str(tmp_path)!r})
 cell = 'mcp_server("calc", {{command = "python"}}); agent("a", {{model = "test"}})'
 cell += '; procedure("p", {{}}, function() return A.turn({{inject = "hi"}}).data end)'
 asyncio.run(rt.execute(cell, "[cell 1]", "c1"))
