@@ -45,12 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="the .tac file")
     imp.add_argument("-o", "--output", help="the notebook to write (default: FILE.ipynb beside it)")
     imp.set_defaults(func=_import)
-    try:
-        from tactus_kernel.replay.command import add_replay_parser
-    except ImportError:  # pragma: no cover - replay lands in its own module
-        pass
-    else:
-        add_replay_parser(sub)
+    from tactus_kernel.replay.command import add_replay_parser
+
+    add_replay_parser(sub)
     return parser
 
 

@@ -298,11 +298,11 @@ class Records:
             rec = (rec.get("children") or {}).get(part)
         return rec
 
-    def record(self, key: str) -> dict[str, Any]:
+    def get_or_create(self, key: str) -> dict[str, Any]:
         """The record at a (possibly nested) key, made empty when there is none."""
         if "/" in key:
             root, *path = key.split("/")
-            node = self.record(root)
+            node = self.get_or_create(root)
             for part in path:
                 node = node.setdefault("children", {}).setdefault(part, {"checkpoints": []})
             return node
@@ -322,7 +322,7 @@ class Records:
         """Set fields of the record at `path` (made when absent). The frontend
         is sent those that end up different from its copy, and none when a
         run put back what it had (a replay: status, params, output)."""
-        self.record(path).update(fields)
+        self.get_or_create(path).update(fields)
         self._fields.add(path)
 
     def changed(self, path: str, index: int) -> None:
@@ -539,7 +539,7 @@ class RunLog:
         if extra:
             entry.update(extra)
         entries, key = self.entries, self.key
-        rec = records.record(key)  # again each time: a reset may have dropped it meanwhile
+        rec = records.get_or_create(key)  # again each time: a reset may have dropped it meanwhile
         if rec["checkpoints"] is not entries or self.untitled:
             rec["checkpoints"] = entries
             fields = dict(self.first)
