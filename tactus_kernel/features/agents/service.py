@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 class AgentService:
     """Agents of one runtime. Tools and the notebook default model are kept
-    by the caller (:class:`tactus_kernel.features.agents.effects.AgentHub`)."""
+    by the caller (:class:`tactus_kernel.features.agents.effects.AgentHub`).
+    A turn sees it as a :class:`~tactus_kernel.features.agents.turns.TurnService`."""
 
     def __init__(
         self,
@@ -81,7 +82,7 @@ class AgentService:
             scope = self.scopes[run.id] = RunScope()
         return scope
 
-    def _tools(self, spec: AgentSpec, names: list[str]) -> list[ToolSpec]:
+    def tools_of(self, spec: AgentSpec, names: list[str]) -> list[ToolSpec]:
         """The declarations of these tool and toolset names, in order, each once."""
         tools: list[ToolSpec] = []
         for tool_name in names:
