@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic_ai import Agent, RunContext, Tool
 from pydantic_ai.exceptions import ModelRetry
 
-from tactus_kernel.engine.errors import CellError
+from tactus_kernel.engine.errors import BridgeError, CellError
 from tactus_kernel.engine.fields import ParamError, validate_params
-from tactus_kernel.engine.runtime import BridgeError
 from tactus_kernel.engine.values import NotRecordable, to_json, to_lua
 from tactus_kernel.features.agents.deps import TurnDeps
 from tactus_kernel.features.agents.errors import PASS_THROUGH, agent_error

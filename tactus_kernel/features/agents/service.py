@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_ai.models import Model
 
-from tactus_kernel.engine.runtime import BridgeError
+from tactus_kernel.engine.errors import BridgeError
 from tactus_kernel.engine.values import to_plain
 from tactus_kernel.features.agents import scopes
 from tactus_kernel.features.agents.config import parse_model
@@ -28,7 +28,8 @@ from tactus_kernel.features.agents.tools import DONE, DONE_TOOL, ToolSpec
 from tactus_kernel.features.agents.turns import prepare, resolve_model
 
 if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import RunState, Runtime
+    from tactus_kernel.engine.runs import RunState
+    from tactus_kernel.engine.runtime import Runtime
 
 
 class AgentService:

@@ -24,8 +24,7 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse
 from pydantic_ai.models import Model
 from pydantic_ai.usage import UsageLimits
 
-from tactus_kernel.engine.errors import Failure, KernelError
-from tactus_kernel.engine.runtime import BridgeError
+from tactus_kernel.engine.errors import BridgeError, Failure, KernelError
 from tactus_kernel.engine.values import to_lua, to_plain
 from tactus_kernel.features.agents import history as hist
 from tactus_kernel.features.agents import provider_errors, recording
