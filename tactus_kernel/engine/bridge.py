@@ -21,7 +21,7 @@ from lupa import lua54
 
 from tactus_kernel.engine import errors
 from tactus_kernel.engine.display import displayable
-from tactus_kernel.engine.errors import Failure, KernelError, ParamError, raise_text, tagged
+from tactus_kernel.engine.errors import BridgeError, Failure, KernelError, ParamError, raise_text, tagged
 from tactus_kernel.engine.files import FileError, file_op
 from tactus_kernel.engine.records import RecordLimitError
 from tactus_kernel.engine.runs import CellRun, ProcedureSpec, RunState
@@ -39,11 +39,6 @@ log = logging.getLogger("tactus_kernel")
 # plain arguments (see _b_step_replay and K.step_record in lua/sandbox.lua)
 _MAX_FLAT = 64
 _FLAT_VALUES = frozenset({str, int, float, bool})
-
-
-class BridgeError(Exception):
-    """Raised inside a bridge function or an effect handler; its text
-    (already tagged with an error name) becomes the Lua error message."""
 
 
 # Kernel exceptions that reach Lua as errors under their own name.

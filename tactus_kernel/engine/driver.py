@@ -153,11 +153,7 @@ class Driver:
         try:
             try:
                 # self is the Runtime; a procedure's time limit bounds every wait but a person's
-                call = (
-                    handler(self, run, request)  # type: ignore[arg-type]
-                    if not self.interceptors
-                    else self._intercepted(kind, run, request)
-                )
+                call = handler(self, run, request) if not self.interceptors else self._intercepted(kind, run, request)
                 values = await self.limits.bound(kind, call)
             except BaseException as exc:  # told, then handled below as it is
                 self.observers.effect_failed(run, str(kind), exc, since)
@@ -182,7 +178,7 @@ class Driver:
 
         async def proceed(i: int) -> tuple[Any, ...]:
             if i == len(interceptors):
-                return await handler(self, run, request)  # type: ignore[arg-type]  # self is the Runtime
+                return await handler(self, run, request)  # self is the Runtime
             return await interceptors[i].intercept(kind, run, request, lambda: proceed(i + 1))
 
         return await proceed(0)

@@ -202,6 +202,13 @@ def raised_failure(message: str) -> Failure | None:
     return _RAISED.get(strip_positions(message))
 
 
+class BridgeError(Exception):
+    """Raised inside a bridge function or an effect handler; its text
+    (already tagged with an error name) becomes the Lua error message.
+    (Here, not in bridge.py, so that limits.py can raise it without
+    importing the bridge; bridge.py hands it on.)"""
+
+
 class ParamError(ValueError):
     """A param or an output does not match its declaration; `field` names it when one is at fault."""
 

@@ -37,6 +37,15 @@ message, raised as a Lua error at the call site).
 learns what happens in a run without wrapping another feature's code: the
 engine and the features call :class:`Observers`, which fans each event out
 to the observers that override it.
+
+This module lies below ``runtime.py`` (the runtime takes features, calls
+their hooks and fans events out through :class:`Observers`), so it does not
+import the :class:`~tactus_kernel.engine.runtime.Runtime` back, not even for
+hints. A hook or an effect handler is given the Runtime itself, and each
+feature names the concrete ``Runtime`` in its own signatures; here it is
+:data:`AnyRuntime` (``Any``). That is the simplest honest choice: a Protocol
+here would have to repeat the runtime's whole public API, and a feature's
+hook that names the concrete Runtime would then break the override rule.
 """
 
 from __future__ import annotations
@@ -48,9 +57,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runs import CellRun, RunState
-    from tactus_kernel.engine.runtime import Runtime
 
-EffectHandler = Callable[["Runtime", "RunState", Any], Awaitable[tuple[Any, ...]]]
+AnyRuntime = Any
+"""The engine's Runtime, as the seam names it (see the module docstring)."""
+
+EffectHandler = Callable[[AnyRuntime, "RunState", Any], Awaitable[tuple[Any, ...]]]
 """``handler(runtime, run, request) -> values``: what the Lua call returns."""
 
 S = TypeVar("S")
@@ -101,13 +112,13 @@ class Feature(Generic[S]):
     name: ClassVar[str] = ""
     preludes: ClassVar[Sequence[Prelude]] = ()
 
-    def new_state(self, runtime: Runtime) -> S:
+    def new_state(self, runtime: AnyRuntime) -> S:
         """The feature's state in `runtime` (``runtime.state(type(self))``).
         Called once per runtime, after every prelude ran and before any
         feature's :meth:`install`."""
         return None  # type: ignore[return-value]
 
-    def install(self, runtime: Runtime, state: S) -> None:
+    def install(self, runtime: AnyRuntime, state: S) -> None:
         """Register effects (``runtime.register_effect``) and observers
         (``runtime.add_observer``). Called in the order the features are given."""
 

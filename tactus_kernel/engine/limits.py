@@ -26,14 +26,13 @@ import threading
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from tactus_kernel.engine.bridge import BridgeError
-from tactus_kernel.engine.errors import CellError, ParamError
+from tactus_kernel.engine.errors import BridgeError, CellError, ParamError
 from tactus_kernel.engine.feature import Observer
 
 if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import CellRun, RunState, Runtime
+    from tactus_kernel.engine.runs import CellRun, RunState
 
 TIMEOUT_ENV = "TACTUS_PROCEDURE_TIMEOUT"
 # Effects that wait for a person: their time does not count.
@@ -67,6 +66,13 @@ def default_timeout() -> float | None:
     return seconds or None
 
 
+class Interruptible(Protocol):
+    """All the limits need of the runtime: a way to stop the running cell
+    (the Runtime is one; limits.py stays below runtime.py)."""
+
+    def interrupt(self) -> None: ...
+
+
 @dataclass
 class _Limit:
     who: str  # the procedure, and its caller when it is a child: "'build' (called by 'deploy')"
@@ -78,7 +84,7 @@ class _Limit:
 class RunLimits(Observer):
     """A run observer that ends a cell whose procedure runs past its limit."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Interruptible) -> None:
         self.runtime = runtime
         self._cond = threading.Condition()
         self._limits: dict[int, _Limit] = {}  # run id -> its limit

@@ -4,21 +4,21 @@ When the model calls a tool, its Lua function runs as a coroutine of its
 own, driven by the runtime's effect loop (a Lua yield cannot cross the
 Python frames of pydantic-ai), in the calling procedure's context: so
 ``Tool``, ``State`` and ``Stop`` apply to the right run, and a tool may
-wait for a human. Each call is kept in :class:`TurnDeps` for the record.
+wait for a human. Each call is kept in
+:class:`~tactus_kernel.features.agents.deps.TurnDeps` for the record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic_ai import Agent, RunContext, Tool
 from pydantic_ai.exceptions import ModelRetry
 
-from tactus_kernel.engine.errors import CellError
+from tactus_kernel.engine.errors import BridgeError, CellError
 from tactus_kernel.engine.fields import ParamError, validate_params
-from tactus_kernel.engine.runtime import BridgeError
 from tactus_kernel.engine.values import NotRecordable, to_json, to_lua
+from tactus_kernel.features.agents.deps import TurnDeps
 from tactus_kernel.features.agents.errors import PASS_THROUGH, agent_error
 from tactus_kernel.features.agents.mcp import McpRef
 from tactus_kernel.features.agents.tools import ToolSpec
@@ -27,15 +27,6 @@ if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import Runtime
     from tactus_kernel.features.agents.mcp import McpServers
     from tactus_kernel.features.agents.spec import AgentSpec
-
-
-@dataclass(slots=True)
-class TurnDeps:
-    """pydantic-ai deps of a turn: how a tool call finds its way back to Lua."""
-
-    agent: str
-    lua_ctx: Any
-    calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_agent(

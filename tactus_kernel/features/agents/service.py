@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_ai.models import Model
 
-from tactus_kernel.engine.runtime import BridgeError
+from tactus_kernel.engine.errors import BridgeError
 from tactus_kernel.engine.values import to_plain
 from tactus_kernel.features.agents import scopes
 from tactus_kernel.features.agents.config import parse_model
@@ -28,12 +28,14 @@ from tactus_kernel.features.agents.tools import DONE, DONE_TOOL, ToolSpec
 from tactus_kernel.features.agents.turns import prepare, resolve_model
 
 if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import RunState, Runtime
+    from tactus_kernel.engine.runs import RunState
+    from tactus_kernel.engine.runtime import Runtime
 
 
 class AgentService:
     """Agents of one runtime. Tools and the notebook default model are kept
-    by the caller (:class:`tactus_kernel.features.agents.effects.AgentHub`)."""
+    by the caller (:class:`tactus_kernel.features.agents.effects.AgentHub`).
+    A turn sees it as a :class:`~tactus_kernel.features.agents.turns.TurnService`."""
 
     def __init__(
         self,
@@ -81,7 +83,7 @@ class AgentService:
             scope = self.scopes[run.id] = RunScope()
         return scope
 
-    def _tools(self, spec: AgentSpec, names: list[str]) -> list[ToolSpec]:
+    def tools_of(self, spec: AgentSpec, names: list[str]) -> list[ToolSpec]:
         """The declarations of these tool and toolset names, in order, each once."""
         tools: list[ToolSpec] = []
         for tool_name in names:

@@ -24,8 +24,8 @@ from tactus_kernel.features.agents.config import (
     response_settings,
     settings_from,
 )
+from tactus_kernel.features.agents.deps import TurnDeps
 from tactus_kernel.features.agents.endpoints import check_base_url
-from tactus_kernel.features.agents.lua_tools import TurnDeps
 from tactus_kernel.features.agents.models import parse_mock
 from tactus_kernel.features.agents.output import output_model
 from tactus_kernel.features.agents.recording import digest

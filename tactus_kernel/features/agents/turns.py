@@ -15,7 +15,7 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from pydantic import BaseModel
 from pydantic_ai import ModelSettings
@@ -24,8 +24,7 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse
 from pydantic_ai.models import Model
 from pydantic_ai.usage import UsageLimits
 
-from tactus_kernel.engine.errors import Failure, KernelError
-from tactus_kernel.engine.runtime import BridgeError
+from tactus_kernel.engine.errors import BridgeError, Failure, KernelError
 from tactus_kernel.engine.values import to_lua, to_plain
 from tactus_kernel.features.agents import history as hist
 from tactus_kernel.features.agents import provider_errors, recording
@@ -37,9 +36,10 @@ from tactus_kernel.features.agents.config import (
     offline,
     settings_from,
 )
+from tactus_kernel.features.agents.deps import TurnDeps
 from tactus_kernel.features.agents.endpoints import build_model
 from tactus_kernel.features.agents.errors import agent_error, explain
-from tactus_kernel.features.agents.lua_tools import TurnDeps, build_agent
+from tactus_kernel.features.agents.lua_tools import build_agent
 from tactus_kernel.features.agents.models import MockScript, ScriptCursor, offline_model
 from tactus_kernel.features.agents.scopes import SHARED, history_config
 from tactus_kernel.features.agents.spec import AgentSpec, tool_names
@@ -47,17 +47,43 @@ from tactus_kernel.features.agents.streaming import Streamer, show_text, show_us
 from tactus_kernel.features.agents.templates import render, uses
 
 if TYPE_CHECKING:
-    from tactus_kernel.engine.runtime import RunState
-    from tactus_kernel.features.agents.service import AgentService
+    from tactus_kernel.engine.runs import RunState
+    from tactus_kernel.engine.runtime import Runtime
+    from tactus_kernel.features.agents.mcp import McpServers
+    from tactus_kernel.features.agents.scopes import RunScope, Snapshots
+    from tactus_kernel.features.agents.tools import ToolSpec
 
 TURN_OPTIONS = frozenset({"inject", "tools", "toolsets", "temperature", "max_tokens", "top_p", "seed"})
+
+
+class TurnService(Protocol):
+    """What a turn uses of the agents of its runtime.
+    :class:`~tactus_kernel.features.agents.service.AgentService` is one; it
+    calls this module, so this module names it by this Protocol instead of
+    importing it back."""
+
+    runtime: Runtime
+    agents: dict[str, AgentSpec]
+    mcp: McpServers | None
+    snapshots: Snapshots
+    default_model: tuple[str | None, dict[str, Any]]
+    default_provider: str | None
+    model_calls: int  # live turns that reached a model
+
+    def scope(self, run: RunState) -> RunScope: ...
+
+    def tools_of(self, spec: AgentSpec, names: list[str]) -> list[ToolSpec]: ...
+
+    def model(self, spec: AgentSpec, name: str, cursor: ScriptCursor) -> tuple[Model, str]: ...
+
+    def template_data(self, lua_ctx: Any, key: str) -> dict[str, Any]: ...
 
 
 @dataclass
 class Turn:
     """One turn of one agent in one run, its request built."""
 
-    service: AgentService
+    service: TurnService
     run: RunState
     spec: AgentSpec
     request: recording.Request
@@ -225,7 +251,7 @@ class Turn:
         )
 
 
-def prepare(service: AgentService, run: RunState, request: Any) -> Turn:
+def prepare(service: TurnService, run: RunState, request: Any) -> Turn:
     """Check the turn's options and limits, count it, and build its request."""
     name = str(request["name"])
     spec = service.agents.get(name)
@@ -242,7 +268,7 @@ def prepare(service: AgentService, run: RunState, request: Any) -> Turn:
     scope.turns[name] = taken + 1
     scope.total += 1
 
-    tools = service._tools(spec, spec.tools)
+    tools = service.tools_of(spec, spec.tools)
     model = spec.model or service.default_model[0]
     provider = spec.provider or service.default_provider
     if provider is not None:
@@ -276,7 +302,7 @@ def prepare(service: AgentService, run: RunState, request: Any) -> Turn:
     if len(opts) > (inject is not None):  # per-turn tools or settings
         where = f"agent '{spec.name}'"
         if "tools" in opts or "toolsets" in opts:  # the reference's per-turn toolsets, the same
-            tools = service._tools(spec, tool_names(opts, f"{where}: turn", []))
+            tools = service.tools_of(spec, tool_names(opts, f"{where}: turn", []))
         settings = {**settings, **settings_from(opts, f"{where}: turn")}
     try:
         sent = hist.view(history, hconf)

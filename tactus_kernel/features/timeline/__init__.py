@@ -27,7 +27,8 @@ for the view and ``%tactus log``.
 """
 
 from tactus_kernel.features.timeline.observer import Timeline, TimelineFeature
-from tactus_kernel.features.timeline.trail import INTERVAL, PREVIEW, SHOW_AFTER, Trail, preview
+from tactus_kernel.features.timeline.style import INTERVAL, SHOW_AFTER
+from tactus_kernel.features.timeline.trail import PREVIEW, Trail, preview
 from tactus_kernel.features.timeline.view import CellTimeline
 
 __all__ = ["INTERVAL", "PREVIEW", "SHOW_AFTER", "CellTimeline", "Timeline", "TimelineFeature", "Trail", "preview"]

@@ -6,48 +6,16 @@ from __future__ import annotations
 import json
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tactus_kernel.engine.records import now_iso
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runs import RunState
-    from tactus_kernel.features.timeline.view import CellTimeline
 
 FAST = 0.005  # seconds: quicker steps merge into one event
-INTERVAL = 0.1  # seconds between two redraws of the view (<= 10 updates/s)
-SHOW_AFTER = 0.3  # seconds a cell's procedures run before the view appears
-MAX_ROWS = 40  # rows drawn (the newest); the record keeps every event
 PREVIEW = 60  # characters of a value preview
 
-TICK = 1.0  # seconds between two redraws while nothing changes but the clock (a card waiting)
-
-ICONS = {"running": "›", "waiting": "?", "completed": "✓", "failed": "✗", "replayed": "↺", "cancelled": "⊘"}
-LABELS = {
-    "running": "running",
-    "waiting": "waiting for a human",
-    "completed": "done",
-    "failed": "failed",
-    "replayed": "replayed from record",
-    "cancelled": "cancelled",
-}
-# JupyterLab's theme variables (light, dark and high-contrast themes read
-# well), with fallbacks for pages without them (GitHub, nbviewer).
-MUTED = "var(--jp-ui-font-color2, #57606a)"
-COLORS = {
-    "running": "var(--jp-brand-color1, #1976d2)",
-    "waiting": "var(--jp-warn-color1, #b7791f)",
-    "completed": "var(--jp-success-color1, #2f855a)",
-    "failed": "var(--jp-error-color1, #c53030)",
-    "replayed": MUTED,
-    "cancelled": MUTED,
-}
-BOX = (
-    "font-family:var(--jp-ui-font-family, system-ui, -apple-system, sans-serif);"
-    "font-size:var(--jp-ui-font-size1, 13px);color:var(--jp-ui-font-color1, #1f2328);"
-    "border:1px solid var(--jp-border-color2, #d0d7de);border-radius:4px;"
-    "background:var(--jp-layout-color1, #ffffff);padding:4px 8px;margin:4px 0"
-)
 # A child call's record status -> its event state.
 CALL_STATES = {"completed": "completed", "failed": "failed", "cancelled": "cancelled", "interrupted": "cancelled"}
 
@@ -102,6 +70,17 @@ def error_text(error: Any) -> str:
     return str(message if message is not None else error)
 
 
+class TrailView(Protocol):
+    """What a trail tells the view that draws it (view.py's CellTimeline is
+    one; it reads the trails, so the trail names it only by this Protocol)."""
+
+    def add(self, trail: Trail, ev: dict[str, Any]) -> None:
+        """A new event row of `trail`."""
+
+    def touch(self, force: bool = False) -> None:
+        """Something changed: redraw when the view's interval allows (now if `force`)."""
+
+
 class Trail:
     """The events of one run of one procedure (hooked to its RunLog)."""
 
@@ -124,7 +103,7 @@ class Trail:
     )
 
     def __init__(
-        self, run: RunState, events: list[dict[str, Any]], view: CellTimeline | None, depth: int = 0, expected: int = 0
+        self, run: RunState, events: list[dict[str, Any]], view: TrailView | None, depth: int = 0, expected: int = 0
     ) -> None:
         self.key = run.key
         # what the view calls it: a procedure's name, or for a procedure with

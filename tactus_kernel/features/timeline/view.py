@@ -7,7 +7,7 @@ import html
 import time
 from typing import TYPE_CHECKING, Any
 
-from tactus_kernel.features.timeline.trail import (
+from tactus_kernel.features.timeline.style import (
     BOX,
     COLORS,
     ICONS,
@@ -17,9 +17,8 @@ from tactus_kernel.features.timeline.trail import (
     MUTED,
     SHOW_AFTER,
     TICK,
-    Trail,
-    lua_fields,
 )
+from tactus_kernel.features.timeline.trail import Trail, lua_fields
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runs import CellRun
