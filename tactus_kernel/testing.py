@@ -34,7 +34,7 @@ from typing import Any
 from jupyter_client.manager import KernelManager
 
 from tactus_kernel.engine.errors import FAILURE_KEY, Failure
-from tactus_kernel.replay.client import local_sockets
+from tactus_kernel.jupyter.sockets import local_sockets
 
 
 @dataclass

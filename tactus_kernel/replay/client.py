@@ -42,6 +42,7 @@ from nbformat import NotebookNode
 
 from tactus_kernel.engine.errors import FAILURE_KEY, Failure
 from tactus_kernel.engine.records import SCHEMA_VERSION
+from tactus_kernel.jupyter.sockets import local_sockets
 from tactus_kernel.protocol import COMM_TARGET, PROTOCOL, fold_op, op_version_problem
 from tactus_kernel.replay.notebook_io import unwritable_metadata
 from tactus_kernel.replay.outcome import STOPS_REPLAY, CellReport, ReplayFailure, ReplayOptions, ReplayResult
@@ -280,23 +281,6 @@ async def replay(
             sockets.cleanup()
         result.elapsed = time.monotonic() - started
     return result
-
-
-def local_sockets() -> tuple[tempfile.TemporaryDirectory[str] | None, dict[str, Any]]:
-    """A new directory, and the kernel manager arguments that make its
-    kernel talk over local sockets in it (no directory, no arguments on
-    Windows: TCP there). The caller removes the directory after shutdown.
-
-    Why not TCP ports: a port is picked free and bound by the kernel a
-    moment later, so two kernels started side by side (replays run in
-    parallel in CI, tests under pytest-xdist) could pick the same one, and
-    one died with "Address already in use". Socket names in a directory of
-    the kernel's own cannot collide.
-    """
-    if os.name == "nt":
-        return None, {}
-    sockets = tempfile.TemporaryDirectory(prefix="tactus-kernel-")
-    return sockets, {"transport": "ipc", "ip": os.path.join(sockets.name, "kernel")}
 
 
 async def _run_cells(
