@@ -23,7 +23,7 @@
  * block with what the kernel holds.
  */
 
-import { PROTOCOL, protocolMajor, schemaProblem } from './schema';
+import { describe, isObject, PROTOCOL, protocolMajor, schemaProblem } from './schema';
 
 export { PROTOCOL };
 
@@ -76,20 +76,6 @@ export interface IApplyResult {
 
 export function emptyMetadata(): ITactusMetadata {
   return { version: SCHEMA_VERSION, procedures: {} };
-}
-
-function isObject(value: unknown): value is { [key: string]: unknown } {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function describe(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = String(value);
-  }
-  return text.length > 60 ? text.slice(0, 57) + '...' : text;
 }
 
 /**

@@ -18,11 +18,13 @@ type Schema = { [key: string]: unknown };
 /** The protocol version the schema was generated with (`PROTOCOL` in protocol.py). */
 export const PROTOCOL: string = (SCHEMA as Schema)['x-protocol'] as string;
 
-function isObject(value: unknown): value is { [key: string]: unknown } {
+/** A JSON object (not null, not an array). */
+export function isObject(value: unknown): value is { [key: string]: unknown } {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function describe(value: unknown): string {
+/** A value as a message shows it: its JSON, cut to 60 characters. */
+export function describe(value: unknown): string {
   let text: string;
   try {
     text = JSON.stringify(value) ?? String(value);

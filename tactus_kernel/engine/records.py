@@ -505,20 +505,12 @@ class RunLog:
         """The recorded entry for this call, or None when it must run now
         (in strict mode, NotRecordedError instead)."""
         if self.position >= len(self.entries):
-            self.check_live(kind, name)
-            if self.trail is not None:
-                self.trail.started(kind, name)
-            for observer in self.observers:
-                observer.call_started(self, kind, name)
+            self._runs_now(kind, name)
             return None
         entry = self.entries[self.position]
         if entry["kind"] != kind or entry["name"] != name:
             self._diverge({"kind": kind, "name": name})
-            self.check_live(kind, name)
-            if self.trail is not None:
-                self.trail.started(kind, name)
-            for observer in self.observers:
-                observer.call_started(self, kind, name)
+            self._runs_now(kind, name)
             return None
         self.position += 1
         self.replayed += 1
@@ -527,6 +519,14 @@ class RunLog:
         for observer in self.observers:
             observer.call_replayed(self, entry)
         return entry
+
+    def _runs_now(self, kind: str, name: str) -> None:
+        """No record for this call: it runs live (strict mode refuses), and the trail and observers hear it start."""
+        self.check_live(kind, name)
+        if self.trail is not None:
+            self.trail.started(kind, name)
+        for observer in self.observers:
+            observer.call_started(self, kind, name)
 
     def append(self, kind: str, name: str, value: Any, **extra: Any) -> dict[str, Any]:
         records = self.records
