@@ -6,9 +6,11 @@
  * the saved file's record is the one it had, byte for byte (the recorded
  * answers' times and the human waits' durations included).
  */
-import { expect, Page, test } from '@playwright/test';
+import { expect, test } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
+
+import { badge, command, connected, open, save } from './helpers';
 
 const EXAMPLE = path.join(__dirname, '..', '..', 'notebooks', 'human-in-the-loop.ipynb');
 const NAME = 'replay-e2e.ipynb';
@@ -17,23 +19,15 @@ function tactusText(file: string): string {
   return JSON.stringify(JSON.parse(fs.readFileSync(file, 'utf8')).metadata.tactus);
 }
 
-async function command(page: Page, id: string): Promise<void> {
-  await page.evaluate(async id => {
-    await (window as any).jupyterapp.commands.execute(id);
-  }, id);
-}
-
 test('Run All on a recorded notebook leaves metadata.tactus as it was', async ({ page }) => {
   const file = path.join(process.env.TACTUS_E2E_ROOT!, NAME);
   fs.copyFileSync(EXAMPLE, file);
   const recorded = tactusText(file);
   expect(recorded.length).toBeGreaterThan(1000);
 
-  await page.goto(`${process.env.TACTUS_E2E_URL}lab/tree/${NAME}?reset`);
+  await open(page, NAME);
   const codeCells = page.locator('.jp-NotebookPanel .jp-Notebook .jp-CodeCell');
-  await expect(codeCells.first()).toBeVisible({ timeout: 120_000 });
-  const badge = page.locator('.jp-NotebookPanel-toolbar .jp-TactusBadge-button');
-  await expect(badge).toHaveAttribute('title', /Tactus kernel connected/, { timeout: 120_000 });
+  await connected(page);
 
   // Count every write of metadata.tactus the extension makes from here on.
   await page.evaluate(() => {
@@ -70,11 +64,10 @@ test('Run All on a recorded notebook leaves metadata.tactus as it was', async ({
   expect(state.writes).toBe(0);
   expect(state.tactus).toBe(recorded);
   // nothing "changed since the last save" for the extension
-  await expect(badge.locator('.jp-TactusBadge-unsaved')).toBeHidden();
-  await expect(badge).not.toHaveAttribute('title', /changed since the last save/);
+  await expect(badge(page).locator('.jp-TactusBadge-unsaved')).toBeHidden();
+  await expect(badge(page)).not.toHaveAttribute('title', /changed since the last save/);
 
   // Saving (the outputs did change) writes the record back as it was.
-  await command(page, 'docmanager:save');
-  await expect(page.locator('.jp-NotebookPanel')).not.toHaveClass(/jp-mod-dirty/);
+  await save(page);
   expect(tactusText(file)).toBe(recorded);
 });
