@@ -285,7 +285,8 @@ SLOW = (
     BUSY
     + """
 procedure({name = "slow"}, function()
-  Step.run("prepare", function() busy(0.4); return "ready" end)
+  -- 0.6 s of the procedure's own work: over the 0.5 s the summary needs to show a rate
+  Step.run("prepare", function() busy(0.6); return "ready" end)
   local ok = Human.approve({message = "Go on?"})
   for i = 1, 10000 do Step.run("item_" .. i, function() return i end) end
   return {ok = ok}
