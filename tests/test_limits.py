@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,9 @@ from kernel_driver import KernelDriver
 
 
 @pytest.fixture
-def kernel(tmp_path: Path) -> Iterator[KernelDriver]:
-    driver = KernelDriver(tmp_path)
-    driver.open_tactus(None)
-    try:
-        yield driver
-    finally:
-        driver.shutdown()
+def kernel(tactus_kernel: KernelDriver) -> KernelDriver:
+    """A kernel connected as JupyterLab is: the plugin's own fixture (docs/testing.md)."""
+    return tactus_kernel
 
 
 SPIN = """\

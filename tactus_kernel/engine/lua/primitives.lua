@@ -316,7 +316,9 @@ end
 -- input: the same view, by the name some reference Tactus versions use.
 input = params
 
-function procedure(a, b, c)
+-- procedure([name,] [config,] fn)'s arguments, however they were given
+-- (compat.lua's reference forms read them the same way).
+local function procedure_args(a, b, c)
   local name, config, fn
   if type(a) == "function" then fn = a
   elseif type(a) == "table" then config, fn = a, b
@@ -324,6 +326,20 @@ function procedure(a, b, c)
     name = a
     if type(b) == "function" then fn = b else config, fn = b, c end
   end
+  return name, config, fn
+end
+K.procedure_args = procedure_args
+
+-- A table's keys as sorted strings (the names an error message lists).
+function K.sorted_names(t)
+  local names = {}
+  for k in pairs(t) do names[#names + 1] = tostring(k) end
+  sort(names)
+  return names
+end
+
+function procedure(a, b, c)
+  local name, config, fn = procedure_args(a, b, c)
   if type(fn) ~= "function" then
     raise("procedure: expected procedure([name,] [config,] function() ... end)")
   end

@@ -73,13 +73,7 @@ local function completed(config, cell)
 end
 
 function procedure(a, b, c)
-  local name, config, fn
-  if type(a) == "function" then fn = a
-  elseif type(a) == "table" then config, fn = a, b
-  elseif type(a) == "string" then
-    name = a
-    if type(b) == "function" then fn = b else config, fn = b, c end
-  end
+  local name, config, fn = K.procedure_args(a, b, c)
   if type(fn) ~= "function" or (config ~= nil and type(config) ~= "table") then
     return declare_procedure(a, b, c)  -- its own error message
   end

@@ -39,12 +39,7 @@ if declare_tool ~= nil then
   end
 end
 
-local function names_of(t)
-  local names = {}
-  for k in pairs(t) do names[#names + 1] = tostring(k) end
-  sort(names)
-  return names
-end
+local names_of = K.sorted_names
 
 local function check_dependencies(key)
   local def = PROCEDURES[key]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tactus_kernel.engine.errors import CellError
 from tactus_kernel.features.evaluations.effects import registry
 from tactus_kernel.features.evaluations.running import consistency_rows, run_consistency, run_suite
+from tactus_kernel.features.specs.runner import runs_value
 
 if TYPE_CHECKING:
     from tactus_kernel.engine.runtime import Runtime
@@ -29,12 +30,7 @@ def parse_eval_args(args: list[str]) -> tuple[str | None, int | None]:
         if a == "--runs":
             if i + 1 >= len(args):
                 raise CellError.simple("UsageError", f"--runs needs a value: {USAGE}")
-            try:
-                runs = int(args[i + 1])
-            except ValueError:
-                raise CellError.simple("UsageError", f"--runs needs a number: {USAGE}") from None
-            if runs < 1:
-                raise CellError.simple("UsageError", f"--runs must be at least 1: {USAGE}")
+            runs = runs_value(args[i + 1], USAGE)
             i += 2
             continue
         if a.startswith("--") or procedure is not None:

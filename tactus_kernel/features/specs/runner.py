@@ -199,6 +199,17 @@ async def run_specs(
     return report
 
 
+def runs_value(text: str, usage: str) -> int:
+    """The value of ``--runs`` (``%tactus test`` and ``%tactus eval``): a whole number, at least 1."""
+    try:
+        runs = int(text)
+    except ValueError:
+        raise CellError.simple("UsageError", f"--runs needs a number: {usage}") from None
+    if runs < 1:
+        raise CellError.simple("UsageError", f"--runs must be at least 1: {usage}")
+    return runs
+
+
 def parse_test_args(args: list[str]) -> tuple[str | None, str | None, int]:
     usage = "%tactus test [procedure] [--scenario NAME] [--runs N]"
     procedure = scenario = None
@@ -212,12 +223,7 @@ def parse_test_args(args: list[str]) -> tuple[str | None, str | None, int]:
             if a == "--scenario":
                 scenario = args[i + 1]
             else:
-                try:
-                    runs = int(args[i + 1])
-                except ValueError:
-                    raise CellError.simple("UsageError", f"--runs needs a number: {usage}") from None
-                if runs < 1:
-                    raise CellError.simple("UsageError", f"--runs must be at least 1: {usage}")
+                runs = runs_value(args[i + 1], usage)
             i += 2
             continue
         if a.startswith("--") or procedure is not None:

@@ -9,12 +9,7 @@ local pack, unpack, sort = table.pack, table.unpack, table.sort
 local match = string.match
 local perform, current_ctx, raise = K.perform, K.current_ctx, K.raise
 
-local function names_of(t)
-  local names = {}
-  for k in pairs(t) do names[#names + 1] = tostring(k) end
-  sort(names)
-  return names
-end
+local names_of = K.sorted_names
 
 function specifications(a, b)
   local proc, text = nil, a
